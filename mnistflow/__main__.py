@@ -1,0 +1,3 @@
+from mnistflow.cli import app
+
+app(prog_name="mnistflow")

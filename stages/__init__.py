@@ -1,0 +1,1 @@
+"""DVC stages of the mnistflow pipeline: one module per stage, plus shared helpers."""

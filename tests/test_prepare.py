@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stages.errors import PipelineInputError
+from stages.prepare import PrepareParams, layout_for, load_prepared, prepare, save_prepared
+
+
+@pytest.fixture(scope="module")
+def raw(mnist_slice):
+    return mnist_slice.as_npz_dict()
+
+
+def test_image_layout_scaled_and_one_hot(raw):
+    data = prepare(raw, PrepareParams(validation_fraction=0.2, seed=1), "image")
+    assert data.train.x.shape == (2400, 28, 28, 1)
+    assert data.validation.x.shape == (600, 28, 28, 1)
+    assert data.test.x.shape == (1000, 28, 28, 1)
+    for split in (data.train, data.validation, data.test):
+        assert split.x.dtype == np.float32 and split.y.dtype == np.float32
+        assert split.x.min() == 0.0 and split.x.max() == 1.0
+        assert split.y.shape[1] == 10
+        np.testing.assert_array_equal(split.y.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(data.test.y.argmax(axis=1), raw["y_test"])
+    np.testing.assert_allclose(data.test.x[..., 0] * 255, raw["x_test"], atol=1e-4)
+
+
+def test_flat_layout_for_the_dense_tutorials(raw):
+    data = prepare(raw, PrepareParams(), layout_for("mlp"))
+    assert data.train.x.shape[1:] == (784,)
+    assert layout_for("softmax") == "flat" and layout_for("cnn") == "image"
+
+
+def _rows(images):
+    return {row.tobytes() for row in images.reshape(len(images), -1)}
+
+
+def test_split_is_seeded_disjoint_and_complete(raw):
+    params = PrepareParams(validation_fraction=0.1, seed=7)
+    first, again = prepare(raw, params, "flat"), prepare(raw, params, "flat")
+    np.testing.assert_array_equal(first.validation.x, again.validation.x)
+    other_seed = prepare(raw, PrepareParams(validation_fraction=0.1, seed=8), "flat")
+    assert not np.array_equal(first.validation.x, other_seed.validation.x)
+    train_rows, validation_rows = _rows(first.train.x), _rows(first.validation.x)
+    assert not train_rows & validation_rows
+    assert len(first.train.x) + len(first.validation.x) == len(raw["x_train"])
+
+
+def test_caps_for_quick_runs(raw):
+    data = prepare(raw, PrepareParams(max_train_images=500, max_test_images=100), "image")
+    assert len(data.train.x) + len(data.validation.x) == 500
+    assert len(data.test.x) == 100
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
+def test_bad_validation_fraction(raw, fraction):
+    with pytest.raises(PipelineInputError, match="validation_fraction"):
+        prepare(raw, PrepareParams(validation_fraction=fraction), "image")
+
+
+def test_unknown_architecture_is_named():
+    with pytest.raises(PipelineInputError, match="model.architecture.*'resnet'"):
+        layout_for("resnet")
+
+
+def test_save_and_load_round_trip_byte_identical(raw, tmp_path):
+    data = prepare(raw, PrepareParams(max_train_images=300, max_test_images=50), "image")
+    save_prepared(data, tmp_path / "a")
+    save_prepared(data, tmp_path / "b")
+    for name in ("train.npz", "validation.npz", "test.npz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    loaded = load_prepared(tmp_path / "a")
+    np.testing.assert_array_equal(loaded.validation.y, data.validation.y)
+    # Replacing an existing output leaves no temporary folders behind.
+    save_prepared(data, tmp_path / "a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
