@@ -28,9 +28,8 @@ def test_metrics_by_hand():
 
 
 def test_evaluate_agrees_with_keras(mnist_slice):
-    data = prepare(
-        mnist_slice.as_npz_dict(), PrepareParams(max_train_images=1200, max_test_images=400), "image"
-    )
+    small = PrepareParams(max_train_images=1200, max_test_images=400)
+    data = prepare(mnist_slice.as_npz_dict(), small, "image")
     model = train(data, ModelParams(), TrainParams(epochs=1, batch_size=64, device="cpu")).model
     metrics, predicted = evaluate(model, data.test, EvaluateParams(batch_size=128))
     assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro"}

@@ -43,7 +43,8 @@ def test_bad_values_are_named(values, message):
 def test_toggles_accept_auto_and_booleans():
     assert section_from_mapping(TrainParams, {"xla": True}, "train").xla is True
     assert section_from_mapping(TrainParams, {"xla": "auto"}, "train").xla == "auto"
-    assert section_from_mapping(PrepareParams, {"max_train_images": None}, "p").max_train_images is None
+    uncapped = section_from_mapping(PrepareParams, {"max_train_images": None}, "prepare")
+    assert uncapped.max_train_images is None
 
 
 def test_missing_section(tmp_path):
