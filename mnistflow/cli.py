@@ -41,3 +41,49 @@ def run(
     if result.returncode != 0:
         raise typer.Exit(result.returncode)
     subprocess.run([*dvc, "metrics", "show"], env=environment, check=False)
+
+
+@app.command()
+def validate(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Files or folders: .npz, .npy, IDX, or images.")
+    ],
+    params_file: Annotated[
+        Path, typer.Option("--params", help="params.yaml whose `validate` bounds apply.")
+    ] = Path("params.yaml"),
+) -> None:
+    """Check a prediction batch with the image-level data checks (shape, scale, ink, blanks)."""
+    from mnistflow.inputs import read_inputs
+    from stages.data_checks import ValidateParams, validate_images
+    from stages.errors import PipelineInputError
+    from stages.params import load_section
+
+    try:
+        params = load_section(ValidateParams, "validate", params_file)
+        batch = read_inputs(inputs)
+    except PipelineInputError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    for source, reason in batch.errors:
+        typer.echo(f"unreadable: {source}: {reason}", err=True)
+    if len(batch.images) == 0:
+        typer.echo("error: no images found in the inputs", err=True)
+        raise typer.Exit(2)
+    report = validate_images(batch.images, params)
+    total = len(batch.images)
+    for result in report.results:
+        failing = result.unexpected_count or 0
+        status = "ok  " if result.success else "FAIL"
+        typer.echo(
+            f"{status} {result.name:<16} {failing:>7} of {total} images fail "
+            f"(expected {result.bound})"
+        )
+    if not report.success or batch.errors:
+        names = ", ".join(failure.name for failure in report.failures)
+        typer.echo(
+            f"{len(report.failures)} check(s) failed ({names or 'none'}); "
+            f"{len(batch.errors)} unreadable input(s)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"all {len(report.results)} checks passed on {total} images")

@@ -20,6 +20,8 @@ def run_stage(main: Callable[[], None]) -> None:
     # Stages import TensorFlow lazily, so this takes effect; it hides TF's C++ info chatter.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Libraries' own INFO chatter (GX logs every internal registration) hides the stage's.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     try:
         main()
     except PipelineInputError as error:

@@ -15,7 +15,7 @@ from stages.atomic import write_json, write_text
 from stages.errors import PipelineInputError, run_stage
 from stages.mnist_sources import NUM_CLASSES
 from stages.params import load_section
-from stages.prepare import PreparedSplit, load_split
+from stages.prepared_data import PreparedSplit, load_split
 
 logger = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,14 +11,13 @@ from typing import Literal
 
 import numpy as np
 
-from stages.atomic import atomic_directory
 from stages.errors import PipelineInputError, run_stage
 from stages.mnist_sources import NUM_CLASSES, load_npz
 from stages.params import read_params_file, section_from_mapping
+from stages.prepared_data import PreparedData, PreparedSplit, save_prepared
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 # The layout each model family expects: the tutorials' softmax regression and MLP take 784
 # flat pixels, the CNN a 28×28×1 image.
 LAYOUT_BY_ARCHITECTURE = {"softmax": "flat", "mlp": "flat", "cnn": "image"}
@@ -30,19 +30,6 @@ class PrepareParams:
     # Optional caps for quick runs (tests, smoke runs); null keeps every image.
     max_train_images: int | None = None
     max_test_images: int | None = None
-
-
-@dataclass(frozen=True)
-class PreparedSplit:
-    x: np.ndarray  # float32 in [0, 1], (N, 28, 28, 1) or (N, 784)
-    y: np.ndarray  # float32 one-hot, (N, 10)
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    train: PreparedSplit
-    validation: PreparedSplit
-    test: PreparedSplit
 
 
 def _shape_images(images: np.ndarray, layout: Literal["flat", "image"]) -> np.ndarray:
@@ -94,27 +81,6 @@ def prepare(
     )
 
 
-def save_prepared(data: PreparedData, output: Path) -> None:
-    # Uncompressed .npy inside .npz: loads fast and np.savez is byte-reproducible.
-    with atomic_directory(output) as folder:
-        for name in SPLITS:
-            part: PreparedSplit = getattr(data, name)
-            with open(folder / f"{name}.npz", "wb") as handle:
-                np.savez(handle, x=part.x, y=part.y)
-
-
-def load_split(folder: Path, name: str) -> PreparedSplit:
-    path = Path(folder) / f"{name}.npz"
-    if not path.is_file():
-        raise PipelineInputError(f"{path}: missing; run the prepare stage first")
-    with np.load(path, allow_pickle=False) as archive:
-        return PreparedSplit(x=archive["x"], y=archive["y"])
-
-
-def load_prepared(folder: Path) -> PreparedData:
-    return PreparedData(**{name: load_split(folder, name) for name in SPLITS})
-
-
 def layout_for(architecture: str) -> Literal["flat", "image"]:
     if architecture not in LAYOUT_BY_ARCHITECTURE:
         raise PipelineInputError(
@@ -124,12 +90,26 @@ def layout_for(architecture: str) -> Literal["flat", "image"]:
     return LAYOUT_BY_ARCHITECTURE[architecture]  # type: ignore[return-value]
 
 
+def require_passed_validation(report: Path) -> None:
+    """Refuse to prepare data that the validate stage did not pass."""
+    try:
+        passed = json.loads(report.read_text(encoding="utf-8"))["success"] is True
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PipelineInputError(
+            f"{report}: no readable validation result ({error}); run the validate stage first"
+        ) from None
+    if not passed:
+        raise PipelineInputError(f"{report}: the raw data failed validation; not preparing it")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--raw", type=Path, default=Path("data/raw/mnist.npz"))
+    parser.add_argument("--validation", type=Path, default=Path("reports/validation.json"))
     parser.add_argument("--output", type=Path, default=Path("data/prepared"))
     arguments = parser.parse_args()
+    require_passed_validation(arguments.validation)
     all_params = read_params_file(arguments.params)
     params = section_from_mapping(PrepareParams, all_params.get("prepare"), "params:prepare")
     layout = layout_for(all_params.get("model", {}).get("architecture", "cnn"))

@@ -18,7 +18,7 @@ from stages.keras_io import save_model_reproducibly
 from stages.mnist_sources import NUM_CLASSES
 from stages.model import ModelParams, build_model
 from stages.params import load_section
-from stages.prepare import PreparedData, load_prepared
+from stages.prepared_data import PreparedData, load_prepared
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ SMALL_PARAMS = {
     "prepare": {"max_train_images": 3000, "max_test_images": 1000},
     "train": {"epochs": 1, "device": "cpu"},
 }
-STAGES = ("ingest", "prepare", "train", "evaluate")
+STAGES = ("ingest", "validate", "prepare", "train", "evaluate")
 
 
 def environment() -> dict[str, str]:
@@ -38,19 +38,21 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run(command: list[str], cwd: Path) -> str:
+def run(command: list[str], cwd: Path, expect_failure: bool = False) -> str:
     result = subprocess.run(
         command, cwd=cwd, env=environment(), capture_output=True, text=True, check=False
     )
-    if result.returncode != 0:
+    if expect_failure:
+        assert result.returncode != 0, f"{' '.join(command)} succeeded unexpectedly"
+    elif result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result.stdout + result.stderr
 
 
-def dvc(*arguments: str, cwd: Path) -> str:
-    return run([sys.executable, "-m", "dvc", *arguments], cwd)
+def dvc(*arguments: str, cwd: Path, expect_failure: bool = False) -> str:
+    return run([sys.executable, "-m", "dvc", *arguments], cwd, expect_failure)
 
 
 def stages_ran(output: str) -> list[str]:
@@ -180,3 +182,28 @@ def test_changing_epochs_reruns_train_and_evaluate_only(reproduced):
     assert stages_ran(output) == ["train", "evaluate"]
     history = (workspace / "reports" / "train_history.csv").read_text().splitlines()
     assert len(history) == 3
+
+
+def test_bad_data_stops_at_validate_and_keeps_downstream(reproduced, tmp_path):
+    import numpy as np
+
+    workspace, _ = reproduced
+    with np.load(workspace / "data" / "raw" / "mnist.npz") as raw:
+        arrays = {key: raw[key] for key in raw.files}
+    arrays["x_train"][:100] = 255 - arrays["x_train"][:100]  # inverted images
+    corrupted = tmp_path / "inverted.npz"
+    np.savez(corrupted, **arrays)
+    downstream = [
+        "data/prepared/train.npz",
+        "data/prepared/test.npz",
+        "models/model.keras",
+        "reports/metrics.json",
+    ]
+    before = {name: (workspace / name).read_bytes() for name in downstream}
+    set_params(workspace, {"data": {"source": str(corrupted)}})
+    output = dvc("repro", cwd=workspace, expect_failure=True)
+    assert stages_ran(output) == ["ingest", "validate"]
+    assert "mean_intensity [train_images.mean_intensity]" in output
+    assert "100 unexpected" in output
+    for name, content in before.items():
+        assert (workspace / name).read_bytes() == content, f"{name} was overwritten"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from stages.errors import PipelineInputError
-from stages.prepare import PrepareParams, layout_for, load_prepared, prepare, save_prepared
+from stages.prepare import PrepareParams, layout_for, prepare
+from stages.prepared_data import load_prepared, save_prepared
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,154 @@
+"""Read prediction inputs — .npz/.npy arrays, IDX files, image files or folders — as images.
+
+Arrays keep their dtype (uint8 0..255 or float 0..1) and become N×28×28; image files are
+converted the MNIST way: grey, dark background (inverted when the background is light), the
+digit fitted into a 20×20 box keeping its aspect ratio, then centred by centre of mass in
+a 28×28 frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stages.errors import PipelineInputError
+from stages.mnist_sources import IDX_IMAGES_MAGIC, parse_idx
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+ARRAY_SHAPES_ACCEPTED = "(N, 28, 28), (N, 28, 28, 1) or (N, 784)"
+
+
+@dataclass(frozen=True)
+class InputBatch:
+    images: np.ndarray  # (N, 28, 28), uint8 0..255 or float 0..1
+    sources: list[str]  # one per image: "file" or "file[index]"
+    errors: list[tuple[str, str]]  # (file, reason) for inputs that could not be read
+
+
+def _as_images(array: np.ndarray, origin: str) -> np.ndarray:
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise PipelineInputError(
+            f"{origin}: dtype {array.dtype}; expected uint8 pixels 0..255 or float pixels 0..1"
+        )
+    if array.ndim == 2 and array.shape[1] == 784:
+        return array.reshape(-1, 28, 28)
+    if array.ndim == 4 and array.shape[1:] == (28, 28, 1):
+        return array[..., 0]
+    if array.ndim == 3 and array.shape[1:] == (28, 28):
+        return array
+    raise PipelineInputError(
+        f"{origin}: array of shape {array.shape}; expected {ARRAY_SHAPES_ACCEPTED}"
+    )
+
+
+def read_array_file(path: Path) -> np.ndarray:
+    """An .npy, an .npz (its `x`, `images`, `x_test` or only array) or an IDX images file."""
+    name = path.name
+    try:
+        if name.endswith(".npy"):
+            return _as_images(np.load(path, allow_pickle=False), str(path))
+        if name.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as archive:
+                keys = [key for key in ("x", "images", "x_test") if key in archive.files]
+                if not keys and len(archive.files) == 1:
+                    keys = archive.files
+                if not keys:
+                    raise PipelineInputError(
+                        f"{path}: arrays {archive.files}; expected one named x, images or "
+                        "x_test, or a single array"
+                    )
+                return _as_images(archive[keys[0]], f"{path}[{keys[0]}]")
+    except PipelineInputError:
+        raise
+    except (OSError, ValueError, EOFError) as error:
+        raise PipelineInputError(f"{path}: cannot read ({type(error).__name__}: {error})") from None
+    return parse_idx(path, IDX_IMAGES_MAGIC)
+
+
+def mnist_style(image) -> np.ndarray:
+    """A PIL image → 28×28 uint8 the way MNIST digits were made."""
+    from PIL import Image
+
+    grey = np.asarray(image.convert("L"), dtype=np.float64)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if np.median(border) > 127:  # light background: MNIST digits are light on dark
+        grey = 255.0 - grey
+    grey = np.where(grey > 0.1 * grey.max(), grey, 0.0) if grey.max() > 0 else grey
+    rows, cols = np.nonzero(grey)
+    if len(rows) == 0:
+        return np.zeros((28, 28), dtype=np.uint8)
+    digit = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    scale = 20.0 / max(digit.shape)
+    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
+    resized = np.asarray(
+        Image.fromarray(digit.astype(np.uint8)).resize(size, Image.Resampling.BILINEAR),
+        dtype=np.float64,
+    )
+    frame = np.zeros((28, 28))
+    top, left = (28 - resized.shape[0]) // 2, (28 - resized.shape[1]) // 2
+    frame[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
+    # Shift the centre of mass to (14, 14): where it sits in MNIST (measured: 13.99, 14.00).
+    total = frame.sum()
+    if total > 0:
+        ys, xs = np.indices(frame.shape)
+        shift_y = round(14.0 - (ys * frame).sum() / total)
+        shift_x = round(14.0 - (xs * frame).sum() / total)
+        frame = np.roll(frame, (shift_y, shift_x), axis=(0, 1))
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return mnist_style(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise PipelineInputError(f"{path}: not a readable image ({error})") from None
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    expanded: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            expanded.extend(
+                sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            )
+        elif path.exists():
+            expanded.append(path)
+        else:
+            raise PipelineInputError(f"{path}: no such file or folder")
+    return expanded
+
+
+def read_inputs(paths: list[Path]) -> InputBatch:
+    """All inputs at once. Arrays with a bad shape or dtype raise; bad image files are listed."""
+    arrays: list[np.ndarray] = []
+    sources: list[str] = []
+    errors: list[tuple[str, str]] = []
+    for path in expand_inputs(paths):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                arrays.append(read_image_file(path)[np.newaxis])
+                sources.append(str(path))
+            except PipelineInputError as error:
+                errors.append((str(path), str(error)))
+            continue
+        array = read_array_file(path)
+        arrays.append(array)
+        sources.extend(f"{path}[{index}]" for index in range(len(array)))
+    dtypes = {array.dtype for array in arrays}
+    if len(dtypes) > 1:
+        arrays = [to_float(array) for array in arrays]
+    images = np.concatenate(arrays) if arrays else np.zeros((0, 28, 28), dtype=np.uint8)
+    return InputBatch(images=images, sources=sources, errors=errors)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1]: uint8 is divided by 255, floats are taken as already scaled."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(255)
+    return images.astype(np.float32)

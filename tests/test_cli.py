@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+from mnistflow import PROJECT_ROOT
+from mnistflow.cli import app
+
+PARAMS = str(PROJECT_ROOT / "params.yaml")
+
+
+def test_validate_passes_real_test_images(tmp_path, mnist):
+    path = tmp_path / "batch.npy"
+    np.save(path, mnist.x_test[:500])
+    result = CliRunner().invoke(app, ["validate", str(path), "--params", PARAMS])
+    assert result.exit_code == 0, result.output
+    assert "all 6 checks passed on 500 images" in result.output
+
+
+def test_validate_reports_skew_with_counts(tmp_path, mnist):
+    images = mnist.x_test[:100].copy()
+    images[:25] = 255 - images[:25]
+    images[25:30] = 0
+    path = tmp_path / "batch.npz"
+    np.savez(path, x=images)
+    result = CliRunner().invoke(app, ["validate", str(path), "--params", PARAMS])
+    assert result.exit_code == 1
+    assert "FAIL mean_intensity        30 of 100 images fail" in result.output
+    assert "FAIL max_pixel              5 of 100 images" in result.output
+
+
+def test_validate_wrong_shape_is_one_clear_error(tmp_path):
+    path = tmp_path / "bad.npy"
+    np.save(path, np.zeros((3, 27, 27), dtype=np.uint8))
+    result = CliRunner().invoke(app, ["validate", str(path), "--params", PARAMS])
+    assert result.exit_code == 2
+    assert f"error: {path}" in result.output and "(3, 27, 27)" in result.output
