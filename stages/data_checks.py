@@ -76,17 +76,22 @@ class ValidationReport:
         return [result for result in self.results if not result.success]
 
     def as_json(self) -> dict[str, Any]:
+        # A list, so `dvc metrics show` tabulates only the numbers above it, one row per file.
         return {
             "success": self.success,
-            "expectations": {
-                f"{result.table}.{result.name}": {
-                    "success": result.success,
+            "checks_total": len(self.results),
+            "checks_failed": len(self.failures),
+            "expectations": [
+                {
+                    "name": result.name,
+                    "table": result.table,
                     "column": result.column,
+                    "success": result.success,
                     "observed": result.observed,
                     "expected": result.bound,
                 }
                 for result in self.results
-            },
+            ],
         }
 
 

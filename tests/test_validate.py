@@ -31,8 +31,10 @@ def test_full_mnist_passes_and_writes_data_docs(mnist, tmp_path):
     assert len(report.results) >= 20
     assert (tmp_path / "docs" / "index.html").is_file()
     summary = report.as_json()
-    assert summary["success"] is True
-    assert summary["expectations"]["test_images.train_test_duplicates"]["observed"] == 0
+    assert summary["success"] is True and summary["checks_failed"] == 0
+    entries = {(entry["table"], entry["name"]): entry for entry in summary["expectations"]}
+    assert len(entries) == summary["checks_total"] == len(report.results)
+    assert entries[("test_images", "train_test_duplicates")]["observed"] == 0
 
 
 def _labels_10_and_minus_1(a):
@@ -139,8 +141,10 @@ def test_stage_exits_with_one_line_per_failure(arrays, tmp_path):
     assert any("mean_intensity [train_images.mean_intensity]" in line for line in failure_lines)
     assert any("50 unexpected" in line for line in failure_lines)
     written = json.loads(report.read_text())
-    assert written["success"] is False
-    assert written["expectations"]["train_images.mean_intensity"]["success"] is False
+    assert written["success"] is False and written["checks_failed"] >= 2
+    entries = {(entry["table"], entry["name"]): entry for entry in written["expectations"]}
+    assert entries[("train_images", "mean_intensity")]["success"] is False
+    assert entries[("train_images", "mean_intensity")]["observed"]["unexpected_count"] == 50
 
 
 def test_prediction_batch_skew_is_counted(mnist):
