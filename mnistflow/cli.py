@@ -87,3 +87,56 @@ def validate(
         )
         raise typer.Exit(1)
     typer.echo(f"all {len(report.results)} checks passed on {total} images")
+
+
+@app.command()
+def predict(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Files or folders: .npz, .npy, IDX, or images.")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="predictions.csv, or a .parquet file.")
+    ] = Path("predictions.csv"),
+    model: Annotated[Path, typer.Option(help="ONNX model from the export stage.")] = Path(
+        "models/model.onnx"
+    ),
+    top_k: Annotated[int, typer.Option(help="How many top classes to list per image.")] = 3,
+    chunk_size: Annotated[int, typer.Option(help="Images read and predicted at a time.")] = 4096,
+    threads: Annotated[
+        int, typer.Option(help="onnxruntime intra-op threads (0: one per physical core).")
+    ] = 0,
+    optimization: Annotated[
+        str, typer.Option(help="Graph optimisation: disable, basic, extended or all.")
+    ] = "all",
+    device: Annotated[str, typer.Option(help="cpu, or cuda when onnxruntime has it.")] = "cpu",
+    params_file: Annotated[
+        Path, typer.Option("--params", help="params.yaml whose `validate` bounds flag inputs.")
+    ] = Path("params.yaml"),
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Predict digits with onnxruntime, streaming in chunks; flags inputs that fail the checks."""
+    from mnistflow.predict import SessionOptions, errors_path_for, predict_files
+    from stages.data_checks import ValidateParams
+    from stages.errors import PipelineInputError
+    from stages.params import load_section
+
+    try:
+        summary = predict_files(
+            inputs,
+            model,
+            output,
+            top_k=top_k,
+            chunk_size=chunk_size,
+            options=SessionOptions(threads, optimization, device),
+            params=load_section(ValidateParams, "validate", params_file),
+            progress=progress,
+        )
+    except PipelineInputError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    for line in summary.lines():
+        typer.echo(line)
+    typer.echo(f"predictions: {output}")
+    if summary.errors:
+        typer.echo(f"unreadable inputs listed in {errors_path_for(output)}", err=True)
+        raise typer.Exit(1)

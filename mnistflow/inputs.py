@@ -8,6 +8,7 @@ a 28×28 frame.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +45,12 @@ def _as_images(array: np.ndarray, origin: str) -> np.ndarray:
 
 
 def read_array_file(path: Path) -> np.ndarray:
-    """An .npy, an .npz (its `x`, `images`, `x_test` or only array) or an IDX images file."""
+    """An .npy (memory-mapped), an .npz (its `x`, `images`, `x_test` or only array) or IDX."""
     name = path.name
     try:
         if name.endswith(".npy"):
-            return _as_images(np.load(path, allow_pickle=False), str(path))
+            # Memory-mapped: chunks are read as they are predicted, so RSS stays flat.
+            return _as_images(np.load(path, mmap_mode="r", allow_pickle=False), str(path))
         if name.endswith(".npz"):
             with np.load(path, allow_pickle=False) as archive:
                 keys = [key for key in ("x", "images", "x_test") if key in archive.files]
@@ -124,27 +126,70 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return expanded
 
 
-def read_inputs(paths: list[Path]) -> InputBatch:
-    """All inputs at once. Arrays with a bad shape or dtype raise; bad image files are listed."""
-    arrays: list[np.ndarray] = []
-    sources: list[str] = []
-    errors: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class Chunk:
+    images: np.ndarray  # (n, 28, 28), uint8 or float 0..1
+    sources: list[str]
+
+
+def iter_chunks(
+    paths: list[Path], chunk_size: int, errors: list[tuple[str, str]]
+) -> Iterator[Chunk]:
+    """Yield the inputs in chunks of at most `chunk_size` images, in input order.
+
+    Arrays with a bad shape or dtype raise PipelineInputError (the batch cannot be trusted);
+    unreadable image files are appended to `errors` as (file, reason) and skipped.
+    """
+    pending_images: list[np.ndarray] = []
+    pending_sources: list[str] = []
+
+    def flush() -> Chunk:
+        chunk = Chunk(np.stack(pending_images), list(pending_sources))
+        pending_images.clear()
+        pending_sources.clear()
+        return chunk
+
     for path in expand_inputs(paths):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             try:
-                arrays.append(read_image_file(path)[np.newaxis])
-                sources.append(str(path))
+                pending_images.append(read_image_file(path))
+                pending_sources.append(str(path))
             except PipelineInputError as error:
                 errors.append((str(path), str(error)))
+            if len(pending_images) == chunk_size:
+                yield flush()
             continue
+        if pending_images:
+            yield flush()
         array = read_array_file(path)
-        arrays.append(array)
-        sources.extend(f"{path}[{index}]" for index in range(len(array)))
-    dtypes = {array.dtype for array in arrays}
-    if len(dtypes) > 1:
-        arrays = [to_float(array) for array in arrays]
-    images = np.concatenate(arrays) if arrays else np.zeros((0, 28, 28), dtype=np.uint8)
-    return InputBatch(images=images, sources=sources, errors=errors)
+        for start in range(0, len(array), chunk_size):
+            stop = min(start + chunk_size, len(array))
+            yield Chunk(
+                np.asarray(array[start:stop]), [f"{path}[{index}]" for index in range(start, stop)]
+            )
+    if pending_images:
+        yield flush()
+
+
+def read_inputs(paths: list[Path]) -> InputBatch:
+    """All inputs at once (for reports over the whole batch); see `iter_chunks`."""
+    errors: list[tuple[str, str]] = []
+    chunks = list(iter_chunks(paths, chunk_size=65536, errors=errors))
+    if len({chunk.images.dtype for chunk in chunks}) > 1:
+        chunks = [Chunk(to_float(chunk.images), chunk.sources) for chunk in chunks]
+    images = (
+        np.concatenate([chunk.images for chunk in chunks])
+        if chunks
+        else np.zeros((0, 28, 28), dtype=np.uint8)
+    )
+    return InputBatch(images, [source for chunk in chunks for source in chunk.sources], errors)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """uint8 0..255 as the ONNX graph takes it: floats are taken as 0..1 and rounded."""
+    if images.dtype == np.uint8:
+        return images
+    return np.clip(np.rint(np.asarray(images, np.float32) * 255), 0, 255).astype(np.uint8)
 
 
 def to_float(images: np.ndarray) -> np.ndarray:

@@ -155,6 +155,22 @@ def dataset_tables(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
 Expect = Callable[..., Any]
 
 
+def image_bounds(params: ValidateParams) -> list[tuple[str, str, float, float]]:
+    """(check name, summary column, min, max) per image: the one definition of the bounds.
+
+    GX validates them (`image_expectations`); batch prediction flags rows with them
+    (`flag_images`) without a GX run per chunk.
+    """
+    return [
+        ("image_height", "height", params.image_height, params.image_height),
+        ("image_width", "width", params.image_width, params.image_width),
+        ("single_channel", "channels", 1, 1),
+        ("mean_intensity", "mean_intensity", params.min_mean_intensity, params.max_mean_intensity),
+        ("ink_fraction", "ink_fraction", params.min_ink_fraction, params.max_ink_fraction),
+        ("max_pixel", "max_pixel", params.min_max_pixel, 255),
+    ]
+
+
 def image_expectations(params: ValidateParams, check_dtype: bool = True) -> list[tuple[str, Any]]:
     """Checks on single images: what prediction inputs must pass too.
 
@@ -168,45 +184,26 @@ def image_expectations(params: ValidateParams, check_dtype: bool = True) -> list
     ]
     return [
         *(dtype_check if check_dtype else []),
-        (
-            "image_height",
-            gxe.ExpectColumnValuesToBeBetween(
-                column="height", min_value=params.image_height, max_value=params.image_height
-            ),
-        ),
-        (
-            "image_width",
-            gxe.ExpectColumnValuesToBeBetween(
-                column="width", min_value=params.image_width, max_value=params.image_width
-            ),
-        ),
-        (
-            "single_channel",
-            gxe.ExpectColumnValuesToBeBetween(column="channels", min_value=1, max_value=1),
-        ),
-        (
-            "mean_intensity",
-            gxe.ExpectColumnValuesToBeBetween(
-                column="mean_intensity",
-                min_value=params.min_mean_intensity,
-                max_value=params.max_mean_intensity,
-            ),
-        ),
-        (
-            "ink_fraction",
-            gxe.ExpectColumnValuesToBeBetween(
-                column="ink_fraction",
-                min_value=params.min_ink_fraction,
-                max_value=params.max_ink_fraction,
-            ),
-        ),
-        (
-            "max_pixel",
-            gxe.ExpectColumnValuesToBeBetween(
-                column="max_pixel", min_value=params.min_max_pixel, max_value=255
-            ),
+        *(
+            (name, gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high))
+            for name, column, low, high in image_bounds(params)
         ),
     ]
+
+
+def in_pixel_units(images: np.ndarray) -> np.ndarray:
+    """uint8 as is; floats are taken as 0..1 and scaled to 0..255."""
+    return images if images.dtype == np.uint8 else np.asarray(images, np.float64) * 255.0
+
+
+def flag_images(images: np.ndarray, params: ValidateParams) -> list[str]:
+    """Per image, the names of the image-level checks it fails, joined by ';' ('' if none)."""
+    summary = summarize_images(in_pixel_units(images))
+    failing = [
+        (name, (summary[column] < low) | (summary[column] > high))
+        for name, column, low, high in image_bounds(params)
+    ]
+    return [";".join(name for name, mask in failing if mask[row]) for row in range(len(images))]
 
 
 def dataset_expectations(params: ValidateParams) -> dict[str, list[tuple[str, Any]]]:
@@ -367,8 +364,7 @@ def prediction_input_table(images: np.ndarray):
     """Per-image summary of a prediction batch, in pixel units 0..255 whatever its dtype."""
     import pandas as pd
 
-    pixels = images if images.dtype == np.uint8 else np.asarray(images, np.float64) * 255.0
-    return pd.DataFrame(summarize_images(pixels))
+    return pd.DataFrame(summarize_images(in_pixel_units(images)))
 
 
 def validate_images(images: np.ndarray, params: ValidateParams) -> ValidationReport:

@@ -40,3 +40,24 @@ def slice_npz(tmp_path: Path, mnist_slice) -> Path:
     path = tmp_path / "slice.npz"
     np.savez(path, **mnist_slice.as_npz_dict())
     return path
+
+
+@pytest.fixture(scope="session")
+def small_trained_cnn(mnist_slice):
+    """The tutorial CNN after one epoch on 1,800 real images (about 90 % test accuracy)."""
+    from stages.model import ModelParams
+    from stages.prepare import PrepareParams, prepare
+    from stages.train import TrainParams, train
+
+    params = PrepareParams(max_train_images=2000, max_test_images=500)
+    data = prepare(mnist_slice.as_npz_dict(), params, "image")
+    return train(data, ModelParams(), TrainParams(epochs=1, batch_size=64, device="cpu")).model
+
+
+@pytest.fixture(scope="session")
+def small_onnx_model(small_trained_cnn, tmp_path_factory) -> Path:
+    from stages.export import convert
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    path.write_bytes(convert(small_trained_cnn, 17, {"class_names": "[]"}).SerializeToString())
+    return path

@@ -1,0 +1,236 @@
+"""Batch prediction with onnxruntime: streaming, chunked, with flags for suspicious inputs.
+
+Inputs are read, checked and predicted a chunk at a time and rows are appended to the
+output as they come (CSV, or Parquet when the name ends in .parquet), so memory stays flat
+whatever the input size. The output is written to a temporary file and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnistflow.inputs import iter_chunks, to_uint8
+from stages.atomic import atomic_file
+from stages.data_checks import ValidateParams, flag_images
+from stages.errors import PipelineInputError
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    # 0 lets onnxruntime use one thread per physical core.
+    intra_op_threads: int = 0
+    optimization: str = "all"
+    device: str = "cpu"  # cpu | cuda
+
+
+@dataclass
+class PredictionSummary:
+    images: int = 0
+    seconds: float = 0.0
+    flagged: int = 0
+    class_counts: list[int] = field(default_factory=lambda: [0] * 10)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    provider: str = ""
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def lines(self) -> list[str]:
+        histogram = "  ".join(f"{digit}:{count}" for digit, count in enumerate(self.class_counts))
+        return [
+            f"{self.images} images in {self.seconds:.2f} s ({self.images_per_second:,.0f} "
+            f"images/s) on {self.provider}",
+            f"predicted classes  {histogram}",
+            f"{self.flagged} flagged by the input checks, {len(self.errors)} unreadable input(s)",
+        ]
+
+
+class Predictor:
+    """An onnxruntime session for a model exported by the export stage."""
+
+    def __init__(self, model_path: Path, options: SessionOptions = SessionOptions()) -> None:
+        import onnxruntime
+
+        if not Path(model_path).is_file():
+            raise PipelineInputError(f"{model_path}: ONNX model not found; run `dvc repro export`")
+        if options.optimization not in OPTIMIZATION_LEVELS:
+            raise PipelineInputError(
+                f"--optimization {options.optimization!r}; expected one of {OPTIMIZATION_LEVELS}"
+            )
+        session_options = onnxruntime.SessionOptions()
+        session_options.intra_op_num_threads = options.intra_op_threads
+        session_options.graph_optimization_level = {
+            "disable": onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[options.optimization]
+        wanted = ["CPUExecutionProvider"]
+        if options.device == "cuda":
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            else:
+                logger.warning("CUDA asked for but onnxruntime has no CUDA provider; using CPU")
+        self.session = onnxruntime.InferenceSession(
+            str(model_path), sess_options=session_options, providers=wanted
+        )
+        # A session can fall back silently; trust only what it reports.
+        self.provider = self.session.get_providers()[0]
+        if self.provider != wanted[0]:
+            raise RuntimeError(f"asked for {wanted[0]} but the session runs on {self.provider}")
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.input_name = metadata.get("input_name", self.session.get_inputs()[0].name)
+        self.output_name = metadata.get("output_name", self.session.get_outputs()[0].name)
+        self.class_names = json.loads(metadata.get("class_names", json.dumps(list(range(10)))))
+        input_type = self.session.get_inputs()[0].type
+        if input_type != "tensor(uint8)":
+            raise PipelineInputError(
+                f"{model_path}: input type {input_type}; expected tensor(uint8) as the export "
+                "stage writes"
+            )
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(n, 10) for (n, 28, 28) images, uint8 0..255 or float 0..1."""
+        return self.session.run([self.output_name], {self.input_name: to_uint8(images)})[0]
+
+
+def _top_k_columns(k: int) -> list[str]:
+    return [name for rank in range(1, k + 1) for name in (f"top{rank}_class", f"top{rank}_prob")]
+
+
+class _RowWriter:
+    """Append-only CSV or Parquet writer with one schema."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.parquet = path.name.endswith(".parquet")
+        self.columns = columns
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            types = {
+                "source": pa.string(),
+                "predicted": pa.int64(),
+                "probability": pa.float32(),
+                "flagged": pa.string(),
+            }
+            schema = pa.schema(
+                [
+                    (name, types.get(name, pa.int64() if "class" in name else pa.float32()))
+                    for name in columns
+                ]
+            )
+            self.schema = schema
+            self.writer = pq.ParquetWriter(path, schema)
+        else:
+            self.handle = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self.writer = csv.writer(self.handle)
+            self.writer.writerow(columns)
+
+    def write(self, table: dict[str, list | np.ndarray]) -> None:
+        if self.parquet:
+            import pyarrow as pa
+
+            self.writer.write_table(pa.table(table, schema=self.schema))
+        else:
+            formatted = [
+                [f"{value:.6f}" for value in table[name]]
+                if name.endswith("prob") or name == "probability"
+                else table[name]
+                for name in self.columns
+            ]
+            self.writer.writerows(zip(*formatted, strict=True))
+
+    def close(self) -> None:
+        if self.parquet:
+            self.writer.close()
+        else:
+            self.handle.close()
+
+
+def predict_chunks(
+    predictor: Predictor,
+    chunks: Iterator,
+    top_k: int,
+    params: ValidateParams,
+) -> Iterator[tuple[dict[str, list | np.ndarray], np.ndarray]]:
+    """Per chunk: the output rows as columns, and the predicted classes."""
+    for chunk in chunks:
+        probabilities = predictor.probabilities(chunk.images)
+        ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+        ranked_probabilities = np.take_along_axis(probabilities, ranked, axis=1)
+        rows: dict[str, list | np.ndarray] = {
+            "source": chunk.sources,
+            "predicted": ranked[:, 0],
+            "probability": ranked_probabilities[:, 0],
+        }
+        for rank in range(top_k):
+            rows[f"top{rank + 1}_class"] = ranked[:, rank]
+            rows[f"top{rank + 1}_prob"] = ranked_probabilities[:, rank]
+        rows["flagged"] = flag_images(chunk.images, params)
+        yield rows, ranked[:, 0]
+
+
+def errors_path_for(output: Path) -> Path:
+    return output.with_name(output.name.rsplit(".", 1)[0] + ".errors.csv")
+
+
+def predict_files(
+    inputs: list[Path],
+    model_path: Path,
+    output: Path,
+    top_k: int = 3,
+    chunk_size: int = 4096,
+    options: SessionOptions = SessionOptions(),
+    params: ValidateParams | None = None,
+    progress: bool = True,
+) -> PredictionSummary:
+    """Predict every input image into `output`; unreadable files go to <output>.errors.csv."""
+    from tqdm import tqdm
+
+    params = params or ValidateParams()
+    if not 1 <= top_k <= 10:
+        raise PipelineInputError(f"--top-k {top_k}; expected 1..10")
+    predictor = Predictor(model_path, options)
+    summary = PredictionSummary(provider=predictor.provider)
+    columns = ["source", "predicted", "probability", *_top_k_columns(top_k), "flagged"]
+    started = time.perf_counter()
+    suffix = ".parquet" if output.name.endswith(".parquet") else ".csv"
+    with atomic_file(output, suffix=suffix) as temporary:
+        writer = _RowWriter(temporary, columns)
+        with (
+            contextlib.closing(writer),
+            tqdm(unit="img", disable=not progress, desc="predict") as bar,
+        ):
+            chunks = iter_chunks(inputs, chunk_size, summary.errors)
+            for rows, predicted in predict_chunks(predictor, chunks, top_k, params):
+                writer.write(rows)
+                summary.images += len(predicted)
+                summary.flagged += sum(1 for flag in rows["flagged"] if flag)
+                for digit, count in enumerate(np.bincount(predicted, minlength=10)):
+                    summary.class_counts[digit] += int(count)
+                bar.update(len(predicted))
+    summary.seconds = time.perf_counter() - started
+    errors_path = errors_path_for(output)
+    if summary.errors:
+        with atomic_file(errors_path) as temporary, open(temporary, "w", newline="") as handle:
+            writer_csv = csv.writer(handle)
+            writer_csv.writerow(["source", "reason"])
+            writer_csv.writerows(summary.errors)
+    else:
+        errors_path.unlink(missing_ok=True)
+    return summary
