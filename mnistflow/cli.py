@@ -101,7 +101,9 @@ def predict(
         "models/model.onnx"
     ),
     top_k: Annotated[int, typer.Option(help="How many top classes to list per image.")] = 3,
-    chunk_size: Annotated[int, typer.Option(help="Images read and predicted at a time.")] = 4096,
+    chunk_size: Annotated[
+        int, typer.Option(help="Images read and predicted at a time (memory grows with it).")
+    ] = 1024,
     threads: Annotated[
         int, typer.Option(help="onnxruntime intra-op threads (0: one per physical core).")
     ] = 0,

@@ -28,29 +28,70 @@ class InputBatch:
     errors: list[tuple[str, str]]  # (file, reason) for inputs that could not be read
 
 
-def _as_images(array: np.ndarray, origin: str) -> np.ndarray:
-    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+def _check_layout(shape: tuple[int, ...], dtype: np.dtype, origin: str) -> None:
+    if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
         raise PipelineInputError(
-            f"{origin}: dtype {array.dtype}; expected uint8 pixels 0..255 or float pixels 0..1"
+            f"{origin}: dtype {dtype}; expected uint8 pixels 0..255 or float pixels 0..1"
         )
-    if array.ndim == 2 and array.shape[1] == 784:
-        return array.reshape(-1, 28, 28)
-    if array.ndim == 4 and array.shape[1:] == (28, 28, 1):
-        return array[..., 0]
-    if array.ndim == 3 and array.shape[1:] == (28, 28):
-        return array
-    raise PipelineInputError(
-        f"{origin}: array of shape {array.shape}; expected {ARRAY_SHAPES_ACCEPTED}"
-    )
+    if tuple(shape[1:]) not in ((784,), (28, 28, 1), (28, 28)):
+        raise PipelineInputError(
+            f"{origin}: array of shape {tuple(shape)}; expected {ARRAY_SHAPES_ACCEPTED}"
+        )
 
 
-def read_array_file(path: Path) -> np.ndarray:
-    """An .npy (memory-mapped), an .npz (its `x`, `images`, `x_test` or only array) or IDX."""
+def _as_images(array: np.ndarray, origin: str) -> np.ndarray:
+    _check_layout(array.shape, array.dtype, origin)
+    return array.reshape(-1, 28, 28)
+
+
+class NpyImages:
+    """Images in an .npy file, read slice by slice from disk.
+
+    Not a memory map: pages of a mapped file stay resident once touched, so RSS would grow
+    with the file; reading each chunk into fresh memory keeps it flat.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with open(path, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran_order, dtype = read_header(handle)
+                self.offset = handle.tell()
+        except (OSError, ValueError) as error:
+            raise PipelineInputError(f"{path}: not a readable .npy file ({error})") from None
+        if fortran_order or dtype.hasobject:
+            raise PipelineInputError(f"{path}: Fortran-ordered or object array; expected C order")
+        _check_layout(shape, dtype, str(path))
+        self.shape, self.dtype = shape, dtype
+        self.row_size = int(np.prod(shape[1:]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(len(self))
+        count = max(stop - start, 0) * self.row_size
+        data = np.fromfile(
+            self.path,
+            dtype=self.dtype,
+            count=count,
+            offset=self.offset + start * self.row_size * self.dtype.itemsize,
+        )
+        return data.reshape(-1, 28, 28)
+
+
+def read_array_file(path: Path) -> np.ndarray | NpyImages:
+    """An .npy (read lazily), an .npz (its `x`, `images`, `x_test` or only array) or IDX."""
     name = path.name
     try:
         if name.endswith(".npy"):
-            # Memory-mapped: chunks are read as they are predicted, so RSS stays flat.
-            return _as_images(np.load(path, mmap_mode="r", allow_pickle=False), str(path))
+            return NpyImages(path)
         if name.endswith(".npz"):
             with np.load(path, allow_pickle=False) as archive:
                 keys = [key for key in ("x", "images", "x_test") if key in archive.files]

@@ -194,7 +194,7 @@ def predict_files(
     model_path: Path,
     output: Path,
     top_k: int = 3,
-    chunk_size: int = 4096,
+    chunk_size: int = 1024,
     options: SessionOptions = SessionOptions(),
     params: ValidateParams | None = None,
     progress: bool = True,
