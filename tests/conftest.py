@@ -61,3 +61,13 @@ def small_onnx_model(small_trained_cnn, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     path.write_bytes(convert(small_trained_cnn, 17, {"class_names": "[]"}).SerializeToString())
     return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (SQLite) for every flow test of the session."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

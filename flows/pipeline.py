@@ -1,0 +1,217 @@
+"""The training pipeline as a Prefect flow: one task per DVC stage, in dvc.yaml's order.
+
+Each task asks DVC to reproduce exactly its stage, so a Prefect run and `dvc repro` share
+one cache and one dvc.lock, and an unchanged stage is skipped either way. The stage list
+is read from dvc.yaml, never written down here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.states import Completed
+
+from mnistflow import PROJECT_ROOT
+
+# One DVC writer per workspace: DVC itself refuses a second concurrent `repro`.
+DVC_WRITER_LIMIT = "mnistflow-dvc-writer"
+METRIC_KEYS = ("accuracy", "loss", "precision_macro", "recall_macro", "f1_macro")
+
+
+def stage_names(root: Path) -> list[str]:
+    """The stages in the order dvc.yaml lists them (its order is the pipeline's)."""
+    content = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))
+    return list(content["stages"])
+
+
+@contextlib.contextmanager
+def dvc_workspace(root: str) -> Iterator:
+    """A DVC Repo for `root`, entered with the working directory at `root`.
+
+    DVC's Python API resolves stage targets and output paths against the working directory,
+    and its stage commands call `python`, which must be this interpreter.
+    """
+    from dvc.repo import Repo
+
+    interpreter_dir = str(Path(sys.executable).parent)
+    if interpreter_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([interpreter_dir, os.environ.get("PATH", "")])
+    previous = Path.cwd()
+    os.chdir(root)
+    try:
+        with Repo(root) as repo:
+            yield repo
+    finally:
+        os.chdir(previous)
+
+
+def _is_lock_error(error: BaseException) -> bool:
+    return "Unable to acquire lock" in str(error) or type(error).__name__ == "LockError"
+
+
+def _retry_when_transient(task, task_run, state) -> bool:
+    """Retry only what may pass on a second try: DVC's workspace lock, or ingest's download."""
+    try:
+        state.result()
+    except Exception as error:  # noqa: BLE001 - classify whatever the stage raised
+        return _is_lock_error(error) or task_run.name.startswith("ingest")
+    return False
+
+
+@task(
+    task_run_name="{stage}",
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=_retry_when_transient,
+)
+def reproduce_stage(stage: str, root: str):
+    """`dvc repro --single-item <stage>`; the state is named "Ran" or "Up to date"."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    try:
+        with dvc_workspace(root) as repo:
+            ran = repo.reproduce(stage, single_item=True)
+    except Exception as error:
+        logger.error("stage %s failed: %s", stage, error)
+        raise
+    result = {"stage": stage, "ran": bool(ran), "seconds": round(time.perf_counter() - started, 2)}
+    name = "Ran" if ran else "Up to date"
+    logger.info("stage %s: %s in %.1f s", stage, name.lower(), result["seconds"])
+    return Completed(name=name, message=f"{stage}: {name}", data=result)
+
+
+@task(task_run_name="dvc-experiment")
+def run_experiment(overrides: dict[str, Any], root: str) -> dict[str, Any]:
+    """`dvc exp run --temp --set-param ...`: the workspace's committed results stay as they are."""
+    logger = get_run_logger()
+    params = [f"{key}={value}" for key, value in overrides.items()]
+    started = time.perf_counter()
+    with dvc_workspace(root) as repo:
+        revisions = repo.experiments.run(params=params, tmp_dir=True)
+        names = {
+            revision: repo.experiments.get_exact_name([revision]).get(revision)
+            for revision in revisions
+        }
+    result = {
+        "experiment": next(iter(names.values()), None),
+        "revision": next(iter(names), None),
+        "params": params,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    logger.info("experiment %s (%s) with %s", result["experiment"], result["revision"], params)
+    return result
+
+
+def ensure_writer_limit() -> None:
+    """Create the global concurrency limit of one DVC writer if the server lacks it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(DVC_WRITER_LIMIT)
+        except ObjectNotFound:
+            # Another run may have created it a moment ago; either way it exists now.
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=DVC_WRITER_LIMIT, limit=1)
+                )
+
+
+def committed_json(root: Path, relative: str) -> dict[str, Any]:
+    import subprocess
+
+    shown = subprocess.run(
+        ["git", "show", f"HEAD:{relative}"], cwd=root, capture_output=True, text=True, check=False
+    )
+    try:
+        return json.loads(shown.stdout) if shown.returncode == 0 else {}
+    except ValueError:
+        return {}
+
+
+def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    def read(relative: str) -> dict[str, Any]:
+        path = root / relative
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    metrics, committed = read("reports/metrics.json"), committed_json(root, "reports/metrics.json")
+    rows = []
+    for key in METRIC_KEYS:
+        if key in metrics:
+            before = committed.get(key)
+            change = None if before is None else round(metrics[key] - before, 6)
+            rows.append(
+                {
+                    "metric": key,
+                    "value": round(metrics[key], 6),
+                    "committed": before,
+                    "change": change,
+                }
+            )
+    create_table_artifact(key="test-metrics", table=rows, description="Test metrics vs HEAD")
+    validation, export = read("reports/validation.json"), read("reports/export.json")
+    lines = [
+        "# mnistflow training pipeline",
+        "",
+        "| stage | result | seconds |",
+        "|---|---|---|",
+        *(
+            f"| {s['stage']} | {'ran' if s['ran'] else 'up to date'} | {s['seconds']} |"
+            for s in stages
+        ),
+        "",
+        f"**Validation**: {'passed' if validation.get('success') else 'FAILED'} "
+        f"({validation.get('checks_failed', '?')} of {validation.get('checks_total', '?')} "
+        "checks failed)",
+        "",
+        "**Test metrics**: " + ", ".join(f"{r['metric']} {r['value']}" for r in rows),
+        "",
+        f"**Export parity**: argmax agreement {export.get('argmax_agreement')}, "
+        f"max abs diff {export.get('max_abs_diff')}",
+        "",
+        f"**Models**: `{root / 'models' / 'model.keras'}`, `{root / 'models' / 'model.onnx'}`",
+    ]
+    create_markdown_artifact(key="pipeline-summary", markdown="\n".join(lines))
+
+
+@flow(name="training-pipeline")
+def training_pipeline(
+    overrides: dict[str, Any] | None = None, root: str = str(PROJECT_ROOT)
+) -> dict[str, Any]:
+    """Reproduce the DVC pipeline stage by stage, or as a DVC experiment when overridden."""
+    from prefect.concurrency.sync import concurrency
+
+    # DVC prints its own messages; stop them reaching Prefect's handlers a second time.
+    logging.getLogger("dvc").propagate = False
+    logger = get_run_logger()
+    ensure_writer_limit()
+    with concurrency(DVC_WRITER_LIMIT, occupy=1, timeout_seconds=6 * 3600):
+        if overrides:
+            return {"experiment": run_experiment(overrides, root)}
+        stages = []
+        for stage in stage_names(Path(root)):
+            retried = (
+                reproduce_stage.with_options(retries=2) if stage == "ingest" else reproduce_stage
+            )
+            # The task's state names the outcome; .result() re-raises a failure, ending the run.
+            stages.append(retried(stage, root, return_state=True).result())
+    publish_artifacts(Path(root), stages)
+    ran = [s["stage"] for s in stages if s["ran"]]
+    logger.info(
+        "ran %s; up to date: %s", ran or "nothing", [s["stage"] for s in stages if not s["ran"]]
+    )
+    return {"stages": stages}

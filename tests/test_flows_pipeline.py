@@ -1,0 +1,93 @@
+"""Real Prefect flow runs of the training pipeline against a real DVC workspace."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.pipeline import stage_names, training_pipeline
+from tests.test_pipeline_end_to_end import STAGES, copy_project, dvc, run, set_params
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, prefect_harness):
+    return copy_project(tmp_path_factory.mktemp("flow") / "workspace")
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
+        )
+    return {run.name: run.state.name for run in runs if run.name in STAGES}
+
+
+def test_stage_order_comes_from_dvc_yaml(workspace):
+    assert stage_names(workspace) == list(STAGES)
+
+
+def test_first_run_runs_every_stage_then_second_skips_all(workspace):
+    first = training_pipeline(root=str(workspace), return_state=True)
+    assert first.is_completed()
+    result = first.result()
+    assert [s["stage"] for s in result["stages"]] == list(STAGES)
+    assert all(s["ran"] for s in result["stages"])
+    assert set(task_states(first.state_details.flow_run_id).values()) == {"Ran"}
+    # The flow and `dvc repro` are one thing: DVC agrees nothing is left to do.
+    assert "up to date" in dvc("status", cwd=workspace).lower()
+    run(["git", "add", "-A"], workspace)
+    run(["git", "commit", "-q", "-m", "reproduced by the flow"], workspace)
+
+    second = training_pipeline(root=str(workspace), return_state=True)
+    assert [s["ran"] for s in second.result()["stages"]] == [False] * len(STAGES)
+    assert set(task_states(second.state_details.flow_run_id).values()) == {"Up to date"}
+
+
+def test_overrides_become_an_experiment_and_leave_workspace(workspace):
+    metrics = (workspace / "reports" / "metrics.json").read_bytes()
+    state = training_pipeline(overrides={"train.epochs": 2}, root=str(workspace), return_state=True)
+    experiment = state.result()["experiment"]
+    assert experiment["experiment"] and experiment["params"] == ["train.epochs=2"]
+    assert (workspace / "reports" / "metrics.json").read_bytes() == metrics
+    shown = json.loads(dvc("exp", "show", "--json", cwd=workspace))
+    assert experiment["revision"] in json.dumps(shown)
+
+
+def test_two_simultaneous_runs_end_cleanly(workspace):
+    set_params(workspace, {"evaluate": {"batch_size": 512}})  # evaluate must re-run
+    states = []
+
+    def trigger():
+        states.append(training_pipeline(root=str(workspace), return_state=True))
+
+    threads = [threading.Thread(target=trigger) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(state.is_completed() for state in states)
+    ran = sorted(
+        tuple(s["stage"] for s in state.result()["stages"] if s["ran"]) for state in states
+    )
+    # One run did the work; the other waited for the writer slot and found nothing to do.
+    assert ran == [(), ("evaluate",)]
+    assert "up to date" in dvc("status", cwd=workspace).lower()
+
+
+def test_failing_stage_fails_the_flow_and_stops_the_rest(workspace, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an npz")
+    set_params(workspace, {"data": {"source": str(bad)}})
+    state = training_pipeline(root=str(workspace), return_state=True)
+    assert state.is_failed()
+    states = task_states(state.state_details.flow_run_id)
+    assert states.get("ingest") == "Failed"
+    assert not set(states) & {"validate", "prepare", "train", "evaluate", "export"}
