@@ -153,13 +153,21 @@ def read_image_file(path: Path) -> np.ndarray:
         raise PipelineInputError(f"{path}: not a readable image ({error})") from None
 
 
+def _is_input(path: Path) -> bool:
+    name = path.name.lower()
+    return (
+        path.suffix.lower() in IMAGE_SUFFIXES
+        or name.endswith((".npy", ".npz"))
+        or "idx3-ubyte" in name
+    )
+
+
 def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders become their image, array and IDX files, sorted by path."""
     expanded: list[Path] = []
     for path in paths:
         if path.is_dir():
-            expanded.extend(
-                sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            )
+            expanded.extend(sorted(p for p in path.rglob("*") if p.is_file() and _is_input(p)))
         elif path.exists():
             expanded.append(path)
         else:
