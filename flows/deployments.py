@@ -1,0 +1,98 @@
+"""Deployments from prefect.yaml, served in one process, with a local server when none is set.
+
+Schedules never run on Prefect's temporary server, so without PREFECT_API_URL `serve`
+starts `prefect server start` (SQLite under .prefect/) itself and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnistflow import PROJECT_ROOT
+
+PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
+
+
+def deployment_specs(prefect_yaml: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    return yaml.safe_load(prefect_yaml.read_text(encoding="utf-8"))["deployments"]
+
+
+def build_deployments(
+    specs: list[dict[str, Any]], every_seconds: int | None = None, root: Path = PROJECT_ROOT
+) -> list:
+    """RunnerDeployments for `prefect.serve`; `every_seconds` replaces every schedule."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    deployments = []
+    for spec in specs:
+        path, function = spec["entrypoint"].split(":")
+        flow = load_flow_from_entrypoint(f"{root / path}:{function}")
+        schedule = (spec.get("schedules") or [{}])[0]
+        timing: dict[str, Any] = {}
+        if every_seconds:
+            timing["interval"] = every_seconds
+        elif "cron" in schedule:
+            timing["cron"] = schedule["cron"]
+        elif "interval" in schedule:
+            timing["interval"] = schedule["interval"]
+        deployments.append(
+            flow.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                parameters=spec.get("parameters") or {},
+                **timing,
+            )
+        )
+    return deployments
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def local_prefect_server(home: Path, port: int = 4200, timeout: float = 90) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1:port with its SQLite under `home`; yields the API URL."""
+    url = f"http://127.0.0.1:{port}/api"
+    home.mkdir(parents=True, exist_ok=True)
+    environment = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    environment.pop("PREFECT_API_URL", None)
+    prefect = str(Path(sys.executable).parent / "prefect")
+    with open(home / "server.log", "ab") as log:
+        server = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start; see {home / 'server.log'}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()

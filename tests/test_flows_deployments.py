@@ -1,0 +1,35 @@
+"""Deployments load from prefect.yaml with their schedules; CLI overrides parse."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from flows.deployments import build_deployments, deployment_specs
+from mnistflow.cli import parse_overrides
+
+
+def test_deployments_load_from_prefect_yaml_with_schedules():
+    deployments = {d.name: d for d in build_deployments(deployment_specs())}
+    assert set(deployments) == {"nightly", "inbox"}
+    nightly, inbox = deployments["nightly"], deployments["inbox"]
+    assert nightly.flow_name == "training-pipeline"
+    assert inbox.flow_name == "batch-predict"
+    assert nightly.schedules[0].schedule.cron == "0 2 * * *"
+    assert inbox.schedules[0].schedule.interval.total_seconds() == 900
+    assert inbox.parameters["inbox"] == "data/inbox"
+
+
+def test_smoke_interval_replaces_every_schedule():
+    for deployment in build_deployments(deployment_specs(), every_seconds=20):
+        assert deployment.schedules[0].schedule.interval.total_seconds() == 20
+
+
+def test_overrides_parse_as_yaml_scalars():
+    assert parse_overrides(["train.epochs=3", "train.optimizer=sgd", "train.xla=true"]) == {
+        "train.epochs": 3,
+        "train.optimizer": "sgd",
+        "train.xla": True,
+    }
+    with pytest.raises(typer.BadParameter, match="key=value"):
+        parse_overrides(["train.epochs"])
