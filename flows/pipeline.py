@@ -82,7 +82,8 @@ def reproduce_stage(stage: str, root: str):
         with dvc_workspace(root) as repo:
             ran = repo.reproduce(stage, single_item=True)
     except Exception as error:
-        logger.error("stage %s failed: %s", stage, error)
+        cause = f" ({error.__cause__})" if error.__cause__ else ""
+        logger.error("stage %s failed: %s%s", stage, error, cause)
         raise
     result = {"stage": stage, "ran": bool(ran), "seconds": round(time.perf_counter() - started, 2)}
     name = "Ran" if ran else "Up to date"
