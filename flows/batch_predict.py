@@ -8,7 +8,6 @@ parts are joined in shard order, so the output is identical however it was run.
 
 from __future__ import annotations
 
-import csv
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from mnistflow.inputs import expand_inputs
-from mnistflow.predict import errors_path_for, predict_files
+from mnistflow.predict import predict_files, write_errors_file
 from stages.atomic import atomic_file
 
 
@@ -114,14 +113,7 @@ def batch_predict(
         results = shard_flow(groups, str(Path(model).resolve()), parts, top_k, chunk_size)
         join_csv_parts([Path(part) for part in parts], Path(output))
     errors = [tuple(error) for result in results for error in result["errors"]]
-    errors_path = errors_path_for(Path(output))
-    if errors:
-        with atomic_file(errors_path) as temporary, open(temporary, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["source", "reason"])
-            writer.writerows(errors)
-    else:
-        errors_path.unlink(missing_ok=True)
+    write_errors_file(Path(output), errors)
     summary = {
         "images": sum(r["images"] for r in results),
         "flagged": sum(r["flagged"] for r in results),

@@ -189,6 +189,18 @@ def errors_path_for(output: Path) -> Path:
     return output.with_name(output.name.rsplit(".", 1)[0] + ".errors.csv")
 
 
+def write_errors_file(output: Path, errors: list[tuple[str, str]]) -> None:
+    """<output>.errors.csv listing unreadable inputs; removed when there are none."""
+    errors_path = errors_path_for(output)
+    if not errors:
+        errors_path.unlink(missing_ok=True)
+        return
+    with atomic_file(errors_path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "reason"])
+        writer.writerows(errors)
+
+
 def predict_files(
     inputs: list[Path],
     model_path: Path,
@@ -225,12 +237,5 @@ def predict_files(
                     summary.class_counts[digit] += int(count)
                 bar.update(len(predicted))
     summary.seconds = time.perf_counter() - started
-    errors_path = errors_path_for(output)
-    if summary.errors:
-        with atomic_file(errors_path) as temporary, open(temporary, "w", newline="") as handle:
-            writer_csv = csv.writer(handle)
-            writer_csv.writerow(["source", "reason"])
-            writer_csv.writerows(summary.errors)
-    else:
-        errors_path.unlink(missing_ok=True)
+    write_errors_file(output, summary.errors)
     return summary
