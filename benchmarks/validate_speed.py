@@ -53,9 +53,9 @@ def parts(scratch: Path) -> dict[str, float]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     timed("import great_expectations", lambda: __import__("great_expectations"))
     from stages.data_checks import ValidateParams, dataset_expectations, dataset_tables, run_checks
-    from stages.validate import read_raw_arrays
+    from stages.mnist_sources import read_npz_arrays
 
-    arrays = timed("read mnist.npz", lambda: read_raw_arrays(RAW))
+    arrays = timed("read mnist.npz", lambda: read_npz_arrays(RAW))
     tables = timed("per-image summary (numpy)", lambda: dataset_tables(arrays))
     expectations = dataset_expectations(ValidateParams())
     timed("GX validation", lambda: run_checks(tables, expectations))

@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 
 from mnistflow import PROJECT_ROOT
+from stages.git_history import committed_json
 
 # One DVC writer per workspace: DVC itself refuses a second concurrent `repro`.
 DVC_WRITER_LIMIT = "mnistflow-dvc-writer"
@@ -130,18 +131,6 @@ def ensure_writer_limit() -> None:
                 )
 
 
-def committed_json(root: Path, relative: str) -> dict[str, Any]:
-    import subprocess
-
-    shown = subprocess.run(
-        ["git", "show", f"HEAD:{relative}"], cwd=root, capture_output=True, text=True, check=False
-    )
-    try:
-        return json.loads(shown.stdout) if shown.returncode == 0 else {}
-    except ValueError:
-        return {}
-
-
 def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -149,7 +138,8 @@ def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
         path = root / relative
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    metrics, committed = read("reports/metrics.json"), committed_json(root, "reports/metrics.json")
+    metrics = read("reports/metrics.json")
+    committed = committed_json("reports/metrics.json", cwd=root)
     rows = []
     for key in METRIC_KEYS:
         if key in metrics:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 
 from stages.atomic import atomic_file, write_json
 from stages.errors import PipelineInputError, run_stage
+from stages.git_history import committed_json
 from stages.params import load_section, read_params_file
 
 logger = logging.getLogger(__name__)
@@ -75,14 +75,8 @@ def quality_gate(
 def committed_metric(path: Path, key: str) -> float | None:
     """`key` of `path` as committed at git HEAD, or None outside git / before a first commit."""
     try:
-        content = subprocess.run(
-            ["git", "show", f"HEAD:{path.as_posix()}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return float(json.loads(content)[key])
-    except (OSError, subprocess.CalledProcessError, ValueError, KeyError, TypeError):
+        return float(committed_json(path)[key])
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -118,12 +118,10 @@ def _require_file(path: Path) -> None:
         raise PipelineInputError(f"{path}: expected a file, found a folder")
 
 
-def load_npz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
-    """A Keras-style mnist.npz (no pickles allowed inside)."""
+def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The four arrays of a Keras-style mnist.npz as stored, unchecked (no pickles allowed)."""
     path = Path(path)
     _require_file(path)
-    if expected_sha256:
-        verify_sha256(path, expected_sha256, "the MNIST .npz")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
@@ -132,7 +130,7 @@ def load_npz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
                     f"{path}: missing array(s) {', '.join(missing)}; expected keys "
                     f"{', '.join(NPZ_KEYS)} as in Keras' mnist.npz (found {archive.files})"
                 )
-            loaded = {key: archive[key] for key in NPZ_KEYS}
+            return {key: archive[key] for key in NPZ_KEYS}
     except PipelineInputError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
@@ -140,7 +138,15 @@ def load_npz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
             f"{path}: cannot read as a .npz archive ({type(error).__name__}: {error}); "
             "the file is truncated, corrupt or not a NumPy .npz"
         ) from None
-    return checked_arrays(**loaded, origin=str(path))
+
+
+def load_npz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
+    """A Keras-style mnist.npz, checked: shapes, dtypes, labels."""
+    path = Path(path)
+    _require_file(path)
+    if expected_sha256:
+        verify_sha256(path, expected_sha256, "the MNIST .npz")
+    return checked_arrays(**read_npz_arrays(path), origin=str(path))
 
 
 def _read_maybe_gzipped(path: Path) -> bytes:
