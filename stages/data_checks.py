@@ -9,16 +9,12 @@ the training data (validate stage) and prediction inputs (`mnistflow validate`).
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 CLASSES = tuple(range(10))
 
@@ -150,9 +146,6 @@ def dataset_tables(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
             }
         )
     return tables
-
-
-Expect = Callable[..., Any]
 
 
 def image_bounds(params: ValidateParams) -> list[tuple[str, str, float, float]]:
