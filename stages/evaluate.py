@@ -1,4 +1,4 @@
-"""Evaluate stage: test-set metrics and the confusion matrix of the trained model."""
+"""Evaluate stage: test-set metrics, the confusion matrix, and pictures of what went wrong."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.atomic import write_json, write_text
+from stages.atomic import atomic_file, write_json, write_text
 from stages.errors import PipelineInputError, run_stage
+from stages.figures import first_layer_kernel, first_layer_weights_grid, misclassified_grid
 from stages.mnist_sources import NUM_CLASSES
 from stages.params import load_section
 from stages.prepared_data import PreparedSplit, load_split
@@ -83,6 +84,11 @@ def predictions_csv(actual: np.ndarray, predicted: np.ndarray) -> str:
     return buffer.getvalue()
 
 
+def save_png(target: Path, image) -> None:
+    with atomic_file(target) as temporary:
+        image.save(temporary, format="PNG", optimize=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -90,6 +96,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
     parser.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     parser.add_argument("--predictions", type=Path, default=Path("reports/test_predictions.csv"))
+    parser.add_argument("--misclassified", type=Path, default=Path("reports/misclassified.png"))
+    parser.add_argument("--weights-image", type=Path, default=Path("reports/first_layer.png"))
     arguments = parser.parse_args()
     import keras
 
@@ -100,7 +108,10 @@ def main() -> None:
     test = load_split(arguments.data, "test")
     metrics, predicted = evaluate(model, test, params)
     write_json(arguments.metrics, metrics)
-    write_text(arguments.predictions, predictions_csv(test.y.argmax(axis=1), predicted))
+    actual = test.y.argmax(axis=1)
+    write_text(arguments.predictions, predictions_csv(actual, predicted))
+    save_png(arguments.misclassified, misclassified_grid(test.x, actual, predicted))
+    save_png(arguments.weights_image, first_layer_weights_grid(first_layer_kernel(model)))
     logger.info("test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
 

@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import yaml
 
 from stages.atomic import atomic_file, write_json
 from stages.errors import PipelineInputError, run_stage
-from stages.git_history import committed_json
+from stages.git_history import committed_json, committed_yaml
 from stages.params import load_section, read_params_file
 
 logger = logging.getLogger(__name__)
@@ -33,13 +33,23 @@ INPUT_DESCRIPTION = "uint8 (N, 28, 28), pixels 0..255, light digit on dark backg
 
 
 @dataclass(frozen=True)
+class MinAccuracyParams:
+    """The test accuracy floor of each model family: a weaker family is still worth an
+    experiment (`dvc exp run -S model.name=mlp`), but must not fall below what it reaches."""
+
+    cnn: float = 0.99
+    mlp: float = 0.97
+    softmax: float = 0.91
+
+
+@dataclass(frozen=True)
 class ExportParams:
     opset: int = 17
     # Parity gate: onnxruntime vs Keras on the whole test set.
     max_abs_diff: float = 1e-5
     # Quality gate ("blessing"): the test accuracy the model must reach, and how far below the
-    # last committed reports/metrics.json it may fall.
-    min_accuracy: float = 0.99
+    # last committed reports/metrics.json (of the same model family) it may fall.
+    min_accuracy: MinAccuracyParams = field(default_factory=MinAccuracyParams)
     max_accuracy_drop: float = 0.002
     # Set true to export a deliberate regression anyway; recorded in dvc.lock like any param.
     allow_regression: bool = False
@@ -55,13 +65,17 @@ class ParityReport:
 
 
 def quality_gate(
-    accuracy: float, committed_accuracy: float | None, params: ExportParams
+    accuracy: float,
+    committed_accuracy: float | None,
+    params: ExportParams,
+    model_name: str = "cnn",
 ) -> list[str]:
     """The reasons to refuse the model; empty when it may be exported."""
     reasons = []
-    if accuracy < params.min_accuracy:
+    floor = getattr(params.min_accuracy, model_name)
+    if accuracy < floor:
         reasons.append(
-            f"test accuracy {accuracy:.4f} is below export.min_accuracy {params.min_accuracy:.4f}"
+            f"test accuracy {accuracy:.4f} is below export.min_accuracy.{model_name} {floor:.4f}"
         )
     if committed_accuracy is not None and accuracy < committed_accuracy - params.max_accuracy_drop:
         reasons.append(
@@ -72,8 +86,14 @@ def quality_gate(
     return reasons
 
 
-def committed_metric(path: Path, key: str) -> float | None:
-    """`key` of `path` as committed at git HEAD, or None outside git / before a first commit."""
+def committed_metric(path: Path, key: str, params_path: Path, model_name: str) -> float | None:
+    """`key` of `path` as committed at git HEAD if HEAD's params train the same model family;
+    None outside git, before a first commit, or when HEAD's model differs (no like-for-like
+    baseline: a softmax experiment is not a regression of the committed CNN)."""
+    committed_params = committed_yaml(params_path)
+    committed_model = (committed_params.get("model") or {}).get("name", "cnn")
+    if committed_params and committed_model != model_name:
+        return None
     try:
         return float(committed_json(path)[key])
     except (KeyError, TypeError, ValueError):
@@ -186,9 +206,10 @@ def export(
     committed_accuracy: float | None,
     params: ExportParams,
     metadata: dict[str, str],
+    model_name: str = "cnn",
 ) -> tuple[bytes, ParityReport]:
     """Gate, convert and check; raise PipelineInputError with the figures when a gate fails."""
-    refusals = quality_gate(accuracy, committed_accuracy, params)
+    refusals = quality_gate(accuracy, committed_accuracy, params, model_name)
     if refusals and not params.allow_regression:
         raise PipelineInputError(
             "quality gate refused the model: "
@@ -227,13 +248,16 @@ def main() -> None:
     with np.load(arguments.raw, allow_pickle=False) as raw:
         test_images = raw["x_test"]
     accuracy = float(json.loads(arguments.metrics.read_text(encoding="utf-8"))["accuracy"])
+    all_params = read_params_file(arguments.params)
+    model_name = (all_params.get("model") or {}).get("name", "cnn")
     onnx_bytes, report = export(
         model,
         test_images,
         accuracy,
-        committed_metric(arguments.metrics, "accuracy"),
+        committed_metric(arguments.metrics, "accuracy", arguments.params, model_name),
         params,
-        run_metadata(read_params_file(arguments.params), arguments.lock),
+        run_metadata(all_params, arguments.lock),
+        model_name,
     )
     with atomic_file(arguments.output) as temporary:
         temporary.write_bytes(onnx_bytes)

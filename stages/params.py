@@ -65,6 +65,9 @@ def load_section(cls: type[T], section: str, path: Path = DEFAULT_PARAMS_PATH) -
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(annotation):
+        # A nested section, such as model.cnn: same checks, with its path in the message.
+        return section_from_mapping(annotation, value, where)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):

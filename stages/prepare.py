@@ -7,20 +7,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from stages.errors import PipelineInputError, run_stage
 from stages.mnist_sources import NUM_CLASSES, load_npz
+from stages.model import input_shape_for
 from stages.params import read_params_file, section_from_mapping
 from stages.prepared_data import PreparedData, PreparedSplit, save_prepared
 
 logger = logging.getLogger(__name__)
-
-# The layout each model family expects: the tutorials' softmax regression and MLP take 784
-# flat pixels, the CNN a 28×28×1 image.
-LAYOUT_BY_ARCHITECTURE = {"softmax": "flat", "mlp": "flat", "cnn": "image"}
 
 
 @dataclass(frozen=True)
@@ -32,11 +28,9 @@ class PrepareParams:
     max_test_images: int | None = None
 
 
-def _shape_images(images: np.ndarray, layout: Literal["flat", "image"]) -> np.ndarray:
+def _shape_images(images: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
     scaled = images.astype(np.float32) / np.float32(255.0)
-    if layout == "flat":
-        return scaled.reshape(len(images), -1)
-    return scaled.reshape(*images.shape, 1)
+    return scaled.reshape(len(images), *input_shape)
 
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
@@ -46,8 +40,9 @@ def _one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 def prepare(
-    raw: dict[str, np.ndarray], params: PrepareParams, layout: Literal["flat", "image"]
+    raw: dict[str, np.ndarray], params: PrepareParams, input_shape: tuple[int, ...]
 ) -> PreparedData:
+    """Scale, shape each image to the model's `input_shape`, one-hot, split off validation."""
     if not 0.0 < params.validation_fraction < 1.0:
         raise PipelineInputError(
             f"prepare.validation_fraction: {params.validation_fraction}; expected 0 < f < 1"
@@ -72,7 +67,7 @@ def prepare(
     train_index = np.sort(order[validation_size:])
 
     def split(images: np.ndarray, labels: np.ndarray) -> PreparedSplit:
-        return PreparedSplit(_shape_images(images, layout), _one_hot(labels))
+        return PreparedSplit(_shape_images(images, input_shape), _one_hot(labels))
 
     return PreparedData(
         train=split(x_train[train_index], y_train[train_index]),
@@ -81,13 +76,13 @@ def prepare(
     )
 
 
-def layout_for(architecture: str) -> Literal["flat", "image"]:
-    if architecture not in LAYOUT_BY_ARCHITECTURE:
-        raise PipelineInputError(
-            f"model.architecture: {architecture!r}; expected one of "
-            f"{', '.join(LAYOUT_BY_ARCHITECTURE)}"
-        )
-    return LAYOUT_BY_ARCHITECTURE[architecture]  # type: ignore[return-value]
+def input_shape_from_params(all_params: dict) -> tuple[int, ...]:
+    """The input shape of the model params.yaml names (model.name, default cnn)."""
+    name = (all_params.get("model") or {}).get("name", "cnn")
+    try:
+        return input_shape_for(name)
+    except ValueError as error:
+        raise PipelineInputError(f"params:{error}") from None
 
 
 def require_passed_validation(report: Path) -> None:
@@ -112,13 +107,13 @@ def main() -> None:
     require_passed_validation(arguments.validation)
     all_params = read_params_file(arguments.params)
     params = section_from_mapping(PrepareParams, all_params.get("prepare"), "params:prepare")
-    layout = layout_for(all_params.get("model", {}).get("architecture", "cnn"))
+    input_shape = input_shape_from_params(all_params)
     raw = load_npz(arguments.raw).as_npz_dict()
-    data = prepare(raw, params, layout)
+    data = prepare(raw, params, input_shape)
     save_prepared(data, arguments.output)
     logger.info(
-        "prepared %s layout: %d train, %d validation, %d test -> %s",
-        layout,
+        "prepared images shaped %s: %d train, %d validation, %d test -> %s",
+        input_shape,
         len(data.train.x),
         len(data.validation.x),
         len(data.test.x),

@@ -50,7 +50,7 @@ def small_trained_cnn(mnist_slice):
     from stages.train import TrainParams, train
 
     params = PrepareParams(max_train_images=2000, max_test_images=500)
-    data = prepare(mnist_slice.as_npz_dict(), params, "image")
+    data = prepare(mnist_slice.as_npz_dict(), params, (28, 28, 1))
     return train(data, ModelParams(), TrainParams(epochs=1, batch_size=64, device="cpu")).model
 
 

@@ -29,17 +29,17 @@ def test_metrics_by_hand():
 
 def test_evaluate_agrees_with_keras(mnist_slice):
     small = PrepareParams(max_train_images=1200, max_test_images=400)
-    data = prepare(mnist_slice.as_npz_dict(), small, "image")
+    data = prepare(mnist_slice.as_npz_dict(), small, (28, 28, 1))
     model = train(data, ModelParams(), TrainParams(epochs=1, batch_size=64, device="cpu")).model
     metrics, predicted = evaluate(model, data.test, EvaluateParams(batch_size=128))
     assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro"}
-    keras_loss, keras_accuracy = model.evaluate(data.test.x, data.test.y, verbose=0)
-    assert metrics["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
-    assert metrics["loss"] == pytest.approx(keras_loss, rel=1e-4)
+    keras_results = model.evaluate(data.test.x, data.test.y, verbose=0, return_dict=True)
+    assert metrics["accuracy"] == pytest.approx(keras_results["accuracy"], abs=1e-6)
+    assert metrics["loss"] == pytest.approx(keras_results["loss"], rel=1e-4)
     assert predicted.shape == (400,)
     csv_lines = predictions_csv(data.test.y.argmax(axis=1), predicted).splitlines()
     assert csv_lines[0] == "actual,predicted" and len(csv_lines) == 401
 
-    flat = prepare(mnist_slice.as_npz_dict(), PrepareParams(max_test_images=10), "flat")
+    flat = prepare(mnist_slice.as_npz_dict(), PrepareParams(max_test_images=10), (784,))
     with pytest.raises(PipelineInputError, match="re-run prepare"):
         evaluate(model, flat.test, EvaluateParams())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,6 +15,8 @@ from stages.export import (
     INPUT_NAME,
     OUTPUT_NAME,
     ExportParams,
+    MinAccuracyParams,
+    committed_metric,
     convert,
     export,
     parity,
@@ -65,13 +68,13 @@ def test_parity_gate_trips_on_a_perturbed_weight(trained):
 
 def test_quality_gate_refuses_a_worse_model(trained):
     model, images = trained
-    params = ExportParams(min_accuracy=0.5, max_accuracy_drop=0.002)
+    params = ExportParams(min_accuracy=MinAccuracyParams(cnn=0.5), max_accuracy_drop=0.002)
     assert quality_gate(0.98, 0.981, params) == []
     with pytest.raises(PipelineInputError) as caught:
         export(model, images, 0.95, 0.99, params, METADATA)
     message = str(caught.value)
     assert "0.9500" in message and "0.9900" in message and "allow_regression" in message
-    with pytest.raises(PipelineInputError, match="below export.min_accuracy 0.9900"):
+    with pytest.raises(PipelineInputError, match="below export.min_accuracy.cnn 0.9900"):
         export(model, images, 0.9, None, ExportParams(), METADATA)
     # The deliberate override exports anyway.
     onnx_bytes, report = export(
@@ -94,7 +97,7 @@ def test_export_stage_keeps_previous_model_when_gate_fails(trained, tmp_path):
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps({"accuracy": 0.5}))
     params = tmp_path / "params.yaml"
-    params.write_text("export:\n  min_accuracy: 0.99\n")
+    params.write_text("export:\n  min_accuracy:\n    cnn: 0.99\n")
     onnx_path = tmp_path / "model.onnx"
     onnx_path.write_bytes(b"previous model")
     result = subprocess.run(
@@ -108,3 +111,24 @@ def test_export_stage_keeps_previous_model_when_gate_fails(trained, tmp_path):
     assert "quality gate refused the model: test accuracy 0.5000" in result.stderr
     assert onnx_path.read_bytes() == b"previous model"
     assert not (tmp_path / "export.json").exists()
+
+
+def test_regression_baseline_is_the_committed_model_of_the_same_family(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*arguments):
+        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("model:\n  name: cnn\n")
+    (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.993}))
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q", "-m", "cnn")
+    monkeypatch.chdir(tmp_path)
+    params, metrics = Path("params.yaml"), Path("metrics.json")
+    assert committed_metric(metrics, "accuracy", params, "cnn") == 0.993
+    # An MLP experiment is not a regression of the committed CNN ...
+    assert committed_metric(metrics, "accuracy", params, "mlp") is None
+    assert quality_gate(0.978, None, ExportParams(), "mlp") == []
+    # ... but it still has its own floor.
+    assert "export.min_accuracy.mlp 0.9700" in quality_gate(0.95, None, ExportParams(), "mlp")[0]

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from stages.model import INPUT_NAME, ModelParams, build_model
+from stages.errors import PipelineInputError
+from stages.model import INPUT_NAME, MlpParams, ModelParams, build_model, input_shape_for
+from stages.params import section_from_mapping
 
 
 def test_default_is_the_tutorial_cnn():
@@ -25,15 +27,52 @@ def test_default_is_the_tutorial_cnn():
     assert model.output_shape == (None, 10)
 
 
-@pytest.mark.parametrize(
-    ("architecture", "input_shape", "parameters"),
-    [("softmax", (784,), 7_850), ("mlp", (784,), 784 * 128 + 128 + 128 * 10 + 10)],
-)
-def test_dense_tutorials(architecture, input_shape, parameters):
-    model = build_model(input_shape, 10, ModelParams(architecture=architecture))
-    assert model.count_params() == parameters
+def test_softmax_regression_is_one_dense_layer():
+    model = build_model((784,), 10, ModelParams(name="softmax"))
+    assert model.count_params() == 784 * 10 + 10
+    assert [layer.__class__.__name__ for layer in model.layers] == ["InputLayer", "Dense"]
 
 
-def test_cnn_refuses_flat_input():
+def test_mlp_defaults_to_the_100_sigmoid_tutorial_net():
+    model = build_model((784,), 10, ModelParams(name="mlp"))
+    hidden = model.layers[1]
+    assert hidden.units == 100 and hidden.activation.__name__ == "sigmoid"
+    assert model.count_params() == 784 * 100 + 100 + 100 * 10 + 10
+
+
+def test_mlp_12_8_relu_from_params():
+    params = section_from_mapping(
+        ModelParams,
+        {"name": "mlp", "mlp": {"hidden_units": [12, 8], "hidden_activations": ["relu", "relu"]}},
+        "params:model",
+    )
+    model = build_model(input_shape_for("mlp"), 10, params)
+    dense = [layer for layer in model.layers if layer.__class__.__name__ == "Dense"]
+    assert [layer.units for layer in dense] == [12, 8, 10]
+    assert [layer.activation.__name__ for layer in dense] == ["relu", "relu", "softmax"]
+
+
+def test_mlp_layer_lists_must_match():
+    params = ModelParams(
+        name="mlp", mlp=MlpParams(hidden_units=(12, 8), hidden_activations=("relu",))
+    )
+    with pytest.raises(ValueError, match=r"hidden_units \[12, 8\].*same length"):
+        build_model((784,), 10, params)
+
+
+def test_unknown_activation_is_refused_at_load_time():
+    with pytest.raises(PipelineInputError, match=r"model\.mlp\.hidden_activations\[0\].*'swishy'"):
+        section_from_mapping(
+            ModelParams, {"mlp": {"hidden_activations": ["swishy"]}}, "params:model"
+        )
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp", "softmax"])
+def test_each_model_takes_the_shape_it_declares(name):
+    model = build_model(input_shape_for(name), 10, ModelParams(name=name))
+    assert tuple(model.input_shape[1:]) == input_shape_for(name)
+
+
+def test_wrong_input_shape_is_refused():
     with pytest.raises(ValueError, match=r"\(28, 28, 1\)"):
         build_model((784,), 10, ModelParams())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stages.errors import PipelineInputError
-from stages.prepare import PrepareParams, layout_for, prepare
+from stages.prepare import PrepareParams, input_shape_from_params, prepare
 from stages.prepared_data import load_prepared, save_prepared
 
 
@@ -14,7 +14,7 @@ def raw(mnist_slice):
 
 
 def test_image_layout_scaled_and_one_hot(raw):
-    data = prepare(raw, PrepareParams(validation_fraction=0.2, seed=1), "image")
+    data = prepare(raw, PrepareParams(validation_fraction=0.2, seed=1), (28, 28, 1))
     assert data.train.x.shape == (2400, 28, 28, 1)
     assert data.validation.x.shape == (600, 28, 28, 1)
     assert data.test.x.shape == (1000, 28, 28, 1)
@@ -27,10 +27,12 @@ def test_image_layout_scaled_and_one_hot(raw):
     np.testing.assert_allclose(data.test.x[..., 0] * 255, raw["x_test"], atol=1e-4)
 
 
-def test_flat_layout_for_the_dense_tutorials(raw):
-    data = prepare(raw, PrepareParams(), layout_for("mlp"))
+def test_each_model_gets_the_input_shape_it_declares(raw):
+    assert input_shape_from_params({"model": {"name": "mlp"}}) == (784,)
+    assert input_shape_from_params({"model": {"name": "softmax"}}) == (784,)
+    assert input_shape_from_params({"model": {"name": "cnn"}}) == (28, 28, 1)
+    data = prepare(raw, PrepareParams(), input_shape_from_params({"model": {"name": "mlp"}}))
     assert data.train.x.shape[1:] == (784,)
-    assert layout_for("softmax") == "flat" and layout_for("cnn") == "image"
 
 
 def _rows(images):
@@ -39,9 +41,9 @@ def _rows(images):
 
 def test_split_is_seeded_disjoint_and_complete(raw):
     params = PrepareParams(validation_fraction=0.1, seed=7)
-    first, again = prepare(raw, params, "flat"), prepare(raw, params, "flat")
+    first, again = prepare(raw, params, (784,)), prepare(raw, params, (784,))
     np.testing.assert_array_equal(first.validation.x, again.validation.x)
-    other_seed = prepare(raw, PrepareParams(validation_fraction=0.1, seed=8), "flat")
+    other_seed = prepare(raw, PrepareParams(validation_fraction=0.1, seed=8), (784,))
     assert not np.array_equal(first.validation.x, other_seed.validation.x)
     train_rows, validation_rows = _rows(first.train.x), _rows(first.validation.x)
     assert not train_rows & validation_rows
@@ -49,7 +51,7 @@ def test_split_is_seeded_disjoint_and_complete(raw):
 
 
 def test_caps_for_quick_runs(raw):
-    data = prepare(raw, PrepareParams(max_train_images=500, max_test_images=100), "image")
+    data = prepare(raw, PrepareParams(max_train_images=500, max_test_images=100), (28, 28, 1))
     assert len(data.train.x) + len(data.validation.x) == 500
     assert len(data.test.x) == 100
 
@@ -57,16 +59,16 @@ def test_caps_for_quick_runs(raw):
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
 def test_bad_validation_fraction(raw, fraction):
     with pytest.raises(PipelineInputError, match="validation_fraction"):
-        prepare(raw, PrepareParams(validation_fraction=fraction), "image")
+        prepare(raw, PrepareParams(validation_fraction=fraction), (28, 28, 1))
 
 
-def test_unknown_architecture_is_named():
-    with pytest.raises(PipelineInputError, match="model.architecture.*'resnet'"):
-        layout_for("resnet")
+def test_unknown_model_is_named():
+    with pytest.raises(PipelineInputError, match="model.name.*'resnet'"):
+        input_shape_from_params({"model": {"name": "resnet"}})
 
 
 def test_save_and_load_round_trip_byte_identical(raw, tmp_path):
-    data = prepare(raw, PrepareParams(max_train_images=300, max_test_images=50), "image")
+    data = prepare(raw, PrepareParams(max_train_images=300, max_test_images=50), (28, 28, 1))
     save_prepared(data, tmp_path / "a")
     save_prepared(data, tmp_path / "b")
     for name in ("train.npz", "validation.npz", "test.npz"):

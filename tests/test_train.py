@@ -1,12 +1,26 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from stages.errors import PipelineInputError
 from stages.keras_io import save_model_reproducibly
-from stages.model import ModelParams, build_model
+from stages.model import ModelParams, build_model, input_shape_for
+from stages.params import section_from_mapping
 from stages.prepare import PrepareParams, prepare
-from stages.train import TrainParams, history_csv, make_keep_best_callback, train
+from stages.train import (
+    EarlyStoppingParams,
+    LearningRateScheduleParams,
+    TrainParams,
+    check_params,
+    learning_rate_at,
+    make_optimizer,
+    train,
+)
+from stages.training_data import steps_per_epoch, training_dataset
+from stages.training_state import TrainingState, make_progress_callback
 
 QUICK = TrainParams(epochs=1, batch_size=64, device="cpu")
 
@@ -14,44 +28,141 @@ QUICK = TrainParams(epochs=1, batch_size=64, device="cpu")
 @pytest.fixture(scope="module")
 def small_data(mnist_slice):
     params = PrepareParams(max_train_images=1200, max_test_images=300)
-    return prepare(mnist_slice.as_npz_dict(), params, "image")
+    return prepare(mnist_slice.as_npz_dict(), params, input_shape_for("cnn"))
+
+
+@pytest.fixture(scope="module")
+def small_flat_data(mnist_slice):
+    params = PrepareParams(max_train_images=3000, max_test_images=300)
+    return prepare(mnist_slice.as_npz_dict(), params, input_shape_for("mlp"))
 
 
 def test_train_learns_and_reports(small_data):
     result = train(small_data, ModelParams(), TrainParams(epochs=2, batch_size=64, device="cpu"))
     assert [row["epoch"] for row in result.history] == [1, 2]
-    assert set(result.history[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(result.history[0]) >= {
+        "loss", "accuracy", "precision", "recall",
+        "val_loss", "val_accuracy", "val_precision", "val_recall",
+    }  # fmt: skip
     assert result.best_epoch in (1, 2)
-    assert result.plan.device == "cpu"
-    assert result.images_per_second > 0
+    assert result.plan.device == "cpu" and result.global_batch_size == 64
+    assert result.images_per_second > 0 and result.resumed_from_epoch == 0
     # Even 1,080 images and two epochs beat chance (10 %) by far.
     assert result.history[-1]["val_accuracy"] > 0.6
-    lines = history_csv(result.history).splitlines()
-    assert lines[0] == "epoch,loss,accuracy,val_loss,val_accuracy" and len(lines) == 3
 
 
-def test_same_seed_same_weights(small_data):
-    first = train(small_data, ModelParams(), QUICK).model.get_weights()
-    second = train(small_data, ModelParams(), QUICK).model.get_weights()
-    for left, right in zip(first, second, strict=True):
-        np.testing.assert_array_equal(left, right)
-    other = train(small_data, ModelParams(), TrainParams(epochs=1, batch_size=64, seed=3))
-    assert not np.array_equal(first[0], other.model.get_weights()[0])
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("softmax", {"optimizer": "sgd", "learning_rate": 0.5}),
+        ("softmax", {"optimizer": "adam", "learning_rate": 0.01, "loss": "mse"}),
+        ("mlp", {"optimizer": "sgd", "learning_rate": 0.5, "momentum": 0.9}),
+        ("mlp", {"optimizer": "rmsprop", "learning_rate": 0.001}),
+        ("mlp", {"optimizer": "adadelta", "learning_rate": 1.0}),
+    ],
+)
+def test_every_optimizer_and_loss_trains_the_dense_models(small_flat_data, name, overrides):
+    params = dataclasses.replace(QUICK, epochs=2, **overrides)
+    result = train(small_flat_data, ModelParams(name=name), params)
+    assert result.history[-1]["val_accuracy"] > 0.7, result.history
 
 
-def test_best_epoch_weights_are_restored():
-    model = build_model((784,), 10, ModelParams(architecture="softmax"))
-    keep_best = make_keep_best_callback()
-    keep_best.set_model(model)
+def test_optimizer_settings_come_from_params():
+    sgd = make_optimizer(TrainParams(optimizer="sgd", learning_rate=0.05, momentum=0.9))
+    assert sgd.__class__.__name__ == "SGD"
+    assert float(sgd.learning_rate) == pytest.approx(0.05) and sgd.momentum == 0.9
+    adadelta = make_optimizer(TrainParams(optimizer="adadelta", learning_rate=1.0))
+    assert float(adadelta.learning_rate) == 1.0
+
+
+def test_bad_train_params_are_named():
+    with pytest.raises(PipelineInputError, match="train.momentum.*adam"):
+        check_params(TrainParams(optimizer="adam", momentum=0.9))
+    with pytest.raises(PipelineInputError, match="train.learning_rate"):
+        check_params(TrainParams(learning_rate=0.0))
+    with pytest.raises(PipelineInputError, match=r"train\.loss.*'hinge'"):
+        section_from_mapping(TrainParams, {"loss": "hinge"}, "params:train")
+    with pytest.raises(PipelineInputError, match=r"train\.lr_schedule\.name.*'warmup'"):
+        section_from_mapping(TrainParams, {"lr_schedule": {"name": "warmup"}}, "params:train")
+
+
+def test_learning_rate_schedules():
+    def rates(**schedule):
+        params = TrainParams(
+            learning_rate=1.0, epochs=5, lr_schedule=LearningRateScheduleParams(**schedule)
+        )
+        return [learning_rate_at(epoch, params) for epoch in range(5)]
+
+    assert rates() == [1.0] * 5
+    assert rates(name="step", decay_rate=0.1, step_epochs=2) == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01]
+    )
+    assert rates(name="exponential", decay_rate=0.5) == pytest.approx([1, 0.5, 0.25, 0.125, 1 / 16])
+    cosine = rates(name="cosine", min_learning_rate=0.1)
+    assert cosine[0] == 1.0 and cosine[-1] == pytest.approx(0.1) and cosine == sorted(cosine)[::-1]
+
+
+def test_schedule_reaches_the_optimizer(small_data):
+    params = dataclasses.replace(
+        QUICK,
+        epochs=2,
+        lr_schedule=LearningRateScheduleParams(name="exponential", decay_rate=0.1),
+    )
+    result = train(small_data, ModelParams(), params)
+    assert [row["learning_rate"] for row in result.history] == pytest.approx([1e-3, 1e-4])
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch():
+    model = build_model((784,), 10, ModelParams(name="softmax"))
+    state = TrainingState(fingerprint="test")
+    progress = make_progress_callback(
+        state, None, monitor="val_accuracy", min_delta=0.0, patience=2, restore_best_weights=True
+    )
+    progress.set_model(model)
     snapshots = []
-    for epoch, val_accuracy in enumerate([0.80, 0.95, 0.90]):
+    for epoch, val_accuracy in enumerate([0.80, 0.95, 0.90, 0.93]):
         model.set_weights([np.full_like(w, epoch + 1.0) for w in model.get_weights()])
         snapshots.append(model.get_weights())
-        keep_best.on_epoch_end(epoch, {"val_accuracy": val_accuracy})
-    keep_best.on_train_end()
-    assert keep_best.best_epoch == 2
+        progress.on_epoch_end(epoch, {"val_accuracy": val_accuracy, "loss": 1.0})
+        if getattr(model, "stop_training", False):
+            break
+    assert state.stopped_early and state.epochs_done == 4 and state.best_epoch == 2
+    progress.on_train_end()
     for restored, expected in zip(model.get_weights(), snapshots[1], strict=True):
         np.testing.assert_array_equal(restored, expected)
+
+
+def test_early_stopping_from_params_ends_the_run(small_data):
+    params = dataclasses.replace(
+        QUICK,
+        epochs=6,
+        monitor="val_loss",
+        # No improvement can be that large: the run stops after patience + 1 epochs.
+        early_stopping=EarlyStoppingParams(enabled=True, patience=1, min_delta=100.0),
+    )
+    result = train(small_data, ModelParams(), params)
+    assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 1
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only(small_data):
+    x, y = small_data.train.x[:200], small_data.train.y[:200]
+
+    def labels_by_epoch(first_epoch, epochs):
+        batches = list(training_dataset(x, y, 50, seed=5, first_epoch=first_epoch, epochs=epochs))
+        per_epoch = steps_per_epoch(len(x), 50)
+        return [
+            np.concatenate([batch[1].numpy() for batch in batches[i : i + per_epoch]])
+            for i in range(0, len(batches), per_epoch)
+        ]
+
+    from_start = labels_by_epoch(0, 3)
+    resumed = labels_by_epoch(1, 3)
+    assert len(from_start) == 3 and len(resumed) == 2
+    for whole, again in zip(from_start[1:], resumed, strict=True):
+        np.testing.assert_array_equal(whole, again)
+    # Each epoch is a permutation of all the data, and epochs differ in order.
+    assert sorted(map(bytes, from_start[0])) == sorted(map(bytes, y))
+    assert not np.array_equal(from_start[0], from_start[1])
 
 
 def test_saved_model_is_byte_reproducible_and_loads(small_data, tmp_path):

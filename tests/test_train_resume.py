@@ -1,0 +1,146 @@
+"""The train stage as DVC runs it: killed mid-run it resumes, and ends where an uninterrupted run
+ends; two runs with the same params give the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnistflow import PROJECT_ROOT
+from stages.model import input_shape_for
+from stages.prepare import PrepareParams, prepare
+from stages.prepared_data import save_prepared
+
+PARAMS = {
+    "model": {"name": "cnn"},
+    "train": {"epochs": 3, "batch_size": 64, "device": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, mnist_slice) -> Path:
+    folder = tmp_path_factory.mktemp("train-stage")
+    data = prepare(
+        mnist_slice.as_npz_dict(),
+        PrepareParams(max_train_images=1500, max_test_images=200),
+        input_shape_for("cnn"),
+    )
+    save_prepared(data, folder / "prepared")
+    (folder / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    return folder
+
+
+def run_train(workspace: Path, run: str, kill_after_epoch: int | None = None):
+    out = workspace / run
+    arguments = [
+        "--params", str(workspace / "params.yaml"),
+        "--data", str(workspace / "prepared"),
+        "--model", str(out / "model.keras"),
+        "--live", str(out / "live"),
+        "--summary", str(out / "train.json"),
+        "--checkpoints", str(out / "checkpoint"),
+    ]  # fmt: skip
+    if kill_after_epoch is None:
+        command = [sys.executable, "-m", "stages.train", *arguments]
+    else:
+        helper = str(PROJECT_ROOT / "tests" / "train_until_killed.py")
+        command = [sys.executable, helper, str(kill_after_epoch), *arguments]
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.run(
+        command, cwd=workspace, env=environment, capture_output=True, text=True, timeout=600
+    )
+
+
+def epoch_rows(live: Path) -> dict[str, list[str]]:
+    """DVCLive's per-epoch values, without its wall-clock timestamps."""
+    rows = {}
+    for tsv in sorted((live / "plots" / "metrics").rglob("*.tsv")):
+        lines = tsv.read_text().splitlines()
+        rows[str(tsv.relative_to(live))] = ["\t".join(line.split("\t")[1:]) for line in lines]
+    return rows
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace):
+    uninterrupted = run_train(workspace, "uninterrupted")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    killed = run_train(workspace, "resumed", kill_after_epoch=1)
+    out = workspace / "resumed"
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (out / "model.keras").exists()  # never a half-written model
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == 1
+
+    resumed = run_train(workspace, "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the checkpoint" in resumed.stderr
+    assert "after epoch 1 of 3" in resumed.stderr
+    assert "Epoch 2/3" in resumed.stdout and "Epoch 1/3" not in resumed.stdout
+    assert not (out / "checkpoint").exists()  # removed once the model is saved
+
+    reference = workspace / "uninterrupted"
+    assert (out / "model.keras").read_bytes() == (reference / "model.keras").read_bytes()
+    assert (out / "live" / "metrics.json").read_text() == (
+        reference / "live" / "metrics.json"
+    ).read_text()
+    assert epoch_rows(out / "live") == epoch_rows(reference / "live")
+    assert len(epoch_rows(out / "live")["plots/metrics/eval/accuracy.tsv"]) == 1 + 3
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["resumed_from_epoch"] == 1 and summary["epochs_run"] == 3
+    reference_summary = json.loads((reference / "train.json").read_text())
+    assert summary["best_epoch"] == reference_summary["best_epoch"]
+    assert summary["best_val_accuracy"] == reference_summary["best_val_accuracy"]
+
+
+def test_two_runs_give_identical_weights_and_metrics(workspace):
+    first = run_train(workspace, "first")
+    second = run_train(workspace, "second")
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    a, b = workspace / "first", workspace / "second"
+    assert (a / "model.keras").read_bytes() == (b / "model.keras").read_bytes()
+    assert (a / "live" / "metrics.json").read_text() == (b / "live" / "metrics.json").read_text()
+    assert epoch_rows(a / "live") == epoch_rows(b / "live")
+
+
+def test_checkpoint_of_other_params_is_ignored(workspace):
+    killed = run_train(workspace, "changed", kill_after_epoch=1)
+    assert killed.returncode == -signal.SIGKILL
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["train"]["seed"] = 7
+    (workspace / "changed-params.yaml").write_text(yaml.safe_dump(params))
+    out = workspace / "changed"
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.train",
+            "--params",
+            str(workspace / "changed-params.yaml"),
+            "--data",
+            str(workspace / "prepared"),
+            "--model",
+            str(out / "model.keras"),
+            "--live",
+            str(out / "live"),
+            "--summary",
+            str(out / "train.json"),
+            "--checkpoints",
+            str(out / "checkpoint"),
+        ],  # fmt: skip
+        cwd=workspace,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "written for other params or data" in rerun.stderr
+    assert json.loads((out / "train.json").read_text())["resumed_from_epoch"] == 0
+    assert "Epoch 1/3" in rerun.stdout
