@@ -73,7 +73,7 @@ class TrainParams:
     momentum: float = 0.0  # sgd and rmsprop only
     loss: Literal["categorical_crossentropy", "mse"] = "categorical_crossentropy"
     metrics: tuple[Metric, ...] = ("accuracy", "precision", "recall")
-    batch_size: int = 128  # per device; the global batch is this × the number of GPUs
+    batch_size: int = 32  # per device; the global batch is this × the number of GPUs
     epochs: int = 12
     seed: int = 42
     # The validation metric that picks the best epoch and drives early stopping.

@@ -79,6 +79,28 @@ def test_overrides_become_an_experiment_and_leave_workspace(workspace):
     assert experiment["revision"] in json.dumps(shown)
 
 
+def test_a_preset_runs_as_a_named_experiment(workspace):
+    from mnistflow.presets import preset_overrides
+
+    overrides = preset_overrides(workspace / "presets.yaml", "tutorial-mlp-12-8")
+    overrides["train.epochs"] = 1
+    state = training_pipeline(
+        overrides=overrides, root=str(workspace), experiment_name="mlp-12-8", return_state=True
+    )
+    experiment = state.result()["experiment"]
+    assert experiment["experiment"] == "mlp-12-8"
+    assert "model.mlp.hidden_units=[12, 8]" in experiment["params"]
+    shown = json.loads(dvc("exp", "show", "--json", cwd=workspace))
+    runs = [
+        e["revs"][0]["data"]
+        for baseline in shown
+        for e in (baseline.get("experiments") or [])
+        if e.get("name") == "mlp-12-8"
+    ]
+    assert runs[0]["params"]["params.yaml"]["data"]["model"]["mlp"]["hidden_units"] == [12, 8]
+    assert 0.2 < runs[0]["metrics"]["reports/metrics.json"]["data"]["accuracy"] <= 1.0
+
+
 def test_two_simultaneous_runs_end_cleanly(workspace):
     set_params(workspace, {"evaluate": {"batch_size": 512}})  # evaluate must re-run
     states = []

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from mnistflow import PROJECT_ROOT
+from mnistflow.presets import PRESETS_FILE, format_value, load_presets, preset_overrides
+from stages.errors import PipelineInputError
+from stages.export import ExportParams
+from stages.model import ModelParams
+from stages.params import read_params_file, section_from_mapping
+from stages.train import TrainParams, check_params
+
+PRESETS = PROJECT_ROOT / PRESETS_FILE
+
+
+def apply(params: dict, overrides: dict) -> dict:
+    """What `dvc exp run -S key=value ...` does to params.yaml."""
+    result = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = result
+        for key in parents:
+            assert key in node, f"{dotted}: {key!r} is not in params.yaml"
+            node = node[key]
+        assert leaf in node, f"{dotted}: {leaf!r} is not in params.yaml"
+        node[leaf] = value
+    return result
+
+
+def test_the_tutorial_presets_are_shipped():
+    presets = load_presets(PRESETS)
+    assert {"tutorial-cnn", "tutorial-mlp-sigmoid", "tutorial-mlp-12-8", "tutorial-softmax"} <= set(
+        presets
+    )
+    cnn = presets["tutorial-cnn"].params
+    assert cnn["train.optimizer"] == "adadelta" and cnn["train.learning_rate"] == 1.0
+    mlp = presets["tutorial-mlp-sigmoid"].params
+    assert mlp["model.mlp.hidden_units"] == [100] and mlp["train.batch_size"] == 100
+    assert presets["tutorial-softmax"].params["train.batch_size"] == 128
+
+
+@pytest.mark.parametrize("name", sorted(load_presets(PRESETS)))
+def test_every_preset_is_valid_params(name):
+    params = apply(read_params_file(PROJECT_ROOT / "params.yaml"), preset_overrides(PRESETS, name))
+    model = section_from_mapping(ModelParams, params["model"], "model")
+    train = section_from_mapping(TrainParams, params["train"], "train")
+    section_from_mapping(ExportParams, params["export"], "export")
+    check_params(train)
+    assert model.name in ("cnn", "mlp", "softmax")
+
+
+def test_dvc_command_quotes_lists_as_yaml():
+    preset = load_presets(PRESETS)["tutorial-mlp-12-8"]
+    command = preset.dvc_command()
+    assert command.startswith("dvc exp run ")
+    assert "-S 'model.mlp.hidden_units=[12, 8]'" in command
+    assert format_value("sgd") == "sgd" and format_value(True) == "true"
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(PipelineInputError, match="no preset 'resnet'.*tutorial-cnn"):
+        preset_overrides(PRESETS, "resnet")
+
+
+def test_malformed_presets_file_is_named(tmp_path):
+    bad = tmp_path / "presets.yaml"
+    bad.write_text("fast:\n  description: no params\n")
+    with pytest.raises(PipelineInputError, match="preset 'fast' needs a 'params' mapping"):
+        load_presets(bad)
