@@ -295,6 +295,7 @@ def train(
         )
     else:
         # Killed after the last epoch's checkpoint but before the model was saved.
+        progress.set_model(model)
         progress.restore_best()
         if live_callback is not None:
             live_callback.live.end()

@@ -61,3 +61,29 @@ def test_detection_on_this_machine_matches_tensorflow():
     import tensorflow as tf
 
     assert len(detect_gpus()) == len(tf.config.list_physical_devices("GPU"))
+
+
+def test_mirrored_training_over_two_devices_scales_the_batch():
+    """The multi-GPU path, run for real on two logical CPU devices (no GPU here)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mnistflow import PROJECT_ROOT
+    from tests.conftest import OFFLINE_WHEEL
+
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "tests" / "train_mirrored_on_cpus.py"),
+         str(OFFLINE_WHEEL)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["strategy"] == "mirrored" and outcome["replicas"] == 2
+    assert outcome["global_batch_size"] == 64
+    assert "batch size 32 per replica × 2 replicas = global batch 64" in result.stderr
+    assert outcome["val_accuracy"] > 0.7
+    assert outcome["resumed_from_epoch"] == 2 and outcome["restored_weights_equal"]
