@@ -62,7 +62,6 @@ def run_stage(images: int, epochs: int, batch_size: int, xla: bool) -> float:
             params,
             checkpoint_folder=Path(scratch) / "checkpoint",
             live_folder=Path(scratch) / "live",
-            run_id="benchmark",
         )
     return result.images_per_second
 

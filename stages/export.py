@@ -22,6 +22,7 @@ import yaml
 from stages.atomic import atomic_file, write_json
 from stages.errors import PipelineInputError, run_stage
 from stages.git_history import committed_json, committed_yaml
+from stages.model import model_name_in
 from stages.params import load_section, read_params_file
 
 logger = logging.getLogger(__name__)
@@ -91,8 +92,7 @@ def committed_metric(path: Path, key: str, params_path: Path, model_name: str) -
     None outside git, before a first commit, or when HEAD's model differs (no like-for-like
     baseline: a softmax experiment is not a regression of the committed CNN)."""
     committed_params = committed_yaml(params_path)
-    committed_model = (committed_params.get("model") or {}).get("name", "cnn")
-    if committed_params and committed_model != model_name:
+    if committed_params and model_name_in(committed_params) != model_name:
         return None
     try:
         return float(committed_json(path)[key])
@@ -249,7 +249,7 @@ def main() -> None:
         test_images = raw["x_test"]
     accuracy = float(json.loads(arguments.metrics.read_text(encoding="utf-8"))["accuracy"])
     all_params = read_params_file(arguments.params)
-    model_name = (all_params.get("model") or {}).get("name", "cnn")
+    model_name = model_name_in(all_params)
     onnx_bytes, report = export(
         model,
         test_images,

@@ -45,6 +45,11 @@ class ModelParams:
     mlp: MlpParams = field(default_factory=MlpParams)
 
 
+def model_name_in(all_params: dict) -> str:
+    """`model.name` of a raw params.yaml mapping, for stages that read only that key."""
+    return (all_params.get("model") or {}).get("name", ModelParams.name)
+
+
 def input_shape_for(name: str) -> tuple[int, ...]:
     """The per-image input shape model `name` takes: flat pixels, or an image with a channel."""
     shapes = {

@@ -12,7 +12,7 @@ import numpy as np
 
 from stages.errors import PipelineInputError, run_stage
 from stages.mnist_sources import NUM_CLASSES, load_npz
-from stages.model import input_shape_for
+from stages.model import input_shape_for, model_name_in
 from stages.params import read_params_file, section_from_mapping
 from stages.prepared_data import PreparedData, PreparedSplit, save_prepared
 
@@ -78,9 +78,8 @@ def prepare(
 
 def input_shape_from_params(all_params: dict) -> tuple[int, ...]:
     """The input shape of the model params.yaml names (model.name, default cnn)."""
-    name = (all_params.get("model") or {}).get("name", "cnn")
     try:
-        return input_shape_for(name)
+        return input_shape_for(model_name_in(all_params))
     except ValueError as error:
         raise PipelineInputError(f"params:{error}") from None
 

@@ -33,7 +33,7 @@ from stages.keras_io import save_model_reproducibly
 from stages.mnist_sources import NUM_CLASSES
 from stages.model import ModelParams, build_model
 from stages.params import load_section
-from stages.prepared_data import SPLITS, PreparedData, load_prepared
+from stages.prepared_data import PreparedData, load_prepared
 from stages.training_data import evaluation_dataset, steps_per_epoch, training_dataset
 from stages.training_state import (
     TrainingState,
@@ -167,13 +167,10 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def run_fingerprint(
-    model_params: ModelParams, params: TrainParams, data_folder: Path | None
-) -> str:
+def run_fingerprint(model_params: ModelParams, params: TrainParams, data: PreparedData) -> str:
+    """What a checkpoint must match to be resumed: the params and the training data."""
     settings = {"model": dataclasses.asdict(model_params), "train": dataclasses.asdict(params)}
-    training_splits = [name for name in SPLITS if name != "test"]
-    files = [data_folder / f"{name}.npz" for name in training_splits] if data_folder else []
-    return fingerprint(settings, files)
+    return fingerprint(settings, [data.train.x, data.train.y, data.validation.x, data.validation.y])
 
 
 def make_live_callback(live_folder: Path, earlier_epochs: list[dict[str, float]]):
@@ -199,13 +196,9 @@ def train(
     params: TrainParams,
     checkpoint_folder: Path | None = None,
     live_folder: Path | None = None,
-    run_id: str = "",
     extra_callbacks: tuple = (),
 ) -> TrainResult:
-    """Fit the model; with `checkpoint_folder`, resume from and checkpoint into it.
-
-    `run_id` identifies params and data for the checkpoint (see `run_fingerprint`).
-    """
+    """Fit the model; with `checkpoint_folder`, resume from and checkpoint into it."""
     import keras
 
     check_params(params)
@@ -232,6 +225,7 @@ def train(
             jit_compile=plan.jit_compile,
         )
 
+    run_id = run_fingerprint(model_params, params, data) if checkpoint_folder else ""
     state, best_weights = TrainingState(fingerprint=run_id), None
     checkpoint = load_checkpoint(checkpoint_folder, run_id) if checkpoint_folder else None
     if checkpoint is not None:
@@ -351,14 +345,12 @@ def main() -> None:
     arguments = parser.parse_args()
     model_params = load_section(ModelParams, "model", arguments.params)
     params = load_section(TrainParams, "train", arguments.params)
-    check_params(params)
     result = train(
         load_prepared(arguments.data),
         model_params,
         params,
         checkpoint_folder=arguments.checkpoints,
         live_folder=arguments.live,
-        run_id=run_fingerprint(model_params, params, arguments.data),
     )
     with atomic_file(arguments.model) as temporary:
         save_model_reproducibly(result.model, temporary)

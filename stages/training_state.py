@@ -46,13 +46,11 @@ class Checkpoint:
     best_weights: list[np.ndarray]
 
 
-def fingerprint(settings: dict, data_files: list[Path]) -> str:
-    """A hash of the run's settings and its input files' bytes."""
+def fingerprint(settings: dict, arrays: list[np.ndarray]) -> str:
+    """A hash of the run's settings and the bytes of its (already loaded) training data."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in data_files:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
 
 

@@ -34,13 +34,9 @@ data = prepare(
 params = train_stage.TrainParams(epochs=2, batch_size=32, xla=False)
 with tempfile.TemporaryDirectory() as scratch:
     checkpoint = Path(scratch) / "checkpoint"
-    first = train_stage.train(
-        data, ModelParams(name="mlp"), params, checkpoint_folder=checkpoint, run_id="mirrored"
-    )
+    first = train_stage.train(data, ModelParams(name="mlp"), params, checkpoint_folder=checkpoint)
     # The checkpoint of the finished run: restoring it assigns every mirrored variable.
-    again = train_stage.train(
-        data, ModelParams(name="mlp"), params, checkpoint_folder=checkpoint, run_id="mirrored"
-    )
+    again = train_stage.train(data, ModelParams(name="mlp"), params, checkpoint_folder=checkpoint)
 same = all(
     np.array_equal(a, b)
     for a, b in zip(first.model.get_weights(), again.model.get_weights(), strict=True)
