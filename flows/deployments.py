@@ -18,17 +18,15 @@ from typing import Any
 
 import yaml
 
-from mnistflow import PROJECT_ROOT
 
-PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
-
-
-def deployment_specs(prefect_yaml: Path = PREFECT_YAML) -> list[dict[str, Any]]:
-    return yaml.safe_load(prefect_yaml.read_text(encoding="utf-8"))["deployments"]
+def deployment_specs(root: Path) -> list[dict[str, Any]]:
+    """The deployments listed in the project's prefect.yaml."""
+    content = yaml.safe_load((Path(root) / "prefect.yaml").read_text(encoding="utf-8"))
+    return content["deployments"]
 
 
 def build_deployments(
-    specs: list[dict[str, Any]], every_seconds: int | None = None, root: Path = PROJECT_ROOT
+    specs: list[dict[str, Any]], root: Path, every_seconds: int | None = None
 ) -> list:
     """RunnerDeployments for `prefect.serve`; `every_seconds` replaces every schedule."""
     from prefect.flows import load_flow_from_entrypoint
@@ -96,3 +94,23 @@ def local_prefect_server(home: Path, port: int = 4200, timeout: float = 90) -> I
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def serve_deployments(root: Path, every_seconds: int | None = None, port: int = 4200) -> None:
+    """Serve prefect.yaml's deployments against $PREFECT_API_URL, or a local server started
+    here (SQLite under `root`/.prefect) and stopped on exit."""
+    from prefect import serve
+
+    os.environ.setdefault("MNISTFLOW_ROOT", str(root))
+    os.chdir(root)
+    server = (
+        contextlib.nullcontext(os.environ["PREFECT_API_URL"])
+        if os.environ.get("PREFECT_API_URL")
+        else local_prefect_server(Path(root) / ".prefect", port)
+    )
+    with server as api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        print(f"serving against {api_url}", flush=True)
+        deployments = build_deployments(deployment_specs(root), root, every_seconds)
+        # pause_on_shutdown=False: stopping this process must not pause the schedules.
+        serve(*deployments, pause_on_shutdown=False)

@@ -10,54 +10,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 
-from mnistflow import PROJECT_ROOT
-from stages.git_history import committed_json
+from mnistflow import dvc_runs
+from mnistflow.project import committed_json, find_project_root, stage_names
 
 # One DVC writer per workspace: DVC itself refuses a second concurrent `repro`.
 DVC_WRITER_LIMIT = "mnistflow-dvc-writer"
 METRIC_KEYS = ("accuracy", "loss", "precision_macro", "recall_macro", "f1_macro")
-
-
-def stage_names(root: Path) -> list[str]:
-    """The stages in the order dvc.yaml lists them (its order is the pipeline's)."""
-    content = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))
-    return list(content["stages"])
-
-
-@contextlib.contextmanager
-def dvc_workspace(root: str) -> Iterator:
-    """A DVC Repo for `root`, entered with the working directory at `root`.
-
-    DVC's Python API resolves stage targets and output paths against the working directory,
-    and its stage commands call `python`, which must be this interpreter.
-    """
-    from dvc.repo import Repo
-
-    interpreter_dir = str(Path(sys.executable).parent)
-    if interpreter_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([interpreter_dir, os.environ.get("PATH", "")])
-    previous = Path.cwd()
-    os.chdir(root)
-    try:
-        with Repo(root) as repo:
-            yield repo
-    finally:
-        os.chdir(previous)
-
-
-def _is_lock_error(error: BaseException) -> bool:
-    return "Unable to acquire lock" in str(error) or type(error).__name__ == "LockError"
 
 
 def _retry_when_transient(task, task_run, state) -> bool:
@@ -65,7 +30,7 @@ def _retry_when_transient(task, task_run, state) -> bool:
     try:
         state.result()
     except Exception as error:  # noqa: BLE001 - classify whatever the stage raised
-        return _is_lock_error(error) or task_run.name.startswith("ingest")
+        return dvc_runs.is_lock_error(error) or task_run.name.startswith("ingest")
     return False
 
 
@@ -80,8 +45,7 @@ def reproduce_stage(stage: str, root: str):
     logger = get_run_logger()
     started = time.perf_counter()
     try:
-        with dvc_workspace(root) as repo:
-            ran = repo.reproduce(stage, single_item=True)
+        ran = dvc_runs.reproduce_stage(root, stage)
     except Exception as error:
         cause = f" ({error.__cause__})" if error.__cause__ else ""
         logger.error("stage %s failed: %s%s", stage, error, cause)
@@ -95,24 +59,13 @@ def reproduce_stage(stage: str, root: str):
 @task(task_run_name="dvc-experiment")
 def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None) -> dict[str, Any]:
     """`dvc exp run --temp --set-param ...`: the workspace's committed results stay as they are."""
-    from mnistflow.presets import format_value
-
     logger = get_run_logger()
-    params = [f"{key}={format_value(value)}" for key, value in overrides.items()]
     started = time.perf_counter()
-    with dvc_workspace(root) as repo:
-        revisions = repo.experiments.run(params=params, tmp_dir=True, name=name)
-        names = {
-            revision: repo.experiments.get_exact_name([revision]).get(revision)
-            for revision in revisions
-        }
-    result = {
-        "experiment": next(iter(names.values()), None),
-        "revision": next(iter(names), None),
-        "params": params,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    logger.info("experiment %s (%s) with %s", result["experiment"], result["revision"], params)
+    result = dvc_runs.run_experiment(root, overrides, name)
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    logger.info(
+        "experiment %s (%s) with %s", result["experiment"], result["revision"], result["params"]
+    )
     return result
 
 
@@ -141,7 +94,7 @@ def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     metrics = read("reports/metrics.json")
-    committed = committed_json("reports/metrics.json", cwd=root)
+    committed = committed_json("reports/metrics.json", root)
     rows = []
     for key in METRIC_KEYS:
         if key in metrics:
@@ -184,15 +137,19 @@ def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
 @flow(name="training-pipeline")
 def training_pipeline(
     overrides: dict[str, Any] | None = None,
-    root: str = str(PROJECT_ROOT),
+    root: str | None = None,
     experiment_name: str | None = None,
 ) -> dict[str, Any]:
-    """Reproduce the DVC pipeline stage by stage, or as a DVC experiment when overridden."""
+    """Reproduce the DVC pipeline stage by stage, or as a DVC experiment when overridden.
+
+    `root` defaults to the project around the working directory (or $MNISTFLOW_ROOT).
+    """
     from prefect.concurrency.sync import concurrency
 
     # DVC prints its own messages; stop them reaching Prefect's handlers a second time.
     logging.getLogger("dvc").propagate = False
     logger = get_run_logger()
+    root = str(find_project_root(Path(root) if root else None))
     ensure_writer_limit()
     with concurrency(DVC_WRITER_LIMIT, occupy=1, timeout_seconds=6 * 3600):
         if overrides:

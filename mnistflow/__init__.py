@@ -1,6 +1,7 @@
-"""mnistflow: a reproducible, orchestrated Keras training pipeline for MNIST."""
+"""mnistflow: a reproducible, orchestrated Keras training pipeline for MNIST.
 
-from pathlib import Path
-
-# Every path the project writes is relative to the repository root, where dvc.yaml lives.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+The library in layers: `data` (sources, checks, normalization, prepared splits), `training`
+(model zoo, tf.data input, training loop, checkpoints, devices), `evaluation` (metrics,
+figures) and `serving` (ONNX export, gates, input readers, prediction). The DVC stages in
+`stages/` and the Prefect flows in `flows/` are thin wiring over it.
+"""

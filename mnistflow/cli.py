@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from mnistflow.errors import PipelineInputError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -18,11 +22,43 @@ def main() -> None:
     """mnistflow: a reproducible, orchestrated Keras training pipeline for MNIST."""
 
 
-def _pipeline_root() -> Path:
-    """The DVC project to run: the working directory if it is one, else this checkout."""
-    from mnistflow import PROJECT_ROOT
+@contextlib.contextmanager
+def reported_input_errors() -> Iterator[None]:
+    """Bad input ends the command with its one-paragraph message and exit code 2."""
+    try:
+        yield
+    except PipelineInputError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
-    return Path.cwd() if (Path.cwd() / "dvc.yaml").is_file() else PROJECT_ROOT
+
+def _project_root() -> Path:
+    from mnistflow.project import find_project_root
+
+    with reported_input_errors():
+        return find_project_root()
+
+
+def _entrypoint(root: Path, entrypoint: str):
+    """A function of the project's flows/ by its `path:name`, loaded as Prefect deployments
+    load flows: the flows import the library, never the other way round."""
+    from prefect.utilities.importtools import import_object
+
+    return import_object(f"{root / entrypoint}")
+
+
+def _validate_params(params_file: Path | None):
+    """The `validate` bounds: of --params, else of the project around the working directory,
+    else the defaults (MNIST's), so predict and validate work from any directory."""
+    from mnistflow.params import ValidateParams, load_params
+    from mnistflow.project import find_project_root
+
+    if params_file is None:
+        try:
+            params_file = find_project_root() / "params.yaml"
+        except PipelineInputError:
+            return ValidateParams()
+    return load_params(params_file).checks
 
 
 def _quiet_prefect_defaults() -> None:
@@ -64,20 +100,16 @@ def run(
     `dvc exp show`, keep one with `dvc exp apply`.
     """
     _quiet_prefect_defaults()
-    from flows.pipeline import training_pipeline
     from mnistflow.presets import PRESETS_FILE, preset_overrides
-    from stages.errors import PipelineInputError
 
-    root = _pipeline_root()
+    root = _project_root()
     overrides: dict[str, object] = {}
     if preset:
-        try:
+        with reported_input_errors():
             overrides.update(preset_overrides(root / PRESETS_FILE, preset))
-        except PipelineInputError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(2) from None
         name = name or preset
     overrides.update(parse_overrides(set_params or []))
+    training_pipeline = _entrypoint(root, "flows/pipeline.py:training_pipeline")
     state = training_pipeline(
         overrides=overrides or None, root=str(root), experiment_name=name, return_state=True
     )
@@ -97,11 +129,38 @@ def run(
 
 
 @app.command()
+def baseline(
+    metrics: Annotated[
+        Path, typer.Option(help="Test metrics of the model to accept (the evaluate stage's).")
+    ] = Path("reports/metrics.json"),
+    output: Annotated[Path, typer.Option(help="The baseline file export depends on.")] = Path(
+        "models/baseline.json"
+    ),
+) -> None:
+    """Accept the current model's test accuracy as the quality gate's baseline.
+
+    A deliberate step, like a release: export re-runs (the baseline is one of its declared
+    inputs) and from then on refuses models more than export.max_accuracy_drop below it.
+    """
+    from mnistflow.params import load_params
+    from mnistflow.serving.gates import Baseline, read_accuracy
+
+    root = _project_root()
+    with reported_input_errors():
+        model_name = load_params(root / "params.yaml").model.name
+        accepted = Baseline(model_name, read_accuracy(root / metrics), f"{metrics}")
+        accepted.save(root / output)
+    typer.echo(f"baseline: {model_name} test accuracy {accepted.accuracy:.4f} -> {output}")
+
+
+@app.command()
 def presets() -> None:
     """List the tutorial presets (presets.yaml) and the `dvc exp run` each stands for."""
     from mnistflow.presets import PRESETS_FILE, load_presets
 
-    for preset in load_presets(_pipeline_root() / PRESETS_FILE).values():
+    with reported_input_errors():
+        known = load_presets(_project_root() / PRESETS_FILE)
+    for preset in known.values():
         typer.echo(f"{preset.name}\n  {preset.description}\n  {preset.dvc_command()}\n")
 
 
@@ -119,25 +178,8 @@ def serve(
     (SQLite under .prefect/) and stops it on exit.
     """
     _quiet_prefect_defaults()
-    from contextlib import nullcontext
-
-    from flows.deployments import build_deployments, deployment_specs, local_prefect_server
-
-    root = _pipeline_root()
-    os.environ.setdefault("MNISTFLOW_ROOT", str(root))
-    os.chdir(root)
-    server = (
-        nullcontext(os.environ["PREFECT_API_URL"])
-        if os.environ.get("PREFECT_API_URL")
-        else local_prefect_server(root / ".prefect", port)
-    )
-    with server as api_url:
-        os.environ["PREFECT_API_URL"] = api_url
-        typer.echo(f"serving against {api_url}")
-        from prefect import serve as prefect_serve
-
-        # pause_on_shutdown=False: stopping this process must not pause the schedules.
-        prefect_serve(*build_deployments(deployment_specs(), every), pause_on_shutdown=False)
+    root = _project_root()
+    _entrypoint(root, "flows/deployments.py:serve_deployments")(root, every, port)
 
 
 @app.command()
@@ -146,21 +188,21 @@ def validate(
         list[Path], typer.Argument(help="Files or folders: .npz, .npy, IDX, or images.")
     ],
     params_file: Annotated[
-        Path, typer.Option("--params", help="params.yaml whose `validate` bounds apply.")
-    ] = Path("params.yaml"),
+        Path | None,
+        typer.Option(
+            "--params",
+            help="params.yaml whose `validate` bounds apply (default: the "
+            "project's, else MNIST's).",
+        ),
+    ] = None,
 ) -> None:
     """Check a prediction batch with the image-level data checks (shape, scale, ink, blanks)."""
-    from mnistflow.inputs import read_inputs
-    from stages.data_checks import ValidateParams, validate_images
-    from stages.errors import PipelineInputError
-    from stages.params import load_section
+    from mnistflow.data.checks import validate_images
+    from mnistflow.serving.inputs import read_inputs
 
-    try:
-        params = load_section(ValidateParams, "validate", params_file)
+    with reported_input_errors():
+        params = _validate_params(params_file)
         batch = read_inputs(inputs)
-    except PipelineInputError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
     for source, reason in batch.errors:
         typer.echo(f"unreadable: {source}: {reason}", err=True)
     if len(batch.images) == 0:
@@ -209,17 +251,19 @@ def predict(
     ] = "all",
     device: Annotated[str, typer.Option(help="cpu, or cuda when onnxruntime has it.")] = "cpu",
     params_file: Annotated[
-        Path, typer.Option("--params", help="params.yaml whose `validate` bounds flag inputs.")
-    ] = Path("params.yaml"),
+        Path | None,
+        typer.Option(
+            "--params",
+            help="params.yaml whose `validate` bounds flag inputs "
+            "(default: the project's, else MNIST's).",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Predict digits with onnxruntime, streaming in chunks; flags inputs that fail the checks."""
-    from mnistflow.predict import SessionOptions, errors_path_for, predict_files
-    from stages.data_checks import ValidateParams
-    from stages.errors import PipelineInputError
-    from stages.params import load_section
+    from mnistflow.serving.predict import SessionOptions, errors_path_for, predict_files
 
-    try:
+    with reported_input_errors():
         summary = predict_files(
             inputs,
             model,
@@ -227,12 +271,9 @@ def predict(
             top_k=top_k,
             chunk_size=chunk_size,
             options=SessionOptions(threads, optimization, device),
-            params=load_section(ValidateParams, "validate", params_file),
+            params=_validate_params(params_file),
             progress=progress,
         )
-    except PipelineInputError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
     for line in summary.lines():
         typer.echo(line)
     typer.echo(f"predictions: {output}")

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from stages.errors import PipelineInputError
+from mnistflow.errors import PipelineInputError
 
 PRESETS_FILE = "presets.yaml"
 

@@ -1,1 +1,1 @@
-"""DVC stages of the mnistflow pipeline: one module per stage, plus shared helpers."""
+"""The six DVC entry points of the pipeline; the work is done in the mnistflow library."""

@@ -12,27 +12,13 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from stages.atomic import atomic_directory, write_json
-from stages.data_checks import (
-    ValidateParams,
-    ValidationReport,
-    dataset_expectations,
-    dataset_tables,
-    run_checks,
-)
-from stages.errors import run_stage
-from stages.mnist_sources import read_npz_arrays
-from stages.params import load_section
+from mnistflow.atomic import atomic_directory, write_json
+from mnistflow.data.checks import validate_dataset
+from mnistflow.data.sources import read_npz_arrays
+from mnistflow.entrypoints import run_stage
+from mnistflow.params import load_params
 
 logger = logging.getLogger(__name__)
-
-
-def validate_dataset(
-    arrays: dict[str, np.ndarray], params: ValidateParams, data_docs_dir: Path | None = None
-) -> ValidationReport:
-    return run_checks(dataset_tables(arrays), dataset_expectations(params), data_docs_dir)
 
 
 def main() -> None:
@@ -42,7 +28,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=Path("reports/validation.json"))
     parser.add_argument("--data-docs", type=Path, default=Path("reports/data_docs"))
     arguments = parser.parse_args()
-    params = load_section(ValidateParams, "validate", arguments.params)
+    params = load_params(arguments.params).checks
     # As stored, unchecked: the expectations must see what is really there.
     arrays = read_npz_arrays(arguments.raw)
     with atomic_directory(arguments.data_docs) as docs:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistflow import PROJECT_ROOT
-from stages import mnist_sources
+from mnistflow.data import sources as mnist_sources
+from tests.project_root import PROJECT_ROOT
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,21 +45,23 @@ def slice_npz(tmp_path: Path, mnist_slice) -> Path:
 @pytest.fixture(scope="session")
 def small_trained_cnn(mnist_slice):
     """The tutorial CNN after one epoch on 1,800 real images (about 90 % test accuracy)."""
-    from stages.model import ModelParams
-    from stages.prepare import PrepareParams, prepare
-    from stages.train import TrainParams, train
+    from mnistflow.data.prepared import prepare
+    from mnistflow.params import ModelParams, PrepareParams, TrainParams
+    from mnistflow.training.loop import train
 
     params = PrepareParams(max_train_images=2000, max_test_images=500)
-    data = prepare(mnist_slice.as_npz_dict(), params, (28, 28, 1))
+    data, _ = prepare(mnist_slice.as_npz_dict(), params, (28, 28, 1))
     return train(data, ModelParams(), TrainParams(epochs=1, batch_size=64, device="cpu")).model
 
 
 @pytest.fixture(scope="session")
 def small_onnx_model(small_trained_cnn, tmp_path_factory) -> Path:
-    from stages.export import convert
+    from mnistflow.data.normalization import fit_normalization
+    from mnistflow.serving.export import convert
 
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    path.write_bytes(convert(small_trained_cnn, 17, {"class_names": "[]"}).SerializeToString())
+    proto = convert(small_trained_cnn, fit_normalization("scale", None), 17, {"class_names": "[]"})
+    path.write_bytes(proto.SerializeToString())
     return path
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 from typer.testing import CliRunner
 
-from mnistflow import PROJECT_ROOT
 from mnistflow.cli import app
+from tests.project_root import PROJECT_ROOT
 
 PARAMS = str(PROJECT_ROOT / "params.yaml")
 

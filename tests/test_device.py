@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stages.device import GpuInfo, detect_gpus, plan_devices
-from stages.errors import PipelineInputError
+from mnistflow.errors import PipelineInputError
+from mnistflow.training.device import GpuInfo, detect_gpus, plan_devices
 
 H100 = GpuInfo("NVIDIA H100", (9, 0))
 T4 = GpuInfo("Tesla T4", (7, 5))
@@ -70,8 +70,8 @@ def test_mirrored_training_over_two_devices_scales_the_batch():
     import subprocess
     import sys
 
-    from mnistflow import PROJECT_ROOT
     from tests.conftest import OFFLINE_WHEEL
+    from tests.project_root import PROJECT_ROOT
 
     result = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "tests" / "train_mirrored_on_cpus.py"),

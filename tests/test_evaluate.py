@@ -3,17 +3,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.errors import PipelineInputError
-from stages.evaluate import (
-    EvaluateParams,
+from mnistflow.data.prepared import prepare
+from mnistflow.errors import PipelineInputError
+from mnistflow.evaluation.metrics import (
     classification_metrics,
     confusion_matrix,
     evaluate,
     predictions_csv,
 )
-from stages.model import ModelParams
-from stages.prepare import PrepareParams, prepare
-from stages.train import TrainParams, train
+from mnistflow.params import EvaluateParams, ModelParams, PrepareParams, TrainParams
+from mnistflow.training.loop import train
 
 
 def test_metrics_by_hand():
@@ -29,7 +28,7 @@ def test_metrics_by_hand():
 
 def test_evaluate_agrees_with_keras(mnist_slice):
     small = PrepareParams(max_train_images=1200, max_test_images=400)
-    data = prepare(mnist_slice.as_npz_dict(), small, (28, 28, 1))
+    data, _ = prepare(mnist_slice.as_npz_dict(), small, (28, 28, 1))
     model = train(data, ModelParams(), TrainParams(epochs=1, batch_size=64, device="cpu")).model
     metrics, predicted = evaluate(model, data.test, EvaluateParams(batch_size=128))
     assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro"}
@@ -40,6 +39,6 @@ def test_evaluate_agrees_with_keras(mnist_slice):
     csv_lines = predictions_csv(data.test.y.argmax(axis=1), predicted).splitlines()
     assert csv_lines[0] == "actual,predicted" and len(csv_lines) == 401
 
-    flat = prepare(mnist_slice.as_npz_dict(), PrepareParams(max_test_images=10), (784,))
+    flat, _ = prepare(mnist_slice.as_npz_dict(), PrepareParams(max_test_images=10), (784,))
     with pytest.raises(PipelineInputError, match="re-run prepare"):
         evaluate(model, flat.test, EvaluateParams())

@@ -1,30 +1,32 @@
-"""Export: the ONNX file's contract, and both gates tripping on real models."""
+"""Export: the ONNX file's contract, the normalization inside it, and both gates tripping."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import onnx
 import onnxruntime
 import pytest
 
-from stages.errors import PipelineInputError
-from stages.export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    ExportParams,
-    MinAccuracyParams,
-    committed_metric,
-    convert,
-    export,
+from mnistflow.constants import INPUT_NAME, OUTPUT_NAME
+from mnistflow.data.normalization import Normalization, fit_normalization
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import ExportParams, MinAccuracyParams
+from mnistflow.serving.export import convert, gated_export
+from mnistflow.serving.gates import (
+    Baseline,
+    load_baseline,
     parity,
     parity_failures,
     quality_gate,
 )
+from tests.project_root import PROJECT_ROOT
 
-METADATA = {"class_names": json.dumps([str(d) for d in range(10)]), "training_data_md5": "{}"}
+METADATA = {"class_names": json.dumps([str(d) for d in range(10)])}
+SCALE = Normalization(kind="scale", offset=0.0, scale=255.0)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def trained(small_trained_cnn, mnist_slice):
 
 def test_onnx_contract_and_parity(trained):
     model, images = trained
-    proto = convert(model, 17, METADATA)
+    proto = convert(model, SCALE, 17, METADATA)
     assert [i.name for i in proto.graph.input] == [INPUT_NAME]
     assert [o.name for o in proto.graph.output] == [OUTPUT_NAME]
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
@@ -44,21 +46,36 @@ def test_onnx_contract_and_parity(trained):
     # Dynamic batch dimension: any batch size works.
     for batch in (1, 7, 500):
         assert session.run(None, {INPUT_NAME: images[:batch]})[0].shape == (batch, 10)
-    report = parity(model, proto.SerializeToString(), images)
+    report = parity(model, proto.SerializeToString(), images, SCALE)
     assert report.argmax_agreement == 1.0
     assert report.max_abs_diff <= 1e-5
     assert parity_failures(report, ExportParams()) == []
 
 
+def test_the_graph_applies_the_normalization_it_was_given(trained):
+    """A fitted normalization travels into the graph: parity holds against Keras fed the same
+    numpy normalization, and the graph's outputs differ from the fixed scale's."""
+    model, images = trained
+    standardize = fit_normalization("standardize", images)
+    assert standardize.offset > 0 and standardize.scale > 1
+    onnx_bytes = convert(model, standardize, 17, METADATA).SerializeToString()
+    report = parity(model, onnx_bytes, images, standardize)
+    assert report.max_abs_diff <= 1e-5 and report.argmax_agreement == 1.0
+    standardized = onnxruntime.InferenceSession(onnx_bytes).run(None, {INPUT_NAME: images})[0]
+    scaled_bytes = convert(model, SCALE, 17, METADATA).SerializeToString()
+    scaled = onnxruntime.InferenceSession(scaled_bytes).run(None, {INPUT_NAME: images})[0]
+    assert np.abs(standardized - scaled).max() > 1e-3
+
+
 def test_parity_gate_trips_on_a_perturbed_weight(trained):
     model, images = trained
-    onnx_bytes = convert(model, 17, METADATA).SerializeToString()
+    onnx_bytes = convert(model, SCALE, 17, METADATA).SerializeToString()
     weights = model.get_weights()
     perturbed = [w.copy() for w in weights]
     perturbed[-2][0, 3] += 0.05  # one weight of the output layer, after export
     model.set_weights(perturbed)
     try:
-        report = parity(model, onnx_bytes, images)
+        report = parity(model, onnx_bytes, images, SCALE)
     finally:
         model.set_weights(weights)
     failures = parity_failures(report, ExportParams())
@@ -69,66 +86,69 @@ def test_parity_gate_trips_on_a_perturbed_weight(trained):
 def test_quality_gate_refuses_a_worse_model(trained):
     model, images = trained
     params = ExportParams(min_accuracy=MinAccuracyParams(cnn=0.5), max_accuracy_drop=0.002)
-    assert quality_gate(0.98, 0.981, params) == []
+    baseline = Baseline(model_name="cnn", accuracy=0.99)
+    assert quality_gate(0.989, baseline, params, "cnn") == []
     with pytest.raises(PipelineInputError) as caught:
-        export(model, images, 0.95, 0.99, params, METADATA)
+        gated_export(model, SCALE, images, 0.95, baseline, params, "cnn", METADATA)
     message = str(caught.value)
-    assert "0.9500" in message and "0.9900" in message and "allow_regression" in message
+    assert "0.9500" in message and "baseline 0.9900" in message and "allow_regression" in message
     with pytest.raises(PipelineInputError, match="below export.min_accuracy.cnn 0.9900"):
-        export(model, images, 0.9, None, ExportParams(), METADATA)
+        gated_export(model, SCALE, images, 0.9, None, ExportParams(), "cnn", METADATA)
     # The deliberate override exports anyway.
-    onnx_bytes, report = export(
-        model, images, 0.95, 0.99, ExportParams(allow_regression=True), METADATA
+    allowed = ExportParams(allow_regression=True)
+    onnx_bytes, report = gated_export(
+        model, SCALE, images, 0.95, baseline, allowed, "cnn", METADATA
     )
     assert onnx_bytes and report.argmax_agreement == 1.0
 
 
-def test_export_stage_keeps_previous_model_when_gate_fails(trained, tmp_path):
-    import subprocess
-    import sys
+def test_a_baseline_of_another_family_is_not_compared():
+    baseline = Baseline(model_name="cnn", accuracy=0.993)
+    # An MLP experiment is not a regression of the released CNN ...
+    assert quality_gate(0.978, baseline, ExportParams(), "mlp") == []
+    # ... but it still has its own floor.
+    refusals = quality_gate(0.95, baseline, ExportParams(), "mlp")
+    assert refusals == ["test accuracy 0.9500 is below export.min_accuracy.mlp 0.9700"]
 
-    from mnistflow import PROJECT_ROOT
 
-    model, images = trained
+def test_baseline_file(tmp_path):
+    path = tmp_path / "baseline.json"
+    path.write_text("{}")
+    assert load_baseline(path) is None
+    path.write_text(json.dumps({"model_name": "cnn", "accuracy": 0.99}))
+    assert load_baseline(path) == Baseline("cnn", 0.99)
+    path.write_text(json.dumps({"model_name": "cnn"}))
+    with pytest.raises(PipelineInputError, match=f"{path}: field 'accuracy' missing"):
+        load_baseline(path)
+    with pytest.raises(PipelineInputError, match="absent.json: missing"):
+        load_baseline(tmp_path / "absent.json")
+    # The project's own baseline is a readable one.
+    assert load_baseline(PROJECT_ROOT / "models" / "baseline.json").model_name == "cnn"
+
+
+def test_export_stage_keeps_previous_model_when_gate_fails(trained, mnist_slice, tmp_path):
+    model, _ = trained
     model_path = tmp_path / "model.keras"
     model.save(model_path)
     raw = tmp_path / "mnist.npz"
-    np.savez(raw, x_test=images)
-    metrics = tmp_path / "metrics.json"
-    metrics.write_text(json.dumps({"accuracy": 0.5}))
+    np.savez(raw, **mnist_slice.as_npz_dict())
+    SCALE.save(tmp_path / "normalization.json")
+    (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
+    (tmp_path / "baseline.json").write_text("{}")
     params = tmp_path / "params.yaml"
     params.write_text("export:\n  min_accuracy:\n    cnn: 0.99\n")
     onnx_path = tmp_path / "model.onnx"
     onnx_path.write_bytes(b"previous model")
     result = subprocess.run(
         [sys.executable, "-m", "stages.export", "--params", str(params), "--model",
-         str(model_path), "--raw", str(raw), "--metrics", str(metrics), "--lock",
-         str(tmp_path / "dvc.lock"), "--output", str(onnx_path), "--report",
+         str(model_path), "--normalization", str(tmp_path / "normalization.json"), "--raw",
+         str(raw), "--metrics", str(tmp_path / "metrics.json"), "--baseline",
+         str(tmp_path / "baseline.json"), "--output", str(onnx_path), "--report",
          str(tmp_path / "export.json")],
         cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     assert "quality gate refused the model: test accuracy 0.5000" in result.stderr
+    assert "Traceback" not in result.stderr
     assert onnx_path.read_bytes() == b"previous model"
     assert not (tmp_path / "export.json").exists()
-
-
-def test_regression_baseline_is_the_committed_model_of_the_same_family(tmp_path, monkeypatch):
-    import subprocess
-
-    def git(*arguments):
-        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True)
-
-    git("init", "-q")
-    (tmp_path / "params.yaml").write_text("model:\n  name: cnn\n")
-    (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.993}))
-    git("add", "-A")
-    git("-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-q", "-m", "cnn")
-    monkeypatch.chdir(tmp_path)
-    params, metrics = Path("params.yaml"), Path("metrics.json")
-    assert committed_metric(metrics, "accuracy", params, "cnn") == 0.993
-    # An MLP experiment is not a regression of the committed CNN ...
-    assert committed_metric(metrics, "accuracy", params, "mlp") is None
-    assert quality_gate(0.978, None, ExportParams(), "mlp") == []
-    # ... but it still has its own floor.
-    assert "export.min_accuracy.mlp 0.9700" in quality_gate(0.95, None, ExportParams(), "mlp")[0]

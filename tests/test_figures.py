@@ -5,8 +5,13 @@ import io
 import numpy as np
 import pytest
 
-from stages.figures import first_layer_kernel, first_layer_weights_grid, misclassified_grid
-from stages.model import ModelParams, build_model
+from mnistflow.evaluation.figures import (
+    first_layer_kernel,
+    first_layer_weights_grid,
+    misclassified_grid,
+)
+from mnistflow.params import ModelParams
+from mnistflow.training.models import build_model
 
 
 def png_bytes(image) -> bytes:

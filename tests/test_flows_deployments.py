@@ -7,10 +7,13 @@ import typer
 
 from flows.deployments import build_deployments, deployment_specs
 from mnistflow.cli import parse_overrides
+from tests.project_root import PROJECT_ROOT
 
 
 def test_deployments_load_from_prefect_yaml_with_schedules():
-    deployments = {d.name: d for d in build_deployments(deployment_specs())}
+    deployments = {
+        d.name: d for d in build_deployments(deployment_specs(PROJECT_ROOT), PROJECT_ROOT)
+    }
     assert set(deployments) == {"nightly", "inbox"}
     nightly, inbox = deployments["nightly"], deployments["inbox"]
     assert nightly.flow_name == "training-pipeline"
@@ -21,7 +24,9 @@ def test_deployments_load_from_prefect_yaml_with_schedules():
 
 
 def test_smoke_interval_replaces_every_schedule():
-    for deployment in build_deployments(deployment_specs(), every_seconds=20):
+    for deployment in build_deployments(
+        deployment_specs(PROJECT_ROOT), PROJECT_ROOT, every_seconds=20
+    ):
         assert deployment.schedules[0].schedule.interval.total_seconds() == 20
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistflow import PROJECT_ROOT
-from stages.errors import PipelineInputError
-from stages.ingest import DataParams, ingest
+from mnistflow.data.ingest import ingest
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import DataParams
+from tests.project_root import PROJECT_ROOT
 from tests.test_mnist_sources import write_idx_folder
 
 PREVIOUS_OUTPUT = b"previous good output"
@@ -139,7 +140,7 @@ def test_command_line_reports_one_paragraph_and_exit_code(tmp_path):
 def test_params_typo_is_named(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("data:\n  sorce: auto\n")
-    from stages.params import load_section
+    from mnistflow.params import load_params
 
-    with pytest.raises(PipelineInputError, match="unknown key.*sorce"):
-        load_section(DataParams, "data", params)
+    with pytest.raises(PipelineInputError, match=r"data\.sorce: unknown key"):
+        load_params(params)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnistflow.inputs import mnist_style, read_inputs
-from stages.errors import PipelineInputError
+from mnistflow.errors import PipelineInputError
+from mnistflow.serving.images import mnist_style
+from mnistflow.serving.inputs import read_inputs
 from tests.test_mnist_sources import write_idx
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import mnist_sources
-from stages.errors import PipelineInputError
+from mnistflow.data import sources as mnist_sources
+from mnistflow.errors import PipelineInputError
 from tests.conftest import OFFLINE_WHEEL
 
 FIRST_TEST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6, 9, 0, 1, 5, 9, 7, 3, 4]

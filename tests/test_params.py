@@ -1,54 +1,69 @@
+"""The params schema: every section loads, and bad values are refused with the key named."""
+
 from __future__ import annotations
 
 import pytest
 
-from stages.errors import PipelineInputError
-from stages.params import load_section, section_from_mapping
-from stages.prepare import PrepareParams
-from stages.train import TrainParams
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import Params, TrainParams, load_params, parse_params
+from tests.project_root import PROJECT_ROOT
 
 
 def test_project_params_file_loads_every_section():
-    from mnistflow import PROJECT_ROOT
-    from stages.evaluate import EvaluateParams
-    from stages.ingest import DataParams
-    from stages.model import ModelParams
-
-    path = PROJECT_ROOT / "params.yaml"
-    for cls, section in [
-        (DataParams, "data"),
-        (PrepareParams, "prepare"),
-        (ModelParams, "model"),
-        (TrainParams, "train"),
-        (EvaluateParams, "evaluate"),
-    ]:
-        assert isinstance(load_section(cls, section, path), cls)
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.train.epochs == 12 and params.model.name == "cnn"
+    assert params.checks.train_size == 60000  # the `validate` section
+    assert params.prepare.normalization == "scale"
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"epochs": "ten"}, r"train.epochs: expected an integer, found 'ten'"),
-        ({"epochs": 2.5}, r"train.epochs: expected an integer"),
-        ({"optimizer": "adamw"}, r"train.optimizer: expected one of 'adam'"),
-        ({"mixed_precision": "maybe"}, r"train.mixed_precision"),
-        ({"epoch": 3}, r"unknown key\(s\) epoch"),
+        ({"epochs": "ten"}, r"train\.epochs: expected an integer, found 'ten'"),
+        ({"epochs": 2.5}, r"train\.epochs: expected an integer"),
+        ({"epochs": 0}, r"train\.epochs: expected greater than 0"),
+        ({"optimizer": "adamw"}, r"train\.optimizer: expected one of 'adam'"),
+        ({"mixed_precision": "maybe"}, r"train\.mixed_precision"),
+        ({"xla": 1}, r"train\.xla: expected true or false, found 1"),
+        ({"epoch": 3}, r"train\.epoch: unknown key; expected one of: optimizer"),
+        ({"early_stopping": {"patiense": 2}}, r"train\.early_stopping\.patiense: unknown key"),
     ],
 )
 def test_bad_values_are_named(values, message):
     with pytest.raises(PipelineInputError, match=message):
-        section_from_mapping(TrainParams, values, "train")
+        parse_params({"train": values})
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(PipelineInputError) as caught:
+        parse_params({"train": {"epochs": "x"}, "evaluate": {"batch_size": -1}, "bogus": {}})
+    message = str(caught.value)
+    assert "train.epochs" in message and "evaluate.batch_size" in message
+    assert "bogus: unknown key; expected one of: data, validate, prepare" in message
+
+
+def test_cross_field_rules():
+    with pytest.raises(PipelineInputError, match=r"model\.mlp: hidden_units \[12, 8\].*same"):
+        parse_params({"model": {"mlp": {"hidden_units": [12, 8]}}})
+    with pytest.raises(PipelineInputError, match="validate: min_ink_fraction 0.5 exceeds"):
+        parse_params({"validate": {"min_ink_fraction": 0.5, "max_ink_fraction": 0.1}})
 
 
 def test_toggles_accept_auto_and_booleans():
-    assert section_from_mapping(TrainParams, {"xla": True}, "train").xla is True
-    assert section_from_mapping(TrainParams, {"xla": "auto"}, "train").xla == "auto"
-    uncapped = section_from_mapping(PrepareParams, {"max_train_images": None}, "prepare")
-    assert uncapped.max_train_images is None
+    assert parse_params({"train": {"xla": True}}).train.xla is True
+    assert parse_params({"train": {"xla": "auto"}}).train.xla == "auto"
+    assert parse_params({"prepare": {"max_train_images": None}}).prepare.max_train_images is None
+    # In code, tuples stand for lists; files are checked strictly.
+    assert TrainParams(metrics=("accuracy",)).metrics == ["accuracy"]
 
 
-def test_missing_section(tmp_path):
+def test_missing_sections_take_defaults_and_bad_files_are_named(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("data: {}\n")
-    with pytest.raises(PipelineInputError, match="section 'train' is missing"):
-        load_section(TrainParams, "train", path)
+    assert load_params(path).train == TrainParams()
+    path.write_text("- a list\n")
+    with pytest.raises(PipelineInputError, match="expected a mapping of sections"):
+        load_params(path)
+    with pytest.raises(PipelineInputError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")

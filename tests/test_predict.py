@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistflow import PROJECT_ROOT
 from mnistflow.cli import app
-from mnistflow.predict import Predictor, SessionOptions, errors_path_for, predict_files
+from mnistflow.serving.predict import Predictor, SessionOptions, errors_path_for, predict_files
+from tests.project_root import PROJECT_ROOT
 from tests.test_mnist_sources import write_idx
 
 PARAMS = str(PROJECT_ROOT / "params.yaml")

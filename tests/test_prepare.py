@@ -3,9 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.errors import PipelineInputError
-from stages.prepare import PrepareParams, input_shape_from_params, prepare
-from stages.prepared_data import load_prepared, save_prepared
+from mnistflow.data.normalization import Normalization
+from mnistflow.data.prepared import load_prepared, prepare, save_prepared
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import PrepareParams, parse_params
+from mnistflow.training.input_shapes import input_shape_for
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +16,8 @@ def raw(mnist_slice):
 
 
 def test_image_layout_scaled_and_one_hot(raw):
-    data = prepare(raw, PrepareParams(validation_fraction=0.2, seed=1), (28, 28, 1))
+    data, normalization = prepare(raw, PrepareParams(validation_fraction=0.2, seed=1), (28, 28, 1))
+    assert normalization == Normalization(kind="scale", offset=0.0, scale=255.0)
     assert data.train.x.shape == (2400, 28, 28, 1)
     assert data.validation.x.shape == (600, 28, 28, 1)
     assert data.test.x.shape == (1000, 28, 28, 1)
@@ -28,10 +31,10 @@ def test_image_layout_scaled_and_one_hot(raw):
 
 
 def test_each_model_gets_the_input_shape_it_declares(raw):
-    assert input_shape_from_params({"model": {"name": "mlp"}}) == (784,)
-    assert input_shape_from_params({"model": {"name": "softmax"}}) == (784,)
-    assert input_shape_from_params({"model": {"name": "cnn"}}) == (28, 28, 1)
-    data = prepare(raw, PrepareParams(), input_shape_from_params({"model": {"name": "mlp"}}))
+    assert input_shape_for("mlp") == (784,)
+    assert input_shape_for("softmax") == (784,)
+    assert input_shape_for("cnn") == (28, 28, 1)
+    data, _ = prepare(raw, PrepareParams(), input_shape_for("mlp"))
     assert data.train.x.shape[1:] == (784,)
 
 
@@ -41,9 +44,9 @@ def _rows(images):
 
 def test_split_is_seeded_disjoint_and_complete(raw):
     params = PrepareParams(validation_fraction=0.1, seed=7)
-    first, again = prepare(raw, params, (784,)), prepare(raw, params, (784,))
+    (first, _), (again, _) = prepare(raw, params, (784,)), prepare(raw, params, (784,))
     np.testing.assert_array_equal(first.validation.x, again.validation.x)
-    other_seed = prepare(raw, PrepareParams(validation_fraction=0.1, seed=8), (784,))
+    other_seed, _ = prepare(raw, PrepareParams(validation_fraction=0.1, seed=8), (784,))
     assert not np.array_equal(first.validation.x, other_seed.validation.x)
     train_rows, validation_rows = _rows(first.train.x), _rows(first.validation.x)
     assert not train_rows & validation_rows
@@ -51,24 +54,29 @@ def test_split_is_seeded_disjoint_and_complete(raw):
 
 
 def test_caps_for_quick_runs(raw):
-    data = prepare(raw, PrepareParams(max_train_images=500, max_test_images=100), (28, 28, 1))
+    data, _ = prepare(raw, PrepareParams(max_train_images=500, max_test_images=100), (28, 28, 1))
     assert len(data.train.x) + len(data.validation.x) == 500
     assert len(data.test.x) == 100
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
-def test_bad_validation_fraction(raw, fraction):
-    with pytest.raises(PipelineInputError, match="validation_fraction"):
-        prepare(raw, PrepareParams(validation_fraction=fraction), (28, 28, 1))
+def test_bad_validation_fraction(fraction):
+    with pytest.raises(PipelineInputError, match="prepare.validation_fraction"):
+        parse_params({"prepare": {"validation_fraction": fraction}})
+
+
+def test_a_split_left_empty_is_named(raw):
+    with pytest.raises(PipelineInputError, match="empty training or validation split"):
+        prepare(raw, PrepareParams(max_train_images=3, validation_fraction=0.1), (784,))
 
 
 def test_unknown_model_is_named():
     with pytest.raises(PipelineInputError, match="model.name.*'resnet'"):
-        input_shape_from_params({"model": {"name": "resnet"}})
+        parse_params({"model": {"name": "resnet"}})
 
 
 def test_save_and_load_round_trip_byte_identical(raw, tmp_path):
-    data = prepare(raw, PrepareParams(max_train_images=300, max_test_images=50), (28, 28, 1))
+    data, _ = prepare(raw, PrepareParams(max_train_images=300, max_test_images=50), (28, 28, 1))
     save_prepared(data, tmp_path / "a")
     save_prepared(data, tmp_path / "b")
     for name in ("train.npz", "validation.npz", "test.npz"):

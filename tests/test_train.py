@@ -1,26 +1,26 @@
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from stages.errors import PipelineInputError
-from stages.keras_io import save_model_reproducibly
-from stages.model import ModelParams, build_model, input_shape_for
-from stages.params import section_from_mapping
-from stages.prepare import PrepareParams, prepare
-from stages.train import (
+from mnistflow.data.prepared import prepare
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import (
     EarlyStoppingParams,
     LearningRateScheduleParams,
+    ModelParams,
+    PrepareParams,
     TrainParams,
-    check_params,
-    learning_rate_at,
-    make_optimizer,
-    train,
+    parse_params,
 )
-from stages.training_data import steps_per_epoch, training_dataset
-from stages.training_state import TrainingState, make_progress_callback
+from mnistflow.training.callbacks import TrainingProgress
+from mnistflow.training.checkpoints import TrainingState
+from mnistflow.training.dataset import steps_per_epoch, training_dataset
+from mnistflow.training.input_shapes import input_shape_for
+from mnistflow.training.loop import train
+from mnistflow.training.models import build_model
+from mnistflow.training.optimization import learning_rate_at, make_optimizer
+from mnistflow.training.saving import save_model_reproducibly
 
 QUICK = TrainParams(epochs=1, batch_size=64, device="cpu")
 
@@ -28,13 +28,13 @@ QUICK = TrainParams(epochs=1, batch_size=64, device="cpu")
 @pytest.fixture(scope="module")
 def small_data(mnist_slice):
     params = PrepareParams(max_train_images=1200, max_test_images=300)
-    return prepare(mnist_slice.as_npz_dict(), params, input_shape_for("cnn"))
+    return prepare(mnist_slice.as_npz_dict(), params, input_shape_for("cnn"))[0]
 
 
 @pytest.fixture(scope="module")
 def small_flat_data(mnist_slice):
     params = PrepareParams(max_train_images=3000, max_test_images=300)
-    return prepare(mnist_slice.as_npz_dict(), params, input_shape_for("mlp"))
+    return prepare(mnist_slice.as_npz_dict(), params, input_shape_for("mlp"))[0]
 
 
 def test_train_learns_and_reports(small_data):
@@ -62,7 +62,7 @@ def test_train_learns_and_reports(small_data):
     ],
 )
 def test_every_optimizer_and_loss_trains_the_dense_models(small_flat_data, name, overrides):
-    params = dataclasses.replace(QUICK, epochs=2, **overrides)
+    params = QUICK.model_copy(update={"epochs": 2, **overrides})
     result = train(small_flat_data, ModelParams(name=name), params)
     assert result.history[-1]["val_accuracy"] > 0.7, result.history
 
@@ -76,14 +76,16 @@ def test_optimizer_settings_come_from_params():
 
 
 def test_bad_train_params_are_named():
-    with pytest.raises(PipelineInputError, match="train.momentum.*adam"):
-        check_params(TrainParams(optimizer="adam", momentum=0.9))
-    with pytest.raises(PipelineInputError, match="train.learning_rate"):
-        check_params(TrainParams(learning_rate=0.0))
+    with pytest.raises(PipelineInputError, match="train: momentum 0.9 applies to sgd.*adam"):
+        parse_params({"train": {"optimizer": "adam", "momentum": 0.9}})
+    with pytest.raises(PipelineInputError, match="train.learning_rate: expected greater than 0"):
+        parse_params({"train": {"learning_rate": 0.0}})
     with pytest.raises(PipelineInputError, match=r"train\.loss.*'hinge'"):
-        section_from_mapping(TrainParams, {"loss": "hinge"}, "params:train")
+        parse_params({"train": {"loss": "hinge"}})
     with pytest.raises(PipelineInputError, match=r"train\.lr_schedule\.name.*'warmup'"):
-        section_from_mapping(TrainParams, {"lr_schedule": {"name": "warmup"}}, "params:train")
+        parse_params({"train": {"lr_schedule": {"name": "warmup"}}})
+    with pytest.raises(PipelineInputError, match="train: monitor val_accuracy needs 'accuracy'"):
+        parse_params({"train": {"metrics": ["precision"]}})
 
 
 def test_learning_rate_schedules():
@@ -103,10 +105,11 @@ def test_learning_rate_schedules():
 
 
 def test_schedule_reaches_the_optimizer(small_data):
-    params = dataclasses.replace(
-        QUICK,
-        epochs=2,
-        lr_schedule=LearningRateScheduleParams(name="exponential", decay_rate=0.1),
+    params = QUICK.model_copy(
+        update={
+            "epochs": 2,
+            "lr_schedule": LearningRateScheduleParams(name="exponential", decay_rate=0.1),
+        }
     )
     result = train(small_data, ModelParams(), params)
     assert [row["learning_rate"] for row in result.history] == pytest.approx([1e-3, 1e-4])
@@ -115,7 +118,7 @@ def test_schedule_reaches_the_optimizer(small_data):
 def test_early_stopping_stops_and_restores_the_best_epoch():
     model = build_model((784,), 10, ModelParams(name="softmax"))
     state = TrainingState(fingerprint="test")
-    progress = make_progress_callback(
+    progress = TrainingProgress(
         state, None, monitor="val_accuracy", min_delta=0.0, patience=2, restore_best_weights=True
     )
     progress.set_model(model)
@@ -133,12 +136,13 @@ def test_early_stopping_stops_and_restores_the_best_epoch():
 
 
 def test_early_stopping_from_params_ends_the_run(small_data):
-    params = dataclasses.replace(
-        QUICK,
-        epochs=6,
-        monitor="val_loss",
-        # No improvement can be that large: the run stops after patience + 1 epochs.
-        early_stopping=EarlyStoppingParams(enabled=True, patience=1, min_delta=100.0),
+    params = QUICK.model_copy(
+        update={
+            "epochs": 6,
+            "monitor": "val_loss",
+            # No improvement can be that large: the run stops after patience + 1 epochs.
+            "early_stopping": EarlyStoppingParams(enabled=True, patience=1, min_delta=100.0),
+        }
     )
     result = train(small_data, ModelParams(), params)
     assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 1

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistflow import PROJECT_ROOT
-from stages.model import input_shape_for
-from stages.prepare import PrepareParams, prepare
-from stages.prepared_data import save_prepared
+from mnistflow.data.prepared import prepare, save_prepared
+from mnistflow.params import PrepareParams
+from mnistflow.training.input_shapes import input_shape_for
+from tests.project_root import PROJECT_ROOT
 
 PARAMS = {
     "model": {"name": "cnn"},
@@ -27,7 +27,7 @@ PARAMS = {
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, mnist_slice) -> Path:
     folder = tmp_path_factory.mktemp("train-stage")
-    data = prepare(
+    data, _ = prepare(
         mnist_slice.as_npz_dict(),
         PrepareParams(max_train_images=1500, max_test_images=200),
         input_shape_for("cnn"),

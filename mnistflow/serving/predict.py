@@ -18,10 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistflow.inputs import iter_chunks, to_uint8
-from stages.atomic import atomic_file
-from stages.data_checks import ValidateParams, flag_images
-from stages.errors import PipelineInputError
+from mnistflow.atomic import atomic_file
+from mnistflow.constants import NUM_CLASSES
+from mnistflow.data.pixels import uint8_pixels
+from mnistflow.data.summaries import flag_images
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import ValidateParams
+from mnistflow.serving.inputs import iter_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class PredictionSummary:
     images: int = 0
     seconds: float = 0.0
     flagged: int = 0
-    class_counts: list[int] = field(default_factory=lambda: [0] * 10)
+    class_counts: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
     errors: list[tuple[str, str]] = field(default_factory=list)
     provider: str = ""
 
@@ -95,7 +98,9 @@ class Predictor:
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.input_name = metadata.get("input_name", self.session.get_inputs()[0].name)
         self.output_name = metadata.get("output_name", self.session.get_outputs()[0].name)
-        self.class_names = json.loads(metadata.get("class_names", json.dumps(list(range(10)))))
+        self.class_names = json.loads(
+            metadata.get("class_names", json.dumps(list(range(NUM_CLASSES))))
+        )
         input_type = self.session.get_inputs()[0].type
         if input_type != "tensor(uint8)":
             raise PipelineInputError(
@@ -105,7 +110,7 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(n, 10) for (n, 28, 28) images, uint8 0..255 or float 0..1."""
-        return self.session.run([self.output_name], {self.input_name: to_uint8(images)})[0]
+        return self.session.run([self.output_name], {self.input_name: uint8_pixels(images)})[0]
 
 
 def _top_k_columns(k: int) -> list[str]:
@@ -215,8 +220,8 @@ def predict_files(
     from tqdm import tqdm
 
     params = params or ValidateParams()
-    if not 1 <= top_k <= 10:
-        raise PipelineInputError(f"--top-k {top_k}; expected 1..10")
+    if not 1 <= top_k <= NUM_CLASSES:
+        raise PipelineInputError(f"--top-k {top_k}; expected 1..{NUM_CLASSES}")
     predictor = Predictor(model_path, options)
     summary = PredictionSummary(provider=predictor.provider)
     columns = ["source", "predicted", "probability", *_top_k_columns(top_k), "flagged"]
@@ -233,7 +238,7 @@ def predict_files(
                 writer.write(rows)
                 summary.images += len(predicted)
                 summary.flagged += sum(1 for flag in rows["flagged"] if flag)
-                for digit, count in enumerate(np.bincount(predicted, minlength=10)):
+                for digit, count in enumerate(np.bincount(predicted, minlength=NUM_CLASSES)):
                     summary.class_counts[digit] += int(count)
                 bar.update(len(predicted))
     summary.seconds = time.perf_counter() - started

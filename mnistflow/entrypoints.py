@@ -1,4 +1,4 @@
-"""The one error type stages raise for bad input, and how their entry points report it."""
+"""How a command-line entry point (a DVC stage) runs: logging, quiet libraries, clear errors."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-
-class PipelineInputError(ValueError):
-    """Bad input to a stage: a message that names the file, the field and what was expected."""
+from mnistflow.errors import PipelineInputError
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -11,12 +11,10 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from stages.errors import PipelineInputError
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import DeviceRequest, Toggle
 
 logger = logging.getLogger(__name__)
-
-DeviceRequest = Literal["auto", "cpu", "gpu"]
-Toggle = bool | Literal["auto"]
 
 # Tensor cores, where float16 pays off, arrived with Volta (compute capability 7.0).
 MIXED_PRECISION_MIN_CAPABILITY = (7, 0)

@@ -12,7 +12,7 @@ import json
 import platform
 from pathlib import Path
 
-from stages.device import DevicePlan, GpuInfo
+from mnistflow.training.device import DevicePlan, GpuInfo
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

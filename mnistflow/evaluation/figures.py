@@ -8,9 +8,13 @@ nothing changed.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from mnistflow.atomic import atomic_file
+from mnistflow.constants import IMAGE_SHAPE, PIXELS_PER_IMAGE
 
 CELL_SCALE = 3
 CAPTION_HEIGHT = 14
@@ -64,7 +68,7 @@ def misclassified_grid(
     Digits are drawn dark on light, as on paper.
     """
     wrong = np.flatnonzero(actual != predicted)[:max_images]
-    tiles = [1.0 - images[index].reshape(28, 28) for index in wrong]
+    tiles = [1.0 - images[index].reshape(IMAGE_SHAPE) for index in wrong]
     captions = [f"true {actual[index]} pred {predicted[index]}" for index in wrong]
     return image_grid(tiles, captions, columns)
 
@@ -75,8 +79,8 @@ def first_layer_weights_grid(kernel: np.ndarray, max_units: int = 100) -> Image.
 
     Scaled per unit so that 0 is mid-grey; bright pixels excite, dark ones inhibit.
     """
-    if kernel.ndim == 2 and kernel.shape[0] == 28 * 28:  # Dense: (784, units)
-        units = [kernel[:, unit].reshape(28, 28) for unit in range(kernel.shape[1])]
+    if kernel.ndim == 2 and kernel.shape[0] == PIXELS_PER_IMAGE:  # Dense: (784, units)
+        units = [kernel[:, unit].reshape(IMAGE_SHAPE) for unit in range(kernel.shape[1])]
         scale, columns = CELL_SCALE, 10
     elif kernel.ndim == 4:  # Conv2D: (height, width, channels_in, filters); first channel
         units = [kernel[:, :, 0, unit] for unit in range(kernel.shape[3])]
@@ -94,3 +98,8 @@ def first_layer_kernel(model) -> np.ndarray:
         if getattr(layer, "kernel", None) is not None:
             return np.asarray(layer.kernel)
     raise ValueError(f"model {model.name} has no layer with weights")
+
+
+def save_png(target: Path, image: Image.Image) -> None:
+    with atomic_file(target) as temporary:
+        image.save(temporary, format="PNG", optimize=True)

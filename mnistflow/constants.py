@@ -1,0 +1,15 @@
+"""What every layer agrees on about MNIST-style data: image size, classes, pixel range."""
+
+from __future__ import annotations
+
+IMAGE_SIZE = 28
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE)
+PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
+NUM_CLASSES = 10
+CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
+# Stored and served pixels are uint8 0..PIXEL_MAX (light digit on dark background).
+PIXEL_MAX = 255
+
+# Names of the exported model's input and output (ONNX graph and Keras input layer).
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"

@@ -1,0 +1,1 @@
+"""Data: MNIST sources, checks and summaries, normalization, prepared splits."""

@@ -1,0 +1,70 @@
+"""Pixels → model inputs, defined once, as data.
+
+Prepare fits a `Normalization` on the training split and writes it beside the prepared data;
+training reads data normalized with it, export builds the serving graph's preprocessing from
+the same file, so train and serve cannot drift apart through two copies of a formula.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnistflow.atomic import write_json
+from mnistflow.constants import PIXEL_MAX
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import NormalizationKind
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """model input = (pixel - offset) / scale, for pixels in 0..255, computed in float32."""
+
+    kind: NormalizationKind
+    offset: float
+    scale: float
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 model inputs for pixel-valued images (uint8, or floats in pixel units)."""
+        values = np.asarray(pixels, dtype=np.float32)
+        return (values - np.float32(self.offset)) / np.float32(self.scale)
+
+    def invert(self, inputs: np.ndarray) -> np.ndarray:
+        """Pixel values (float64, 0..255) back from model inputs: for pictures of the data."""
+        return np.asarray(inputs, dtype=np.float64) * self.scale + self.offset
+
+    def apply_tensor(self, pixels):
+        """The same, as TensorFlow ops: the preprocessing inside the exported graph."""
+        import tensorflow as tf
+
+        return (tf.cast(pixels, tf.float32) - self.offset) / self.scale
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> Normalization:
+        try:
+            content = json.loads(Path(path).read_text(encoding="utf-8"))
+            normalization = cls(**content)
+        except FileNotFoundError:
+            raise PipelineInputError(f"{path}: missing; run the prepare stage first") from None
+        except (ValueError, TypeError) as error:
+            raise PipelineInputError(
+                f"{path}: expected a JSON object with kind, offset and scale ({error})"
+            ) from None
+        if not normalization.scale > 0:
+            raise PipelineInputError(f"{path}: scale {normalization.scale}; expected > 0")
+        return normalization
+
+
+def fit_normalization(kind: NormalizationKind, train_pixels: np.ndarray) -> Normalization:
+    """`scale`: pixels / 255, as the tutorials do. `standardize`: zero mean and unit spread
+    over the training split's pixels (fitted on training images only, never on test ones)."""
+    if kind == "scale":
+        return Normalization(kind="scale", offset=0.0, scale=float(PIXEL_MAX))
+    values = np.asarray(train_pixels, dtype=np.float64)
+    return Normalization(kind="standardize", offset=float(values.mean()), scale=float(values.std()))

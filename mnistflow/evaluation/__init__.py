@@ -1,0 +1,1 @@
+"""Evaluation: test-set metrics and pictures of what went wrong."""

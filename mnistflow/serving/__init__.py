@@ -1,0 +1,1 @@
+"""Serving: ONNX export and its gates, prediction input readers, onnxruntime prediction."""

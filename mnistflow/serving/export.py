@@ -1,0 +1,101 @@
+"""Keras model → ONNX, with the normalization inside the graph and the contract in metadata.
+
+The graph's input `image` is uint8 (N, 28, 28), pixels 0..255, whatever the model family: the
+graph applies the prepare stage's normalization (the same `Normalization` the training data was
+made with) and reshapes, so a caller cannot feed the wrong scale or layout. Its output
+`probabilities` is float32 (N, 10).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mnistflow.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
+from mnistflow.data.normalization import Normalization
+from mnistflow.hashing import sha256_of_file
+from mnistflow.params import ExportParams, ModelName, Params
+from mnistflow.serving.gates import (
+    Baseline,
+    ParityReport,
+    parity,
+    parity_failures,
+    quality_gate,
+    refuse_unless_passed,
+)
+
+INPUT_DESCRIPTION = "uint8 (N, 28, 28), pixels 0..255, light digit on dark background"
+
+
+def serving_function(model, normalization: Normalization):
+    """A tf.function taking uint8 (N, 28, 28) that normalizes and reshapes for `model`."""
+    import tensorflow as tf
+
+    model_input_shape = tuple(model.input_shape[1:])
+    signature = tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.uint8, name=INPUT_NAME)
+
+    @tf.function(input_signature=[signature])
+    def serve(image):
+        inputs = tf.reshape(normalization.apply_tensor(image), (-1, *model_input_shape))
+        return {OUTPUT_NAME: model(inputs, training=False)}
+
+    return serve
+
+
+def convert(model, normalization: Normalization, opset: int, metadata: dict[str, str]):
+    """The ONNX ModelProto for `model`, with `metadata` as metadata_props."""
+    import tf2onnx
+
+    serve = serving_function(model, normalization)
+    # tf2onnx's from_keras fails on Keras 3 models (KeyError 'keras_tensor_…'); a tf.function
+    # converts cleanly.
+    proto, _ = tf2onnx.convert.from_function(
+        serve, input_signature=serve.input_signature, opset=opset
+    )
+    for key, value in sorted(metadata.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = "mnistflow MNIST classifier; see metadata_props for the input contract"
+    return proto
+
+
+def model_metadata(
+    params: Params, normalization: Normalization, inputs: dict[str, Path]
+) -> dict[str, str]:
+    """The ONNX file's contract and lineage, from the export stage's declared inputs only:
+    the params sections that shaped the model and the sha256 of each file in `inputs`."""
+    return {
+        "class_names": json.dumps(list(CLASS_NAMES)),
+        "input_name": INPUT_NAME,
+        "input_layout": INPUT_DESCRIPTION,
+        "input_scale": "0..255 (uint8); the graph applies the normalization below",
+        "normalization": json.dumps(normalization.__dict__, sort_keys=True),
+        "output_name": OUTPUT_NAME,
+        "params": json.dumps(
+            params.model_dump(include={"data", "prepare", "model", "train"}), sort_keys=True
+        ),
+        "inputs_sha256": json.dumps(
+            {name: sha256_of_file(path) for name, path in inputs.items()}, sort_keys=True
+        ),
+    }
+
+
+def gated_export(
+    model,
+    normalization: Normalization,
+    test_images: np.ndarray,
+    accuracy: float,
+    baseline: Baseline | None,
+    params: ExportParams,
+    model_name: ModelName,
+    metadata: dict[str, str],
+) -> tuple[bytes, ParityReport]:
+    """Quality gate, conversion, parity gate; PipelineInputError with the figures on refusal."""
+    refusals = quality_gate(accuracy, baseline, params, model_name)
+    refuse_unless_passed(refusals, "quality", allow=params.allow_regression)
+    onnx_bytes = convert(model, normalization, params.opset, metadata).SerializeToString()
+    report = parity(model, onnx_bytes, test_images, normalization)
+    refuse_unless_passed(parity_failures(report, params), "parity")
+    return onnx_bytes, report

@@ -1,0 +1,172 @@
+"""The gates a model passes before it is exported: quality (against a floor and a baseline)
+and parity (onnxruntime against Keras on the whole test set)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnistflow.atomic import write_json
+from mnistflow.constants import INPUT_NAME, OUTPUT_NAME
+from mnistflow.data.normalization import Normalization
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import ExportParams, ModelName
+
+logger = logging.getLogger(__name__)
+
+PARITY_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The metrics of the released model: what a new model must not fall far below.
+
+    Kept in a git-tracked file that the export stage declares as a dependency, so the gate's
+    verdict depends only on what DVC records; `mnistflow baseline` replaces it deliberately.
+    """
+
+    model_name: str
+    accuracy: float
+    source: str = ""
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    argmax_agreement: float
+    max_abs_diff: float
+    images: int
+    keras_seconds: float
+    onnxruntime_seconds: float
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineInputError(f"{path}: missing; expected {what}") from None
+    except ValueError as error:
+        raise PipelineInputError(f"{path}: not valid JSON ({error}); expected {what}") from None
+    if not isinstance(content, dict):
+        raise PipelineInputError(f"{path}: expected a JSON object with {what}")
+    return content
+
+
+def read_accuracy(metrics_path: Path) -> float:
+    value = read_json_object(metrics_path, "the evaluate stage's metrics").get("accuracy")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PipelineInputError(f"{metrics_path}: accuracy {value!r}; expected a number")
+    return float(value)
+
+
+def load_baseline(path: Path) -> Baseline | None:
+    """The baseline in `path`; None when the file holds none yet (`{}`)."""
+    content = read_json_object(path, "a baseline: model_name, accuracy, source")
+    if not content:
+        return None
+    try:
+        return Baseline(
+            model_name=str(content["model_name"]),
+            accuracy=float(content["accuracy"]),
+            source=str(content.get("source", "")),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise PipelineInputError(
+            f"{path}: field {error} missing or not a number; expected model_name and accuracy"
+        ) from None
+
+
+def quality_gate(
+    accuracy: float, baseline: Baseline | None, params: ExportParams, model_name: ModelName
+) -> list[str]:
+    """The reasons to refuse the model; empty when it may be exported.
+
+    A baseline of another model family is no like-for-like comparison (a softmax experiment
+    is not a regression of the released CNN): then only the family's own floor applies.
+    """
+    reasons = []
+    floor = params.min_accuracy.for_model(model_name)
+    if accuracy < floor:
+        reasons.append(
+            f"test accuracy {accuracy:.4f} is below export.min_accuracy.{model_name} {floor:.4f}"
+        )
+    if (
+        baseline is not None
+        and baseline.model_name == model_name
+        and accuracy < baseline.accuracy - params.max_accuracy_drop
+    ):
+        reasons.append(
+            f"test accuracy {accuracy:.4f} is {baseline.accuracy - accuracy:.4f} below the "
+            f"baseline {baseline.accuracy:.4f} (export.max_accuracy_drop "
+            f"{params.max_accuracy_drop:.4f})"
+        )
+    return reasons
+
+
+def parity(
+    model, onnx_bytes: bytes, images: np.ndarray, normalization: Normalization
+) -> ParityReport:
+    """onnxruntime on the raw uint8 images vs Keras on the same images normalized in numpy."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    started = time.perf_counter()
+    onnx_probabilities = np.concatenate(
+        [
+            session.run([OUTPUT_NAME], {INPUT_NAME: images[start : start + PARITY_BATCH]})[0]
+            for start in range(0, len(images), PARITY_BATCH)
+        ]
+    )
+    onnx_seconds = time.perf_counter() - started
+    keras_input = normalization.apply(images).reshape(-1, *model.input_shape[1:])
+    started = time.perf_counter()
+    keras_probabilities = model.predict(keras_input, batch_size=PARITY_BATCH, verbose=0)
+    keras_seconds = time.perf_counter() - started
+    return ParityReport(
+        argmax_agreement=float(
+            (onnx_probabilities.argmax(axis=1) == keras_probabilities.argmax(axis=1)).mean()
+        ),
+        max_abs_diff=float(np.abs(onnx_probabilities - keras_probabilities).max()),
+        images=len(images),
+        keras_seconds=round(keras_seconds, 3),
+        onnxruntime_seconds=round(onnx_seconds, 3),
+    )
+
+
+def parity_failures(report: ParityReport, params: ExportParams) -> list[str]:
+    reasons = []
+    if report.argmax_agreement < 1.0:
+        disagreeing = round((1 - report.argmax_agreement) * report.images)
+        reasons.append(
+            f"onnxruntime and Keras disagree on {disagreeing} of {report.images} argmaxes"
+        )
+    if report.max_abs_diff > params.max_abs_diff:
+        reasons.append(
+            f"max |p_onnx - p_keras| = {report.max_abs_diff:.3g} exceeds export.max_abs_diff "
+            f"{params.max_abs_diff:.3g}"
+        )
+    return reasons
+
+
+def refuse_unless_passed(reasons: list[str], gate: str, allow: bool = False) -> None:
+    """Raise PipelineInputError naming the gate's reasons; with `allow`, only warn."""
+    if not reasons:
+        return
+    if allow:
+        for reason in reasons:
+            logger.warning("exporting despite the %s gate (allow_regression): %s", gate, reason)
+        return
+    hint = (
+        "; set export.allow_regression: true to export it deliberately" if gate == "quality" else ""
+    )
+    raise PipelineInputError(
+        f"{gate} gate refused the model: {'; '.join(reasons)}. "
+        f"The previous models/model.onnx is kept{hint}."
+    )

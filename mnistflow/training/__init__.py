@@ -1,0 +1,1 @@
+"""Training: model zoo, tf.data input, the training loop, checkpoints, devices."""
