@@ -83,11 +83,6 @@ def resume_state(model, strategy, checkpoint_folder: Path | None, run_id: str):
             "ignoring the checkpoint in %s: its variables do not fit the model", checkpoint_folder
         )
         return fresh
-    logger.info(
-        "resuming from the checkpoint in %s after epoch %d",
-        checkpoint_folder,
-        checkpoint.state.epochs_done,
-    )
     return checkpoint.state, checkpoint.best_weights
 
 
@@ -161,6 +156,13 @@ def train(
     run_id = run_fingerprint(model_params, params, data) if checkpoint_folder else ""
     state, best_weights = resume_state(model, strategy, checkpoint_folder, run_id)
     resumed_from = state.epochs_done
+    if resumed_from:
+        logger.info(
+            "resuming from the checkpoint in %s after epoch %d of %d",
+            checkpoint_folder,
+            resumed_from,
+            params.epochs,
+        )
     early = params.early_stopping
     progress = TrainingProgress(
         state,
