@@ -35,3 +35,29 @@ def test_validate_wrong_shape_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(path), "--params", PARAMS])
     assert result.exit_code == 2
     assert f"error: {path}" in result.output and "(3, 27, 27)" in result.output
+
+
+def test_predict_and_validate_work_outside_any_project(
+    tmp_path, monkeypatch, mnist, small_onnx_model
+):
+    """From a folder with no dvc.yaml above it, no --params: MNIST's default bounds apply."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    monkeypatch.delenv("MNISTFLOW_ROOT", raising=False)
+    np.save(outside / "batch.npy", mnist.x_test[:50])
+    result = CliRunner().invoke(app, ["validate", "batch.npy"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        app, ["predict", "batch.npy", "--model", str(small_onnx_model), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "50 images" in result.output and (outside / "predictions.csv").is_file()
+
+
+def test_run_outside_a_project_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MNISTFLOW_ROOT", raising=False)
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 2
+    assert "not inside an mnistflow project (no dvc.yaml here or above)" in result.output

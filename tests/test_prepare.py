@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mnistflow.data.normalization import Normalization
-from mnistflow.data.prepared import load_prepared, prepare, save_prepared
+from mnistflow.data.prepared import load_prepared, prepare, save_prepared, split_indices
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import PrepareParams, parse_params
 from mnistflow.training.input_shapes import input_shape_for
@@ -86,3 +86,28 @@ def test_save_and_load_round_trip_byte_identical(raw, tmp_path):
     # Replacing an existing output leaves no temporary folders behind.
     save_prepared(data, tmp_path / "a")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_standardize_is_fitted_on_the_training_split_only(raw, tmp_path):
+    params = PrepareParams(normalization="standardize", validation_fraction=0.2, seed=3)
+    data, normalization = prepare(raw, params, (784,))
+    assert normalization.kind == "standardize"
+    # Fitted on the training split's pixels, not on validation or test images.
+    train_index, _ = split_indices(len(raw["x_train"]), params)
+    assert normalization.offset == pytest.approx(raw["x_train"][train_index].mean())
+    assert normalization.scale == pytest.approx(raw["x_train"][train_index].std())
+    assert abs(float(data.train.x.mean())) < 1e-4
+    assert abs(float(data.train.x.std()) - 1.0) < 1e-3
+    # The same object inverts it, for pictures of the data.
+    np.testing.assert_allclose(
+        normalization.invert(data.test.x[:5]), raw["x_test"][:5].reshape(5, 784), atol=1e-3
+    )
+    normalization.save(tmp_path / "normalization.json")
+    assert Normalization.load(tmp_path / "normalization.json") == normalization
+
+
+def test_a_broken_normalization_file_is_named(tmp_path):
+    path = tmp_path / "normalization.json"
+    path.write_text('{"kind": "scale", "offset": 0.0}')
+    with pytest.raises(PipelineInputError, match=f"{path}: expected a JSON object with kind"):
+        Normalization.load(path)

@@ -127,17 +127,8 @@ def fit(
     )
 
 
-def train(
-    data: PreparedData,
-    model_params: ModelParams,
-    params: TrainParams,
-    checkpoint_folder: Path | None = None,
-    live_folder: Path | None = None,
-    extra_callbacks: tuple = (),
-) -> TrainResult:
-    """Fit the model; with `checkpoint_folder`, resume from and checkpoint into it."""
-    from mnistflow.training.callbacks import TrainingProgress
-
+def place(params: TrainParams):
+    """(device plan, visible GPUs, distribution strategy, global batch), seeds set."""
     gpus = detect_gpus()
     plan = plan_devices(params.device, params.mixed_precision, params.xla, gpus)
     strategy = apply_plan(plan)
@@ -152,6 +143,34 @@ def train(
             replicas,
             global_batch,
         )
+    return plan, gpus, strategy, global_batch
+
+
+def progress_callback(params: TrainParams, state, checkpoint_folder: Path | None, best_weights):
+    from mnistflow.training.callbacks import TrainingProgress
+
+    early = params.early_stopping
+    return TrainingProgress(
+        state,
+        checkpoint_folder,
+        monitor=params.monitor,
+        min_delta=early.min_delta,
+        patience=early.patience if early.enabled else None,
+        restore_best_weights=params.restore_best_weights,
+        best_weights=best_weights,
+    )
+
+
+def train(
+    data: PreparedData,
+    model_params: ModelParams,
+    params: TrainParams,
+    checkpoint_folder: Path | None = None,
+    live_folder: Path | None = None,
+    extra_callbacks: tuple = (),
+) -> TrainResult:
+    """Fit the model; with `checkpoint_folder`, resume from and checkpoint into it."""
+    plan, gpus, strategy, global_batch = place(params)
     model = compiled_model(data.train.x.shape[1:], model_params, params, plan, strategy)
     run_id = run_fingerprint(model_params, params, data) if checkpoint_folder else ""
     state, best_weights = resume_state(model, strategy, checkpoint_folder, run_id)
@@ -163,16 +182,7 @@ def train(
             resumed_from,
             params.epochs,
         )
-    early = params.early_stopping
-    progress = TrainingProgress(
-        state,
-        checkpoint_folder,
-        monitor=params.monitor,
-        min_delta=early.min_delta,
-        patience=early.patience if early.enabled else None,
-        restore_best_weights=params.restore_best_weights,
-        best_weights=best_weights,
-    )
+    progress = progress_callback(params, state, checkpoint_folder, best_weights)
     callbacks = make_callbacks(params, progress, live_folder, state.history, extra_callbacks)
     started = time.perf_counter()
     if state.epochs_done < params.epochs and not state.stopped_early:
@@ -185,13 +195,9 @@ def train(
             callbacks[0].live.end()  # DVCLive's callback is first: close its run
     seconds = time.perf_counter() - started
     epochs_here = state.epochs_done - resumed_from
-    logger.info(
-        "best epoch %d of %d: %s %.4f",
-        state.best_epoch,
-        state.epochs_done,
-        params.monitor,
-        state.best_value if state.best_value is not None else float("nan"),
-    )
+    best = state.best_value if state.best_value is not None else float("nan")
+    logger.info("best epoch %d of %d: %s %.4f", state.best_epoch, state.epochs_done,
+                params.monitor, best)  # fmt: skip
     return TrainResult(
         model=model,
         history=state.history,
