@@ -16,6 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from mnistflow.atomic import atomic_file
+from mnistflow.constants import NUM_CLASSES
 from mnistflow.serving.inputs import expand_inputs
 from mnistflow.serving.predict import predict_files, write_errors_file
 
@@ -120,7 +121,7 @@ def batch_predict(
         "errors": len(errors),
         "shards": len(groups),
         "runner": "dask" if dask else "threads",
-        "class_counts": [sum(r["class_counts"][d] for r in results) for d in range(10)],
+        "class_counts": [sum(r["class_counts"][d] for r in results) for d in range(NUM_CLASSES)],
         "output": output,
     }
     logger.info("predicted %d images in %d shards -> %s", summary["images"], len(groups), output)

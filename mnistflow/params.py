@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mnistflow.constants import IMAGE_SIZE
 from mnistflow.errors import PipelineInputError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
@@ -47,8 +48,8 @@ class ValidateParams(Section):
 
     train_size: int = Field(60000, gt=0)
     test_size: int = Field(10000, gt=0)
-    image_height: int = Field(28, gt=0)
-    image_width: int = Field(28, gt=0)
+    image_height: int = Field(IMAGE_SIZE, gt=0)
+    image_width: int = Field(IMAGE_SIZE, gt=0)
     # Per image, in pixel units 0..255: MNIST spans 6.5..101 (mean), 0.04..0.45 (ink), 254..255
     # (max); blank, saturated, inverted and 0..1-scaled images fall far outside.
     min_mean_intensity: float = 3.0
