@@ -18,7 +18,8 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 
 from mnistflow import dvc_runs
-from mnistflow.project import committed_json, find_project_root, stage_names
+from mnistflow.project import find_project_root, stage_names
+from mnistflow.serving.gates import load_baseline
 
 # One DVC writer per workspace: DVC itself refuses a second concurrent `repro`.
 DVC_WRITER_LIMIT = "mnistflow-dvc-writer"
@@ -94,21 +95,21 @@ def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     metrics = read("reports/metrics.json")
-    committed = committed_json("reports/metrics.json", root)
-    rows = []
-    for key in METRIC_KEYS:
-        if key in metrics:
-            before = committed.get(key)
-            change = None if before is None else round(metrics[key] - before, 6)
-            rows.append(
-                {
-                    "metric": key,
-                    "value": round(metrics[key], 6),
-                    "committed": before,
-                    "change": change,
-                }
-            )
-    create_table_artifact(key="test-metrics", table=rows, description="Test metrics vs HEAD")
+    # The same baseline the export gate compares against: the released model's accuracy.
+    baseline_file = root / "models" / "baseline.json"
+    baseline = load_baseline(baseline_file) if baseline_file.is_file() else None
+    before = {"accuracy": baseline.accuracy} if baseline else {}
+    rows = [
+        {
+            "metric": key,
+            "value": round(metrics[key], 6),
+            "baseline": before.get(key),
+            "change": round(metrics[key] - before[key], 6) if key in before else None,
+        }
+        for key in METRIC_KEYS
+        if key in metrics
+    ]
+    create_table_artifact(key="test-metrics", table=rows, description="Test metrics vs baseline")
     validation, export = read("reports/validation.json"), read("reports/export.json")
     lines = [
         "# mnistflow training pipeline",

@@ -50,7 +50,7 @@ def _entrypoint(root: Path, entrypoint: str):
 def _validate_params(params_file: Path | None):
     """The `validate` bounds: of --params, else of the project around the working directory,
     else the defaults (MNIST's), so predict and validate work from any directory."""
-    from mnistflow.params import ValidateParams, load_params
+    from mnistflow.params import ValidateParams, load_validate_params
     from mnistflow.project import find_project_root
 
     if params_file is None:
@@ -58,7 +58,7 @@ def _validate_params(params_file: Path | None):
             params_file = find_project_root() / "params.yaml"
         except PipelineInputError:
             return ValidateParams()
-    return load_params(params_file).checks
+    return load_validate_params(params_file)
 
 
 def _quiet_prefect_defaults() -> None:
@@ -142,10 +142,20 @@ def baseline(
     A deliberate step, like a release: export re-runs (the baseline is one of its declared
     inputs) and from then on refuses models more than export.max_accuracy_drop below it.
     """
+    from mnistflow.dvc_runs import changed_stages
     from mnistflow.params import load_params
     from mnistflow.serving.gates import Baseline, read_accuracy
 
     root = _project_root()
+    # The model family comes from params.yaml: only sound while the metrics are current.
+    stale = changed_stages(root, "evaluate")
+    if stale:
+        typer.echo(
+            f"error: {metrics} is not current ({', '.join(stale)} changed since it was made); "
+            "run the pipeline first",
+            err=True,
+        )
+        raise typer.Exit(2)
     with reported_input_errors():
         model_name = load_params(root / "params.yaml").model.name
         accepted = Baseline(model_name, read_accuracy(root / metrics), f"{metrics}")

@@ -48,6 +48,13 @@ def reproduce_stage(root: Path | str, stage: str) -> bool:
         return bool(repo.reproduce(stage, single_item=True))
 
 
+def changed_stages(root: Path | str, stage: str) -> list[str]:
+    """`dvc status --with-deps <stage>`: the stages up to `stage` whose inputs changed since
+    their outputs were made (empty when its outputs are current)."""
+    with dvc_workspace(root) as repo:
+        return sorted(name.split(":")[-1] for name in repo.status(targets=[stage], with_deps=True))
+
+
 def run_experiment(
     root: Path | str, overrides: dict[str, Any], name: str | None = None
 ) -> dict[str, Any]:

@@ -207,7 +207,7 @@ class Params(Section):
 
 
 def read_params_file(path: Path = DEFAULT_PARAMS_PATH) -> dict[str, Any]:
-    """params.yaml as a plain mapping (for metadata that records it as written)."""
+    """params.yaml as a plain mapping, before validation."""
     try:
         with open(path, encoding="utf-8") as handle:
             content = yaml.safe_load(handle)
@@ -231,6 +231,13 @@ def parse_params(content: dict[str, Any], where: str = str(DEFAULT_PARAMS_PATH))
 
 def load_params(path: Path = DEFAULT_PARAMS_PATH) -> Params:
     return parse_params(read_params_file(path), str(path))
+
+
+def load_validate_params(path: Path = DEFAULT_PARAMS_PATH) -> ValidateParams:
+    """Only the `validate` section: prediction needs the input bounds, and a mistake in another
+    section (say, train) must not stop it."""
+    section = read_params_file(path).get("validate") or {}
+    return parse_params({"validate": section}, str(path)).checks
 
 
 def describe_errors(error: ValidationError) -> list[str]:

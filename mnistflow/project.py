@@ -1,4 +1,4 @@
-"""The DVC project on disk: where its root is, its stages in order, files as committed.
+"""The DVC project on disk: where its root is, and its stages in order.
 
 The root is found, never assumed: `MNISTFLOW_ROOT` when set, else the nearest folder upwards
 from the working directory that holds dvc.yaml. So an installed (non-editable) package works
@@ -7,11 +7,8 @@ from any checkout, and commands that need no project (predict, validate) need no
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -42,20 +39,3 @@ def stage_names(root: Path) -> list[str]:
     """The stages in the order dvc.yaml lists them (its order is the pipeline's)."""
     content = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))
     return list(content["stages"])
-
-
-def committed_json(relative: Path | str, root: Path) -> dict[str, Any]:
-    """The JSON object `relative` held at git HEAD in `root`; {} outside git, before a first
-    commit, or when the file was not committed."""
-    try:
-        shown = subprocess.run(
-            ["git", "show", f"HEAD:{Path(relative).as_posix()}"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        content = json.loads(shown.stdout) if shown.returncode == 0 else {}
-    except (OSError, ValueError):
-        return {}
-    return content if isinstance(content, dict) else {}

@@ -43,9 +43,9 @@ def imported_names(root: Path, path: Path) -> set[str]:
     }
 
 
-def import_closure(root: Path, entry: Path) -> set[Path]:
+def import_closure(root: Path, entries: list[Path]) -> set[Path]:
     seen: set[Path] = set()
-    pending = [entry]
+    pending = list(entries)
     while pending:
         path = pending.pop()
         if path in seen:
@@ -57,9 +57,13 @@ def import_closure(root: Path, entry: Path) -> set[Path]:
     return seen
 
 
-def stage_entry(root: Path, command: str) -> Path:
-    words = shlex.split(command)
-    return module_file(root, words[words.index("-m") + 1])
+def stage_closure(root: Path, stage: dict[str, Any]) -> set[Path]:
+    """What `python -m <module>` in the stage's cmd runs: the module, the packages above it
+    (their __init__ runs first), and everything they import."""
+    words = shlex.split(" ".join(stage["cmd"].split()))
+    parts = words[words.index("-m") + 1].split(".")
+    entries = [module_file(root, ".".join(parts[: i + 1])) for i in range(len(parts))]
+    return import_closure(root, [entry for entry in entries if entry])
 
 
 def dependency_gaps(root: Path, stages: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
@@ -67,7 +71,7 @@ def dependency_gaps(root: Path, stages: dict[str, Any]) -> dict[str, dict[str, l
     project modules its deps cover that it never imports ("extra")."""
     gaps = {}
     for name, stage in stages.items():
-        closure = import_closure(root, stage_entry(root, " ".join(stage["cmd"].split())))
+        closure = stage_closure(root, stage)
         deps = [root / dep for dep in stage.get("deps", [])]
         covered = {
             path
@@ -91,5 +95,5 @@ def stages_importing(root: Path, module: Path) -> set[str]:
     return {
         name
         for name, stage in pipeline_stages(root).items()
-        if module in import_closure(root, stage_entry(root, " ".join(stage["cmd"].split())))
+        if module in stage_closure(root, stage)
     }

@@ -117,13 +117,16 @@ def test_baseline_file(tmp_path):
     assert load_baseline(path) is None
     path.write_text(json.dumps({"model_name": "cnn", "accuracy": 0.99}))
     assert load_baseline(path) == Baseline("cnn", 0.99)
-    path.write_text(json.dumps({"model_name": "cnn"}))
-    with pytest.raises(PipelineInputError, match=f"{path}: field 'accuracy' missing"):
-        load_baseline(path)
+    for content, message in [
+        ({"model_name": "cnn"}, "accuracy None; expected a number in 0..1"),
+        ({"model_name": "cnn", "accuracy": True}, "accuracy True; expected a number"),
+        ({"model_name": "resnet", "accuracy": 0.9}, "model_name 'resnet'; expected one of cnn"),
+    ]:
+        path.write_text(json.dumps(content))
+        with pytest.raises(PipelineInputError, match=f"{path}: {message}"):
+            load_baseline(path)
     with pytest.raises(PipelineInputError, match="absent.json: missing"):
         load_baseline(tmp_path / "absent.json")
-    # The project's own baseline is a readable one.
-    assert load_baseline(PROJECT_ROOT / "models" / "baseline.json").model_name == "cnn"
 
 
 def test_export_stage_keeps_previous_model_when_gate_fails(trained, mnist_slice, tmp_path):

@@ -108,6 +108,12 @@ def test_standardize_is_fitted_on_the_training_split_only(raw, tmp_path):
 
 def test_a_broken_normalization_file_is_named(tmp_path):
     path = tmp_path / "normalization.json"
-    path.write_text('{"kind": "scale", "offset": 0.0}')
-    with pytest.raises(PipelineInputError, match=f"{path}: expected a JSON object with kind"):
-        Normalization.load(path)
+    for content, message in [
+        ('{"kind": "scale", "offset": 0.0}', "expected a JSON object with kind, offset and scale"),
+        ('{"kind": "minmax", "offset": 0, "scale": 1}', "kind 'minmax'; expected scale or"),
+        ('{"kind": "scale", "offset": 0, "scale": "x"}', "scale 'x'; expected a number"),
+        ('{"kind": "scale", "offset": 0, "scale": 0}', "scale 0; expected > 0"),
+    ]:
+        path.write_text(content)
+        with pytest.raises(PipelineInputError, match=f"{path}: {message}"):
+            Normalization.load(path)

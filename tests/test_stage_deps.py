@@ -33,6 +33,8 @@ def test_the_layers_reach_the_stages_they_should():
     module = PROJECT_ROOT / "mnistflow"
     everything = {"ingest", "validate", "prepare", "train", "evaluate", "export"}
     assert stages_importing(PROJECT_ROOT, module / "params.py") == everything
+    # `python -m stages.<name>` runs the package's __init__ first.
+    assert stages_importing(PROJECT_ROOT, PROJECT_ROOT / "stages" / "__init__.py") == everything
     assert stages_importing(PROJECT_ROOT, module / "data" / "normalization.py") == {
         "prepare",
         "train",

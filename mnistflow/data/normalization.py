@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
@@ -49,16 +50,23 @@ class Normalization:
     def load(cls, path: Path) -> Normalization:
         try:
             content = json.loads(Path(path).read_text(encoding="utf-8"))
-            normalization = cls(**content)
         except FileNotFoundError:
             raise PipelineInputError(f"{path}: missing; run the prepare stage first") from None
-        except (ValueError, TypeError) as error:
+        except ValueError as error:
+            raise PipelineInputError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(content, dict) or set(content) != {"kind", "offset", "scale"}:
             raise PipelineInputError(
-                f"{path}: expected a JSON object with kind, offset and scale ({error})"
-            ) from None
-        if not normalization.scale > 0:
-            raise PipelineInputError(f"{path}: scale {normalization.scale}; expected > 0")
-        return normalization
+                f"{path}: expected a JSON object with kind, offset and scale, found {content!r}"
+            )
+        kind, offset, scale = content["kind"], content["offset"], content["scale"]
+        if kind not in get_args(NormalizationKind):
+            raise PipelineInputError(f"{path}: kind {kind!r}; expected scale or standardize")
+        for name, value in (("offset", offset), ("scale", scale)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise PipelineInputError(f"{path}: {name} {value!r}; expected a number")
+        if not scale > 0:
+            raise PipelineInputError(f"{path}: scale {scale}; expected > 0")
+        return cls(kind=kind, offset=float(offset), scale=float(scale))
 
 
 def fit_normalization(kind: NormalizationKind, train_pixels: np.ndarray) -> Normalization:

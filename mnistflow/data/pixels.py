@@ -22,8 +22,7 @@ def uint8_pixels(images: np.ndarray) -> np.ndarray:
     """uint8 0..255, as the exported model takes them: floats (0..1) are scaled and rounded."""
     if images.dtype == np.uint8:
         return images
-    scaled = np.rint(np.asarray(images, np.float32) * PIXEL_MAX)
-    return np.clip(scaled, 0, PIXEL_MAX).astype(np.uint8)
+    return np.clip(np.rint(pixel_units(images)), 0, PIXEL_MAX).astype(np.uint8)
 
 
 def unit_floats(images: np.ndarray) -> np.ndarray:

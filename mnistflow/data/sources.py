@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistflow.constants import IMAGE_SHAPE, NUM_CLASSES
+from mnistflow.constants import IMAGE_SHAPE, NUM_CLASSES, PIXEL_MAX
 from mnistflow.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx
 from mnistflow.errors import PipelineInputError, require_file
 from mnistflow.hashing import sha256_of_file
@@ -169,7 +169,7 @@ def arrays_from_pickle_bytes(content: bytes, origin: str) -> MnistArrays:
 
     def to_uint8(flat_images: np.ndarray, what: str) -> np.ndarray:
         scaled = np.rint(np.asarray(flat_images, dtype=np.float64) * 256.0)
-        if scaled.min() < 0 or scaled.max() > 255:
+        if scaled.min() < 0 or scaled.max() > PIXEL_MAX:
             raise PipelineInputError(
                 f"{origin}: {what} pixels are not pixel/256 values in [0, 1); cannot convert "
                 "exactly back to uint8"

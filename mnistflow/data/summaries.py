@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistflow.constants import NUM_CLASSES
+from mnistflow.constants import NUM_CLASSES, PIXEL_MAX
 from mnistflow.data.pixels import pixel_units
 from mnistflow.params import ValidateParams
 
@@ -89,7 +89,7 @@ def image_bounds(params: ValidateParams) -> list[tuple[str, str, float, float]]:
         ("single_channel", "channels", 1, 1),
         ("mean_intensity", "mean_intensity", params.min_mean_intensity, params.max_mean_intensity),
         ("ink_fraction", "ink_fraction", params.min_ink_fraction, params.max_ink_fraction),
-        ("max_pixel", "max_pixel", params.min_max_pixel, 255),
+        ("max_pixel", "max_pixel", params.min_max_pixel, PIXEL_MAX),
     ]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistflow.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME
+from mnistflow.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME, PIXEL_MAX
 from mnistflow.data.normalization import Normalization
 from mnistflow.hashing import sha256_of_file
 from mnistflow.params import ExportParams, ModelName, Params
@@ -26,7 +26,9 @@ from mnistflow.serving.gates import (
     refuse_unless_passed,
 )
 
-INPUT_DESCRIPTION = "uint8 (N, 28, 28), pixels 0..255, light digit on dark background"
+INPUT_DESCRIPTION = (
+    f"uint8 (N, {IMAGE_SIZE}, {IMAGE_SIZE}), pixels 0..{PIXEL_MAX}, light digit on dark background"
+)
 
 
 def serving_function(model, normalization: Normalization):
@@ -70,7 +72,7 @@ def model_metadata(
         "class_names": json.dumps(list(CLASS_NAMES)),
         "input_name": INPUT_NAME,
         "input_layout": INPUT_DESCRIPTION,
-        "input_scale": "0..255 (uint8); the graph applies the normalization below",
+        "input_scale": f"0..{PIXEL_MAX} (uint8); the graph applies the normalization below",
         "normalization": json.dumps(normalization.__dict__, sort_keys=True),
         "output_name": OUTPUT_NAME,
         "params": json.dumps(

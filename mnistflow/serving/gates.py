@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
@@ -71,16 +72,18 @@ def load_baseline(path: Path) -> Baseline | None:
     content = read_json_object(path, "a baseline: model_name, accuracy, source")
     if not content:
         return None
-    try:
-        return Baseline(
-            model_name=str(content["model_name"]),
-            accuracy=float(content["accuracy"]),
-            source=str(content.get("source", "")),
-        )
-    except (KeyError, TypeError, ValueError) as error:
+    model_name, accuracy = content.get("model_name"), content.get("accuracy")
+    if model_name not in get_args(ModelName):
         raise PipelineInputError(
-            f"{path}: field {error} missing or not a number; expected model_name and accuracy"
-        ) from None
+            f"{path}: model_name {model_name!r}; expected one of {', '.join(get_args(ModelName))}"
+        )
+    if (
+        isinstance(accuracy, bool)
+        or not isinstance(accuracy, int | float)
+        or not 0 <= accuracy <= 1
+    ):
+        raise PipelineInputError(f"{path}: accuracy {accuracy!r}; expected a number in 0..1")
+    return Baseline(model_name, float(accuracy), str(content.get("source", "")))
 
 
 def quality_gate(

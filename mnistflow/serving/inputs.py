@@ -12,14 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistflow.constants import IMAGE_SHAPE, PIXELS_PER_IMAGE
+from mnistflow.constants import IMAGE_SHAPE, IMAGE_SIZE, PIXELS_PER_IMAGE
 from mnistflow.data.idx import IDX_IMAGES_MAGIC, parse_idx
 from mnistflow.data.pixels import unit_floats
 from mnistflow.errors import PipelineInputError
 from mnistflow.serving.images import read_image_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-ARRAY_SHAPES_ACCEPTED = "(N, 28, 28), (N, 28, 28, 1) or (N, 784)"
+ARRAY_SHAPES_ACCEPTED = (
+    f"(N, {IMAGE_SIZE}, {IMAGE_SIZE}), (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 1) "
+    f"or (N, {PIXELS_PER_IMAGE})"
+)
 
 
 @dataclass(frozen=True)
