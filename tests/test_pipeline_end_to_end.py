@@ -186,6 +186,28 @@ def test_editing_a_library_module_reruns_exactly_its_importers(reproduced, modul
     assert json.loads(dvc("status", "--json", cwd=workspace)) == {}
 
 
+def test_accepting_a_baseline_reruns_export_only(reproduced):
+    workspace, _ = reproduced
+    mnistflow = [sys.executable, "-m", "mnistflow", "baseline"]
+    params = (workspace / "params.yaml").read_text()
+    set_params(workspace, {"evaluate": {"batch_size": 512}})
+    try:
+        refused = run(mnistflow, workspace, expect_failure=True)
+    finally:
+        (workspace / "params.yaml").write_text(params)
+    assert "reports/metrics.json is not current (evaluate changed" in refused
+    assert "baseline: cnn test accuracy" in run(mnistflow, workspace)
+    accepted = json.loads((workspace / "models" / "baseline.json").read_text())
+    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
+    assert accepted["model_name"] == "cnn" and accepted["accuracy"] == metrics["accuracy"]
+    # The baseline is a declared input of export, and of nothing else.
+    changed = json.loads(dvc("status", "--json", cwd=workspace))
+    assert {name.split(":")[-1] for name in changed} == {"export"}
+    assert stages_ran(dvc("repro", cwd=workspace)) == ["export"]
+    run(["git", "add", "-A"], workspace)
+    run(["git", "commit", "-q", "-m", "baseline accepted"], workspace)
+
+
 def test_bytecode_caches_are_not_code_changes(reproduced):
     """Python writes __pycache__ into the library folders that stages depend on as a whole;
     .dvcignore keeps them out of the deps' hashes, or every run would retrain."""
