@@ -96,7 +96,7 @@ def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
 
     metrics = read("reports/metrics.json")
     # The same baseline the export gate compares against: the released model's accuracy.
-    baseline_file = root / "models" / "baseline.json"
+    baseline_file = root / "release" / "baseline.json"
     baseline = load_baseline(baseline_file) if baseline_file.is_file() else None
     before = {"accuracy": baseline.accuracy} if baseline else {}
     rows = [

@@ -134,7 +134,7 @@ def baseline(
         Path, typer.Option(help="Test metrics of the model to accept (the evaluate stage's).")
     ] = Path("reports/metrics.json"),
     output: Annotated[Path, typer.Option(help="The baseline file export depends on.")] = Path(
-        "models/baseline.json"
+        "release/baseline.json"
     ),
 ) -> None:
     """Accept the current model's test accuracy as the quality gate's baseline.

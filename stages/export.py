@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--normalization", type=Path, default=Path("data/normalization.json"))
     parser.add_argument("--raw", type=Path, default=Path("data/raw/mnist.npz"))
     parser.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
-    parser.add_argument("--baseline", type=Path, default=Path("models/baseline.json"))
+    parser.add_argument("--baseline", type=Path, default=Path("release/baseline.json"))
     parser.add_argument("--output", type=Path, default=Path("models/model.onnx"))
     parser.add_argument("--report", type=Path, default=Path("reports/export.json"))
     arguments = parser.parse_args()

