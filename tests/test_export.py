@@ -52,6 +52,18 @@ def test_onnx_contract_and_parity(trained):
     assert parity_failures(report, ExportParams()) == []
 
 
+def test_two_conversions_give_the_same_bytes(trained):
+    """tf2onnx numbers generated names from a process-wide counter; the canonical names make
+    the file a function of the model alone."""
+    model, images = trained
+    first = convert(model, SCALE, 17, METADATA).SerializeToString()
+    second = convert(model, SCALE, 17, METADATA).SerializeToString()
+    assert first == second
+    proto = onnx.load_from_string(first)
+    onnx.checker.check_model(proto)
+    assert parity(model, first, images, SCALE).argmax_agreement == 1.0
+
+
 def test_the_graph_applies_the_normalization_it_was_given(trained):
     """A fitted normalization travels into the graph: parity holds against Keras fed the same
     numpy normalization, and the graph's outputs differ from the fixed scale's."""

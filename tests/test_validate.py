@@ -37,6 +37,19 @@ def test_full_mnist_passes_and_writes_data_docs(mnist, tmp_path):
     assert entries[("test_images", "train_test_duplicates")]["observed"] == 0
 
 
+def test_data_docs_are_the_same_bytes_on_every_run(arrays, tmp_path):
+    """DVC hashes the Data Docs: GX's render times, run times and random ids must not show."""
+    pages = {}
+    for run in ("first", "second"):
+        validate_dataset(arrays, SLICE_PARAMS, tmp_path / run)
+        pages[run] = {
+            str(path.relative_to(tmp_path / run)): path.read_bytes()
+            for path in sorted((tmp_path / run).rglob("*"))
+            if path.is_file()
+        }
+    assert len(pages["first"]) > 10 and pages["first"] == pages["second"]
+
+
 def _labels_10_and_minus_1(a):
     a["y_train"] = a["y_train"].astype(np.int16)
     a["y_train"][:3] = 10

@@ -6,7 +6,9 @@ the training data (validate stage) and prediction inputs (`mnistflow validate`).
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,10 @@ from mnistflow.data.summaries import (
 from mnistflow.params import ValidateParams
 
 DATA_DOCS_SITE = "mnistflow"
+DATA_DOCS_RUN_TIME = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+RENDER_TIME_QUERY = re.compile(r"\?d=\d{8}T\d{6}\.\d{6}Z")
+TIMESTAMP = re.compile(r"\b\d{8}T\d{6}\.\d{6}Z\b")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,32 @@ def _gx_context(data_docs_dir: Path | None):
     return context
 
 
+def _fixed_run_id():
+    """One run identity for every validation: GX names Data Docs folders and index rows after
+    the run's time, and the same data must give the same (DVC-hashed) pages."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return RunIdentifier(run_name=DATA_DOCS_SITE, run_time=DATA_DOCS_RUN_TIME)
+
+
+def _canonical_pages(site: Path) -> None:
+    """Make the Data Docs a function of the data alone, so DVC hashes them the same on every
+    rerun: GX stamps pages with the wall-clock time it rendered or validated them (asset
+    links' `?d=…`, batch ids) and gives collapsible sections random uuid4 ids. Times become
+    the fixed run time; each page's uuids are numbered in order of appearance (each id keeps
+    its pairing with the element it controls)."""
+    fixed_time = DATA_DOCS_RUN_TIME.strftime("%Y%m%dT%H%M%S.%fZ")
+    for page in sorted(Path(site).rglob("*.html")):
+        html = RENDER_TIME_QUERY.sub("", page.read_text(encoding="utf-8"))
+        html = TIMESTAMP.sub(fixed_time, html)
+        page.write_text(_numbered_uuids(html), encoding="utf-8")
+
+
+def _numbered_uuids(html: str) -> str:
+    numbering: dict[str, str] = {}
+    return UUID.sub(lambda m: numbering.setdefault(m.group(0), f"id{len(numbering)}"), html)
+
+
 def _validate_table(context, source, table_name: str, table, checks) -> list[CheckResult]:
     """One table against its suite: one CheckResult per expectation, in GX's order."""
     import great_expectations as gx
@@ -220,6 +252,7 @@ def _validate_table(context, source, table_name: str, table, checks) -> list[Che
     outcome = definition.run(
         batch_parameters={"dataframe": table},
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
+        run_id=_fixed_run_id(),
     )
     return [
         CheckResult(
@@ -253,6 +286,7 @@ def run_checks(
     ]
     if data_docs_dir is not None:
         context.build_data_docs(site_names=[DATA_DOCS_SITE])
+        _canonical_pages(data_docs_dir)
     listed = [(table, name) for table, checks in expectations.items() for name, _ in checks]
     results.sort(key=lambda result: listed.index((result.table, result.name)))
     return ValidationReport(results)

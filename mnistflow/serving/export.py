@@ -9,6 +9,7 @@ made with) and reshapes, so a caller cannot feed the wrong scale or layout. Its 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from mnistflow.serving.gates import (
     refuse_unless_passed,
 )
 
+# tf2onnx's counter suffix on the names it generates.
+GENERATED_SUFFIX = re.compile(r"__\d+")
 INPUT_DESCRIPTION = (
     f"uint8 (N, {IMAGE_SIZE}, {IMAGE_SIZE}), pixels 0..{PIXEL_MAX}, light digit on dark background"
 )
@@ -56,11 +59,74 @@ def convert(model, normalization: Normalization, opset: int, metadata: dict[str,
     proto, _ = tf2onnx.convert.from_function(
         serve, input_signature=serve.input_signature, opset=opset
     )
+    canonicalize_names(proto.graph)
     for key, value in sorted(metadata.items()):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = "mnistflow MNIST classifier; see metadata_props for the input contract"
     return proto
+
+
+def canonicalize_names(graph) -> None:
+    """Give the graph's nodes, tensors and constants names that depend on the graph alone.
+
+    tf2onnx numbers the names it generates (`Transpose__31`) from a process-wide counter, and
+    which of two equal constants survives its deduplication (`const_axes` or `const_starts`)
+    varies, so two conversions of one model differ in bytes (and in DVC hash). Here constants
+    are named and ordered by their first use in the (stable) node order, and node outputs
+    keep their names without the counter, made unique by order of appearance. The graph's
+    input and output names are the contract and stay as they are.
+    """
+    # "converted from b'__inference_serve_300'": the traced function's counter again.
+    graph.doc_string = "converted from the serving tf.function"
+    keep = {value.name for value in graph.input} | {value.name for value in graph.output}
+    tensors: dict[str, str] = {name: name for name in keep}
+    taken = set(keep)
+    constants = {initializer.name: initializer for initializer in graph.initializer}
+    used = [name for node in graph.node for name in node.input if name in constants]
+    order = list(dict.fromkeys(used)) + sorted(set(constants) - set(used))
+    for position, name in enumerate(order):
+        tensors[name] = _unique(f"constant_{position}", taken)
+    ordered = [constants[name] for name in order]
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+    for initializer in graph.initializer:
+        initializer.name = tensors[initializer.name]
+
+    def tensor(name: str) -> str:
+        if name and name not in tensors:
+            tensors[name] = _unique(GENERATED_SUFFIX.sub("", name), taken)
+        return tensors.get(name, name)
+
+    for node in graph.node:
+        node.input[:] = [tensor(name) for name in node.input]
+        node.output[:] = [tensor(name) for name in node.output]
+    for info in graph.value_info:
+        info.name = tensor(info.name)
+    node_names: set[str] = set()
+    for node in graph.node:
+        node.name = _unique(GENERATED_SUFFIX.sub("", node.name), node_names)
+    _canonicalize_dimensions([*graph.input, *graph.output, *graph.value_info])
+
+
+def _canonicalize_dimensions(values) -> None:
+    """Symbolic dimensions (`unk__42`) get stable names: the leading one is the batch."""
+    symbols: dict[str, str] = {}
+    for value in values:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param:
+                fallback = f"dim_{len(symbols)}"
+                dim.dim_param = (
+                    "batch" if axis == 0 else symbols.setdefault(dim.dim_param, fallback)
+                )
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    candidate, count = base, 1
+    while candidate in taken:
+        candidate, count = f"{base}__{count}", count + 1
+    taken.add(candidate)
+    return candidate
 
 
 def model_metadata(

@@ -47,6 +47,15 @@ class ParityReport:
     keras_seconds: float
     onnxruntime_seconds: float
 
+    def as_json(self) -> dict:
+        """What reports/export.json records: the figures, not the timings (wall-clock time in
+        a DVC output would change its hash on every run; the stage logs them instead)."""
+        return {
+            "argmax_agreement": self.argmax_agreement,
+            "max_abs_diff": self.max_abs_diff,
+            "images": self.images,
+        }
+
 
 def read_json_object(path: Path, what: str) -> dict:
     try:

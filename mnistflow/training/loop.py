@@ -195,6 +195,8 @@ def train(
             callbacks[0].live.end()  # DVCLive's callback is first: close its run
     seconds = time.perf_counter() - started
     epochs_here = state.epochs_done - resumed_from
+    speed = len(data.train.x) * epochs_here / seconds if epochs_here else 0.0
+    logger.info("%d epoch(s) in %.1f s, %.0f images/s", epochs_here, seconds, speed)
     best = state.best_value if state.best_value is not None else float("nan")
     logger.info("best epoch %d of %d: %s %.4f", state.best_epoch, state.epochs_done,
                 params.monitor, best)  # fmt: skip
@@ -208,7 +210,7 @@ def train(
         resumed_from_epoch=resumed_from,
         stopped_early=state.stopped_early,
         seconds=seconds,
-        images_per_second=len(data.train.x) * epochs_here / seconds if epochs_here else 0.0,
+        images_per_second=speed,
     )
 
 
@@ -223,8 +225,8 @@ def train_summary(result: TrainResult, params: TrainParams) -> dict:
         "stopped_early": result.stopped_early,
         "resumed_from_epoch": result.resumed_from_epoch,
         "global_batch_size": result.global_batch_size,
-        "seconds": round(result.seconds, 2),
-        "images_per_second": round(result.images_per_second, 1),
+        # No wall-clock figures: they would change this DVC output's hash on every run. The
+        # train() log line and benchmarks/ carry them.
         # Strings, so `dvc metrics show` keeps each in one readable column.
         "device": result.plan.describe(),
         "environment": environment_report(result.plan, result.gpus),
