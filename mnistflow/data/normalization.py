@@ -7,7 +7,6 @@ the same file, so train and serve cannot drift apart through two copies of a for
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import get_args
@@ -16,7 +15,7 @@ import numpy as np
 
 from mnistflow.atomic import write_json
 from mnistflow.constants import PIXEL_MAX
-from mnistflow.errors import PipelineInputError
+from mnistflow.errors import PipelineInputError, read_json_object
 from mnistflow.params import NormalizationKind
 
 
@@ -48,13 +47,8 @@ class Normalization:
 
     @classmethod
     def load(cls, path: Path) -> Normalization:
-        try:
-            content = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PipelineInputError(f"{path}: missing; run the prepare stage first") from None
-        except ValueError as error:
-            raise PipelineInputError(f"{path}: not valid JSON ({error})") from None
-        if not isinstance(content, dict) or set(content) != {"kind", "offset", "scale"}:
+        content = read_json_object(path, "the normalization the prepare stage writes")
+        if set(content) != {"kind", "offset", "scale"}:
             raise PipelineInputError(
                 f"{path}: expected a JSON object with kind, offset and scale, found {content!r}"
             )

@@ -3,7 +3,6 @@ and parity (onnxruntime against Keras on the whole test set)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -15,7 +14,7 @@ import numpy as np
 from mnistflow.atomic import write_json
 from mnistflow.constants import INPUT_NAME, OUTPUT_NAME
 from mnistflow.data.normalization import Normalization
-from mnistflow.errors import PipelineInputError
+from mnistflow.errors import PipelineInputError, read_json_object
 from mnistflow.params import ExportParams, ModelName
 
 logger = logging.getLogger(__name__)
@@ -55,18 +54,6 @@ class ParityReport:
             "max_abs_diff": self.max_abs_diff,
             "images": self.images,
         }
-
-
-def read_json_object(path: Path, what: str) -> dict:
-    try:
-        content = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PipelineInputError(f"{path}: missing; expected {what}") from None
-    except ValueError as error:
-        raise PipelineInputError(f"{path}: not valid JSON ({error}); expected {what}") from None
-    if not isinstance(content, dict):
-        raise PipelineInputError(f"{path}: expected a JSON object with {what}")
-    return content
 
 
 def read_accuracy(metrics_path: Path) -> float:
