@@ -1,7 +1,8 @@
 """Deployments from prefect.yaml, served in one process, with a local server when none is set.
 
 Schedules never run on Prefect's temporary server, so without PREFECT_API_URL `serve`
-starts `prefect server start` (SQLite under .prefect/) itself and stops it on exit.
+starts `prefect server start` on the project's Prefect home (SQLite under .prefect/), records
+it there for other commands to use (mnistflow.prefect_home), and stops it on exit.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mnistflow.prefect_home import prefect_home, recorded_server, server_is_healthy
 
 
 def deployment_specs(root: Path) -> list[dict[str, Any]]:
@@ -54,18 +56,12 @@ def build_deployments(
     return deployments
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
-def local_prefect_server(home: Path, port: int = 4200, timeout: float = 90) -> Iterator[str]:
-    """`prefect server start` on 127.0.0.1:port with its SQLite under `home`; yields the API URL."""
+def local_prefect_server(root: Path, port: int = 4200, timeout: float = 90) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1:port on the project's Prefect home, recorded there
+    while it runs; yields the API URL."""
     url = f"http://127.0.0.1:{port}/api"
+    home = prefect_home(root)
     home.mkdir(parents=True, exist_ok=True)
     environment = {
         **os.environ,
@@ -83,11 +79,12 @@ def local_prefect_server(home: Path, port: int = 4200, timeout: float = 90) -> I
         )
     try:
         deadline = time.monotonic() + timeout
-        while not _healthy(url):
+        while not server_is_healthy(url):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Prefect server did not start; see {home / 'server.log'}")
             time.sleep(0.5)
-        yield url
+        with recorded_server(root, url, server.pid):
+            yield url
     finally:
         server.terminate()
         try:
@@ -98,7 +95,7 @@ def local_prefect_server(home: Path, port: int = 4200, timeout: float = 90) -> I
 
 def serve_deployments(root: Path, every_seconds: int | None = None, port: int = 4200) -> None:
     """Serve prefect.yaml's deployments against $PREFECT_API_URL, or a local server started
-    here (SQLite under `root`/.prefect) and stopped on exit."""
+    here on the project's Prefect home and stopped on exit."""
     from prefect import serve
 
     os.environ.setdefault("MNISTFLOW_ROOT", str(root))
@@ -106,7 +103,7 @@ def serve_deployments(root: Path, every_seconds: int | None = None, port: int = 
     server = (
         contextlib.nullcontext(os.environ["PREFECT_API_URL"])
         if os.environ.get("PREFECT_API_URL")
-        else local_prefect_server(Path(root) / ".prefect", port)
+        else local_prefect_server(Path(root), port)
     )
     with server as api_url:
         os.environ["PREFECT_API_URL"] = api_url

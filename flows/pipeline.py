@@ -7,7 +7,6 @@ is read from dvc.yaml, never written down here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -20,9 +19,8 @@ from prefect.states import Completed
 from mnistflow import dvc_runs
 from mnistflow.project import find_project_root, stage_names
 from mnistflow.serving.gates import load_baseline
+from mnistflow.writer_lock import DEFAULT_WAIT_SECONDS, describe_holder, exclusive_writer
 
-# One DVC writer per workspace: DVC itself refuses a second concurrent `repro`.
-DVC_WRITER_LIMIT = "mnistflow-dvc-writer"
 METRIC_KEYS = ("accuracy", "loss", "precision_macro", "recall_macro", "f1_macro")
 
 
@@ -68,23 +66,6 @@ def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None
         "experiment %s (%s) with %s", result["experiment"], result["revision"], result["params"]
     )
     return result
-
-
-def ensure_writer_limit() -> None:
-    """Create the global concurrency limit of one DVC writer if the server lacks it."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(DVC_WRITER_LIMIT)
-        except ObjectNotFound:
-            # Another run may have created it a moment ago; either way it exists now.
-            with contextlib.suppress(ObjectAlreadyExists):
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=DVC_WRITER_LIMIT, limit=1)
-                )
 
 
 def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
@@ -140,19 +121,21 @@ def training_pipeline(
     overrides: dict[str, Any] | None = None,
     root: str | None = None,
     experiment_name: str | None = None,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> dict[str, Any]:
     """Reproduce the DVC pipeline stage by stage, or as a DVC experiment when overridden.
 
-    `root` defaults to the project around the working directory (or $MNISTFLOW_ROOT).
+    `root` defaults to the project around the working directory (or $MNISTFLOW_ROOT). One run
+    writes to a workspace at a time: another waits up to `wait_seconds` for it, then fails
+    naming it. A killed run releases the workspace at once, and its processes are stopped.
     """
-    from prefect.concurrency.sync import concurrency
-
     # DVC prints its own messages; stop them reaching Prefect's handlers a second time.
     logging.getLogger("dvc").propagate = False
     logger = get_run_logger()
     root = str(find_project_root(Path(root) if root else None))
-    ensure_writer_limit()
-    with concurrency(DVC_WRITER_LIMIT, occupy=1, timeout_seconds=6 * 3600):
+    with exclusive_writer(Path(root), wait_seconds, report=logger.warning) as previous:
+        if previous:
+            logger.warning("the previous run (%s) did not finish", describe_holder(previous))
         if overrides:
             return {"experiment": run_experiment(overrides, root, experiment_name)}
         stages = []

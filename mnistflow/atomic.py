@@ -6,6 +6,7 @@ A crash or a bad input therefore never leaves a half-written file or folder behi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -40,6 +41,25 @@ def atomic_file(target: Path, suffix: str = "") -> Iterator[Path]:
         temporary_path.unlink(missing_ok=True)
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported.
+
+    Python has no binding for it; without it, replacing a folder takes two renames, and a
+    crash between them leaves neither version in place."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_current_directory, rename_exchange = -100, 2
+    status = renameat2(
+        at_current_directory,
+        os.fsencode(first),
+        at_current_directory,
+        os.fsencode(second),
+        rename_exchange,
+    )
+    return status == 0
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; swap it in for `target` only on success."""
@@ -49,7 +69,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     try:
         yield temporary
         os.chmod(temporary, 0o777 & ~_current_umask())
-        if target.exists():
+        if target.exists() and _exchange(temporary, target):
+            shutil.rmtree(temporary)  # now holding the old content
+        elif target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, retired / target.name)
             os.replace(temporary, target)

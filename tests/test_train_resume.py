@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +38,10 @@ def workspace(tmp_path_factory, mnist_slice) -> Path:
     return folder
 
 
-def run_train(workspace: Path, run: str, kill_after_epoch: int | None = None):
+def run_train(
+    workspace: Path, run: str, kill_after_epoch: int | None = None, code: Path = PROJECT_ROOT
+):
+    """The train stage in a subprocess, importing the project (mnistflow, stages) from `code`."""
     out = workspace / run
     arguments = [
         "--params", str(workspace / "params.yaml"),
@@ -52,7 +56,7 @@ def run_train(workspace: Path, run: str, kill_after_epoch: int | None = None):
     else:
         helper = str(PROJECT_ROOT / "tests" / "train_until_killed.py")
         command = [sys.executable, helper, str(kill_after_epoch), *arguments]
-    environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    environment = {**os.environ, "PYTHONPATH": str(code)}
     return subprocess.run(
         command, cwd=workspace, env=environment, capture_output=True, text=True, timeout=600
     )
@@ -75,7 +79,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace):
     out = workspace / "resumed"
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (out / "model.keras").exists()  # never a half-written model
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    state = json.loads((out / "checkpoint" / "epoch-0001" / "state.json").read_text())
     assert state["epochs_done"] == 1
 
     resumed = run_train(workspace, "resumed")
@@ -141,6 +145,25 @@ def test_checkpoint_of_other_params_is_ignored(workspace):
         timeout=600,
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "written for other params or data" in rerun.stderr
+    assert "written for other params, data, training code" in rerun.stderr
     assert json.loads((out / "train.json").read_text())["resumed_from_epoch"] == 0
     assert "Epoch 1/3" in rerun.stdout
+
+
+def test_checkpoint_of_other_training_code_is_not_resumed(workspace, tmp_path):
+    """Same params, same data, but the model code changed: the checkpoint must not be used."""
+    killed = run_train(workspace, "recoded", kill_after_epoch=1)
+    assert killed.returncode == -signal.SIGKILL
+    code = tmp_path / "code"
+    for package in ("mnistflow", "stages"):
+        shutil.copytree(PROJECT_ROOT / package, code / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    models = code / "mnistflow" / "training" / "models.py"
+    models.write_text(models.read_text() + "\n# a change to the model code\n")
+
+    rerun = run_train(workspace, "recoded", code=code)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "ignoring the checkpoint" in rerun.stderr
+    assert "Epoch 1/3" in rerun.stdout
+    out = workspace / "recoded"
+    assert json.loads((out / "train.json").read_text())["resumed_from_epoch"] == 0

@@ -172,3 +172,23 @@ def test_prediction_batch_skew_is_counted(mnist):
     assert counts["mean_intensity"] == 40  # 30 inverted (too bright) + 10 blank (too dark)
     assert counts["ink_fraction"] == 40
     assert counts["max_pixel"] == 10
+
+
+def test_a_grown_dataset_passes_and_a_shrunk_one_fails_within_the_allowed_shrink(arrays):
+    grown = {
+        **arrays,
+        "x_train": np.concatenate([arrays["x_train"], np.roll(arrays["x_train"][:300], 1, axis=2)]),
+        "y_train": np.concatenate([arrays["y_train"], arrays["y_train"][:300]]),
+    }
+    report = validate_dataset(grown, SLICE_PARAMS)
+    assert report.success, [failure.line() for failure in report.failures]
+    sizes = {r.table: r for r in report.results if r.name == "split_size"}
+    assert sizes["train_images"].observed == 3300
+
+    shrunk = {**arrays, "x_test": arrays["x_test"][:950], "y_test": arrays["y_test"][:950]}
+    assert failed(validate_dataset(shrunk, SLICE_PARAMS)) == {"test_images.split_size"}
+    tolerant = ValidateParams(train_size=3000, test_size=1000, max_size_shrink=0.05)
+    assert tolerant.minimum_size("test") == 950
+    assert validate_dataset(shrunk, tolerant).success
+    too_small = {**arrays, "x_test": arrays["x_test"][:949], "y_test": arrays["y_test"][:949]}
+    assert failed(validate_dataset(too_small, tolerant)) == {"test_images.split_size"}

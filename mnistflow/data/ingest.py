@@ -15,14 +15,8 @@ logger = logging.getLogger(__name__)
 
 
 def obtain(params: DataParams) -> tuple[str, sources.MnistArrays]:
-    """Return (a description of the source used, the checked arrays)."""
-    if params.source == "keras":
-        return "download via keras", sources.download_with_keras()
-    if params.source == "auto":
-        local_copy = Path(params.local_copy) if params.local_copy else None
-        attempts = sources.auto_attempts(local_copy, Path(params.offline_cache))
-        return sources.first_that_loads(attempts)
-    return params.source, sources.load_path(Path(params.source), params.sha256)
+    """Return (the source used, the checked arrays)."""
+    return params.source, sources.load_source(params.source, params.sha256)
 
 
 def write_raw(arrays: sources.MnistArrays, output: Path) -> None:

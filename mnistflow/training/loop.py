@@ -7,11 +7,14 @@ stopped and end with the weights an uninterrupted run would have had.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mnistflow.constants import NUM_CLASSES
 from mnistflow.data.prepared import PreparedData
@@ -21,6 +24,7 @@ from mnistflow.training.checkpoints import (
     fingerprint,
     load_checkpoint,
     restore_variables,
+    training_code_digest,
 )
 from mnistflow.training.dataset import evaluation_dataset, steps_per_epoch, training_dataset
 from mnistflow.training.device import DevicePlan, GpuInfo, apply_plan, detect_gpus, plan_devices
@@ -50,9 +54,25 @@ class TrainResult:
     images_per_second: float
 
 
-def run_fingerprint(model_params: ModelParams, params: TrainParams, data: PreparedData) -> str:
-    """What a checkpoint must match to be resumed: the params and the training data."""
-    settings = {"model": model_params.model_dump(), "train": params.model_dump()}
+def run_fingerprint(
+    model_params: ModelParams, params: TrainParams, data: PreparedData, plan: DevicePlan
+) -> str:
+    """What a checkpoint must match to be resumed: the params, the training data, the training
+    code, the versions of the libraries that compute the weights, and the device plan."""
+    import keras
+    import tensorflow as tf
+
+    settings = {
+        "model": model_params.model_dump(),
+        "train": params.model_dump(),
+        "training_code": training_code_digest(),
+        "libraries": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+        },  # fmt: skip
+        "devices": dataclasses.asdict(plan),
+    }
     return fingerprint(settings, [data.train.x, data.train.y, data.validation.x, data.validation.y])
 
 
@@ -172,7 +192,7 @@ def train(
     """Fit the model; with `checkpoint_folder`, resume from and checkpoint into it."""
     plan, gpus, strategy, global_batch = place(params)
     model = compiled_model(data.train.x.shape[1:], model_params, params, plan, strategy)
-    run_id = run_fingerprint(model_params, params, data) if checkpoint_folder else ""
+    run_id = run_fingerprint(model_params, params, data, plan) if checkpoint_folder else ""
     state, best_weights = resume_state(model, strategy, checkpoint_folder, run_id)
     resumed_from = state.epochs_done
     if resumed_from:

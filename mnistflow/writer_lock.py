@@ -1,0 +1,137 @@
+"""One pipeline writer per workspace, released by the kernel when its holder dies.
+
+DVC refuses a second concurrent `repro` in a workspace, but only per command: two pipeline
+runs would interleave their stages. So a run holds an exclusive `flock` on a file in the
+repository (.dvc/tmp/, git-ignored by DVC) for its whole length. The kernel drops the lock
+the moment the holder's process ends, however it ends: a `kill -9`, an OOM kill or a reboot
+never leaves a stale lock behind, unlike a lease on a server (Prefect's global concurrency
+slots are never expired on its temporary server, which is what this replaced).
+
+The lock file names its holder (pid, host, command, start time), so a run that has to wait
+says for whom, and waits a bounded time. A holder killed before its guardian could stop its
+children leaves them marked (mnistflow.process_guard); the next holder stops them before
+it writes anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mnistflow.errors import PipelineInputError
+from mnistflow.process_guard import guard_children, stop_marked_processes
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = Path(".dvc") / "tmp" / "mnistflow-writer.lock"
+# A nightly run that finds another one still going waits this long by default, then fails
+# with the holder named: long enough for a full training run here, short of the next night.
+DEFAULT_WAIT_SECONDS = 3600.0
+POLL_SECONDS = 0.5
+REPORT_EVERY_SECONDS = 60.0
+
+
+class WriterLockTimeout(PipelineInputError):
+    """Another run held the workspace for longer than this run would wait."""
+
+
+def describe_holder(holder: dict) -> str:
+    if not holder:
+        return "another process (it recorded no details)"
+    return (
+        f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} "
+        f"({holder.get('command')})"
+    )
+
+
+def _read_holder(descriptor: int) -> dict:
+    try:
+        content = os.pread(descriptor, 1 << 16, 0)
+        return json.loads(content.decode("utf-8")) if content.strip() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_holder(descriptor: int, owner: str) -> None:
+    holder = {
+        "pid": os.getpid(),
+        "owner": owner,
+        "host": socket.gethostname(),
+        "command": " ".join(
+            os.path.basename(part) if index == 0 else part for index, part in enumerate(sys.argv)
+        )[:300],
+        "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, json.dumps(holder).encode("utf-8"), 0)
+    os.fsync(descriptor)
+
+
+def _try_lock(descriptor: int) -> bool:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def exclusive_writer(
+    root: Path,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    report: Callable[[str], None] = logger.warning,
+) -> Iterator[dict]:
+    """Hold the workspace's writer lock for the block; yields the previous holder's record.
+
+    Waits up to `wait_seconds` for a live holder (reporting whom it waits for), then raises
+    WriterLockTimeout naming it.
+    """
+    path = Path(root) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    owner = guard_children()
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        started = time.monotonic()
+        reported_at: float | None = None
+        while not _try_lock(descriptor):
+            waited = time.monotonic() - started
+            holder = _read_holder(descriptor)
+            if waited >= wait_seconds:
+                raise WriterLockTimeout(
+                    f"{path}: the workspace is held by {describe_holder(holder)}; gave up after "
+                    f"{waited:.0f} s. Wait for it to finish or stop it; a dead holder releases "
+                    "the lock by itself."
+                )
+            if reported_at is None or time.monotonic() - reported_at >= REPORT_EVERY_SECONDS:
+                report(
+                    f"waiting for the workspace, held by {describe_holder(holder)} "
+                    f"({waited:.0f} of at most {wait_seconds:.0f} s)"
+                )
+                reported_at = time.monotonic()
+            time.sleep(POLL_SECONDS)
+        previous = _read_holder(descriptor)
+        # Its guardian normally stopped them already; this covers a guardian killed too.
+        if previous.get("owner") and previous.get("owner") != owner:
+            leftovers = stop_marked_processes(previous["owner"])
+            if leftovers:
+                report(
+                    f"stopped processes {leftovers} left by the dead run of pid "
+                    f"{previous.get('pid')}"
+                )
+        _write_holder(descriptor, owner)
+        try:
+            yield previous
+        finally:
+            os.ftruncate(descriptor, 0)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)

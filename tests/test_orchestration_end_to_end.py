@@ -1,0 +1,232 @@
+"""The orchestration as users drive it, for real: `mnistflow run` killed with SIGKILL mid-training,
+and Prefect's own CLI deploying to a work pool served by a process worker.
+
+Each test works in a throwaway git repository with its own Prefect home; nothing here touches
+the developer's ~/.prefect or the project's .prefect/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+from mnistflow.process_guard import OWNER_VARIABLE, marked_processes, process_identity
+from mnistflow.training.checkpoints import snapshots
+from tests.test_pipeline_end_to_end import copy_project, environment, set_params
+
+BIN = Path(sys.executable).parent
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """The test environment without any Prefect or guard settings of this pytest process."""
+    env = {
+        key: value
+        for key, value in environment().items()
+        if not key.startswith("PREFECT_") and key != OWNER_VARIABLE
+    }
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    return {**env, **extra}
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_a_killed_run_leaves_nothing_behind_and_the_next_run_completes(tmp_path):
+    workspace = copy_project(tmp_path / "project")
+    set_params(workspace, {"train": {"epochs": 3}})
+    checkpoints = workspace / ".checkpoints" / "train"
+    first_log = tmp_path / "first.log"
+    with open(first_log, "wb") as log:
+        first = subprocess.Popen(
+            [str(BIN / "mnistflow"), "run"],
+            cwd=workspace,
+            env=clean_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        owner = process_identity(first.pid)
+        wait_until(
+            lambda: snapshots(checkpoints) or first.poll() is not None,
+            600,
+            "training's first epoch",
+        )
+        assert first.poll() is None, first_log.read_text()[-3000:]
+        descendants = psutil.Process(first.pid).children(recursive=True)
+        commands = [" ".join(process.cmdline()) for process in descendants]
+        assert any("stages.train" in command for command in commands), commands
+        assert any("uvicorn" in command for command in commands), commands  # Prefect's server
+        # A crash, an OOM kill: the run's own process only, as the kernel would do it.
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    _, alive = psutil.wait_procs(descendants, timeout=30)
+    assert not alive, [" ".join(process.cmdline()) for process in alive]
+    assert not marked_processes(owner)
+
+    started = time.monotonic()
+    second = subprocess.run(
+        [str(BIN / "mnistflow"), "run", "--wait", "60"],
+        cwd=workspace,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output[-4000:]
+    assert "waiting for the workspace" not in output
+    assert f"the previous run (pid {first.pid}" in output
+    assert "resuming from the checkpoint" in output
+    assert time.monotonic() - started < 600
+    assert json.loads((workspace / "reports" / "train.json").read_text())["epochs_run"] == 3
+    # Its flow runs are in the project's Prefect home, the one `mnistflow serve` uses.
+    assert (workspace / ".prefect" / "prefect.db").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def prefect(*arguments: str, cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [str(BIN / "prefect"), *arguments],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"prefect {' '.join(arguments)}:\n{output[-4000:]}"
+    return output
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """A real `prefect server start` on a free port with a private home."""
+    port = free_port()
+    env = clean_environment(PREFECT_HOME=str(tmp_path / "prefect-home"))
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        from mnistflow.prefect_home import server_is_healthy
+
+        wait_until(lambda: server_is_healthy(api_url) or server.poll() is not None, 120, "server")
+        assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+        yield {**env, "PREFECT_API_URL": api_url}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_prefect_cli_deploys_to_a_work_pool_and_a_worker_runs_it(
+    tmp_path, prefect_server, small_onnx_model, mnist_slice
+):
+    workspace = copy_project(tmp_path / "project")
+    (workspace / "models").mkdir(exist_ok=True)
+    (workspace / "models" / "model.onnx").write_bytes(small_onnx_model.read_bytes())
+    inbox = workspace / "data" / "inbox"
+    inbox.mkdir(parents=True)
+    for index in range(12):
+        Image.fromarray(mnist_slice.x_test[index]).save(inbox / f"digit-{index:02d}.png")
+    env = {**prefect_server, "MNISTFLOW_ROOT": str(workspace)}
+
+    prefect("work-pool", "create", "mnistflow", "--type", "process", cwd=workspace, env=env)
+    deployed = prefect("--no-prompt", "deploy", "--all", cwd=workspace, env=env)
+    assert "training-pipeline/nightly" in deployed and "batch-predict/inbox" in deployed
+    listed = prefect("deployment", "ls", cwd=workspace, env=env)
+    assert "training-pipeline/nightly" in listed and "batch-predict/inbox" in listed
+    prefect("flow-run", "ls", cwd=workspace, env=env)
+
+    prefect("deployment", "run", "batch-predict/inbox", cwd=workspace, env=env)
+    prefect("worker", "start", "--pool", "mnistflow", "--run-once", cwd=workspace, env=env)
+
+    # The worker exits 0 whatever the run's end: ask the server for the state.
+    runs = flow_runs(prefect_server["PREFECT_API_URL"], "batch-predict")
+    assert [run["state_type"] for run in runs] == ["COMPLETED"], runs
+    predictions = (workspace / "predictions" / "inbox.csv").read_text().splitlines()
+    assert len(predictions) == 1 + 12
+    predicted = [int(line.split(",")[1]) for line in predictions[1:]]
+    assert np.mean(np.array(predicted) == mnist_slice.y_test[:12]) >= 0.5
+
+
+def flow_runs(api_url: str, flow_name: str) -> list[dict]:
+    """The flow runs of `flow_name` that are not merely scheduled, from the server's API."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{api_url}/flow_runs/filter",
+        data=json.dumps(
+            {
+                "flows": {"name": {"any_": [flow_name]}},
+                "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_the_guardian_stops_what_a_killed_process_started(tmp_path):
+    """The mechanism alone: a parent marks and guards its children, is SIGKILLed, and its
+    grandchild (re-parented to init by then) is stopped too."""
+    script = (
+        "import subprocess, sys, time\n"
+        "from mnistflow.process_guard import guard_children\n"
+        "guard_children()\n"
+        "subprocess.Popen(['sh', '-c', 'sleep 600; true'])\n"
+        "print('started', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=clean_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert parent.stdout.readline().strip() == b"started"
+        owner = process_identity(parent.pid)
+        children = psutil.Process(parent.pid).children(recursive=True)
+        assert any("sleep" in " ".join(child.cmdline()) for child in children)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        _, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive
+        assert not marked_processes(owner)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
