@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from mnistflow.atomic import atomic_file
 from mnistflow.constants import NUM_CLASSES
 from mnistflow.serving.inputs import expand_inputs
-from mnistflow.serving.predict import predict_files, write_errors_file
+from mnistflow.serving.predict import check_output, predict_files
 
 
 def shard_inputs(files: list[Path], shards: int) -> list[list[Path]]:
@@ -103,6 +103,7 @@ def batch_predict(
     """Predict every image in `inbox` into `output` (CSV), sharded across task workers."""
     logger = get_run_logger()
     files = expand_inputs([Path(inbox)])
+    check_output(Path(output), files)
     if not files:
         logger.info("inbox %s is empty; nothing to predict", inbox)
         return {"images": 0, "shards": 0}
@@ -113,8 +114,8 @@ def batch_predict(
         parts = [str(Path(scratch) / f"part-{index:04d}.csv") for index in range(len(groups))]
         results = shard_flow(groups, str(Path(model).resolve()), parts, top_k, chunk_size)
         join_csv_parts([Path(part) for part in parts], Path(output))
+    # Each part carries its quarantined inputs as rows with a reason in `error`.
     errors = [tuple(error) for result in results for error in result["errors"]]
-    write_errors_file(Path(output), errors)
     summary = {
         "images": sum(r["images"] for r in results),
         "flagged": sum(r["flagged"] for r in results),

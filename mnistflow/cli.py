@@ -228,8 +228,8 @@ def validate(
     with reported_input_errors():
         params = _validate_params(params_file)
         batch = read_inputs(inputs)
-    for source, reason in batch.errors:
-        typer.echo(f"unreadable: {source}: {reason}", err=True)
+    for _, reason in batch.errors:
+        typer.echo(f"unreadable: {reason}", err=True)
     if len(batch.images) == 0:
         typer.echo("error: no images found in the inputs", err=True)
         raise typer.Exit(2)
@@ -264,9 +264,12 @@ def predict(
     model: Annotated[Path, typer.Option(help="ONNX model from the export stage.")] = Path(
         "models/model.onnx"
     ),
-    top_k: Annotated[int, typer.Option(help="How many top classes to list per image.")] = 3,
+    top_k: Annotated[
+        int, typer.Option(min=1, max=10, help="How many top classes to list per image.")
+    ] = 3,
     chunk_size: Annotated[
-        int, typer.Option(help="Images read and predicted at a time (memory grows with it).")
+        int,
+        typer.Option(min=1, help="Images read and predicted at a time (memory grows with it)."),
     ] = 1024,
     threads: Annotated[
         int, typer.Option(help="onnxruntime intra-op threads (0: one per physical core).")
@@ -285,8 +288,12 @@ def predict(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Predict digits with onnxruntime, streaming in chunks; flags inputs that fail the checks."""
-    from mnistflow.serving.predict import SessionOptions, errors_path_for, predict_files
+    """Predict digits with onnxruntime, streaming in chunks; flags inputs that fail the checks.
+
+    Inputs that cannot be read or trusted are skipped, each with a row whose `error` column
+    says why; the rest is delivered (exit code 1 then; 2 for usage errors, before any work).
+    """
+    from mnistflow.serving.predict import SessionOptions, predict_files
 
     with reported_input_errors():
         summary = predict_files(
@@ -303,5 +310,13 @@ def predict(
         typer.echo(line)
     typer.echo(f"predictions: {output}")
     if summary.errors:
-        typer.echo(f"unreadable inputs listed in {errors_path_for(output)}", err=True)
+        shown = 10
+        for _, reason in summary.errors[:shown]:
+            typer.echo(f"skipped: {reason}", err=True)
+        more = f" ({len(summary.errors) - shown} more)" if len(summary.errors) > shown else ""
+        typer.echo(
+            f"{len(summary.errors)} input(s) skipped{more}; their rows in {output} give the "
+            "reason in the `error` column",
+            err=True,
+        )
         raise typer.Exit(1)

@@ -33,8 +33,9 @@ def test_validate_wrong_shape_is_one_clear_error(tmp_path):
     path = tmp_path / "bad.npy"
     np.save(path, np.zeros((3, 27, 27), dtype=np.uint8))
     result = CliRunner().invoke(app, ["validate", str(path), "--params", PARAMS])
-    assert result.exit_code == 2
-    assert f"error: {path}" in result.output and "(3, 27, 27)" in result.output
+    assert result.exit_code == 2  # nothing left to check
+    assert f"unreadable: {path}" in result.output and "(3, 27, 27)" in result.output
+    assert "no images found" in result.output
 
 
 def test_predict_and_validate_work_outside_any_project(

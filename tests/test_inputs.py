@@ -29,13 +29,20 @@ def test_arrays_in_every_accepted_layout(tmp_path, mnist_slice):
     assert batch.errors == []
 
 
-def test_wrong_shape_names_file_and_shapes(tmp_path):
+def test_wrong_shape_is_quarantined_naming_file_and_shapes(tmp_path, mnist_slice):
     path = tmp_path / "bad.npy"
     np.save(path, np.zeros((5, 32, 32), dtype=np.uint8))
-    with pytest.raises(PipelineInputError) as caught:
-        read_inputs([path])
-    message = str(caught.value)
+    np.save(tmp_path / "good.npy", mnist_slice.x_test[:3])
+    batch = read_inputs([path, tmp_path / "good.npy"])
+    assert len(batch.images) == 3
+    [(source, message)] = batch.errors
+    assert source == str(path)
     assert str(path) in message and "(5, 32, 32)" in message and "(N, 784)" in message
+
+
+def test_a_missing_input_is_a_usage_error(tmp_path):
+    with pytest.raises(PipelineInputError, match="no such file or folder"):
+        read_inputs([tmp_path / "absent.npy"])
 
 
 def test_images_converted_the_mnist_way(tmp_path, mnist_slice):

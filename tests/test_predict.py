@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mnistflow.cli import app
-from mnistflow.serving.predict import Predictor, SessionOptions, errors_path_for, predict_files
+from mnistflow.serving.predict import Predictor, SessionOptions, predict_files
 from tests.project_root import PROJECT_ROOT
 from tests.test_mnist_sources import write_idx
 
@@ -36,7 +36,7 @@ def test_predictions_match_keras(small_onnx_model, small_trained_cnn, mnist, tmp
     assert set(rows[0]) >= {"top3_class", "top3_prob", "probability", "flagged"}
     assert summary.images == 300 and sum(summary.class_counts) == 300
     assert summary.provider == "CPUExecutionProvider"
-    assert not errors_path_for(tmp_path / "out.csv").exists()
+    assert all(row["error"] == "" for row in rows)
 
 
 def test_every_input_kind_gives_the_same_answer(small_onnx_model, mnist, tmp_path):
@@ -89,6 +89,7 @@ def test_chunked_equals_whole_batch_and_parquet_equals_csv(small_onnx_model, mni
         "top2_class",
         "top2_prob",
         "flagged",
+        "error",
     ]
     assert [str(value) for value in table["predicted"]] == [
         row["predicted"] for row in read_csv(tmp_path / "whole.csv")
@@ -107,25 +108,30 @@ def test_image_folder_with_corrupt_files(small_onnx_model, mnist, tmp_path):
     result = CliRunner().invoke(app, ["predict", str(folder), "-o", str(output), *options])
     assert result.exit_code == 1, result.output
     rows = read_csv(output)
-    assert [row["source"].rsplit("/", 1)[-1] for row in rows] == ["seven.png", "two_on_white.bmp"]
-    errors = read_csv(errors_path_for(output))
+    predicted = [row for row in rows if not row["error"]]
+    assert [row["source"].rsplit("/", 1)[-1] for row in predicted] == [
+        "seven.png",
+        "two_on_white.bmp",
+    ]
+    errors = [row for row in rows if row["error"]]
     assert sorted(row["source"].rsplit("/", 1)[-1] for row in errors) == [
         "corrupt.png",
         "empty.jpg",
     ]
-    assert all(row["reason"] for row in errors)
-    assert "2 images in" in result.output and "2 unreadable input(s)" in result.output
+    assert all("not a readable image" in row["error"] and row["predicted"] == "" for row in errors)
+    assert "2 images in" in result.output and "2 input(s) skipped" in result.output
 
 
-def test_wrong_shape_is_one_clear_error_and_no_output(small_onnx_model, tmp_path):
+def test_wrong_shape_is_skipped_with_its_reason(small_onnx_model, tmp_path):
     path = tmp_path / "bad.npy"
     np.save(path, np.zeros((4, 32, 32), dtype=np.uint8))
     output = tmp_path / "out.csv"
     options = ["--model", str(small_onnx_model), "--params", PARAMS]
     result = CliRunner().invoke(app, ["predict", str(path), "-o", str(output), *options])
-    assert result.exit_code == 2
-    assert f"error: {path}" in result.output and "(4, 32, 32)" in result.output
-    assert not output.exists() and list(tmp_path.iterdir()) == [path]
+    assert result.exit_code == 1
+    assert f"skipped: {path}" in result.output and "(4, 32, 32)" in result.output
+    [row] = read_csv(output)
+    assert row["source"] == str(path) and "(4, 32, 32)" in row["error"]
 
 
 def test_skewed_inputs_are_flagged_not_silently_predicted(small_onnx_model, mnist, tmp_path):

@@ -2,10 +2,20 @@
 
 Arrays keep their dtype (uint8 0..255 or float 0..1) and become N×28×28; image files are
 converted the MNIST way (`mnistflow.serving.images`).
+
+No input can sink a batch: a file that cannot be read or trusted (truncated, corrupt, a header
+that promises more than the file holds, a wrong shape or dtype) is quarantined whole, an image
+with non-finite or out-of-range pixels is quarantined alone, each with its reason, and the
+rest of the batch is delivered. Headers are checked before data is read, so a file cannot make
+a reader allocate what its header claims.
 """
 
 from __future__ import annotations
 
+import gzip
+import os
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +53,12 @@ def _check_layout(shape: tuple[int, ...], dtype: np.dtype, origin: str) -> None:
         )
 
 
+def display_name(path: Path | str) -> str:
+    """A path as text that any output can hold: bytes of a name that is not valid UTF-8 are
+    shown as \\x escapes instead of breaking the writer."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _as_images(array: np.ndarray, origin: str) -> np.ndarray:
     _check_layout(array.shape, array.dtype, origin)
     return array.reshape(-1, *IMAGE_SHAPE)
@@ -67,13 +83,23 @@ class NpyImages:
                 )
                 shape, fortran_order, dtype = read_header(handle)
                 self.offset = handle.tell()
-        except (OSError, ValueError) as error:
-            raise PipelineInputError(f"{path}: not a readable .npy file ({error})") from None
+        except (OSError, ValueError, EOFError) as error:
+            raise PipelineInputError(
+                f"{display_name(path)}: not a readable .npy file ({error})"
+            ) from None
+        name = display_name(path)
         if fortran_order or dtype.hasobject:
-            raise PipelineInputError(f"{path}: Fortran-ordered or object array; expected C order")
-        _check_layout(shape, dtype, str(path))
+            raise PipelineInputError(f"{name}: Fortran-ordered or object array; expected C order")
+        _check_layout(shape, dtype, name)
         self.shape, self.dtype = shape, dtype
         self.row_size = int(np.prod(shape[1:]))
+        promised = self.offset + self.shape[0] * self.row_size * dtype.itemsize
+        found = Path(path).stat().st_size
+        if found < promised:
+            raise PipelineInputError(
+                f"{name}: header promises {self.shape[0]} images ({promised:,} bytes) but the "
+                f"file holds {found:,} bytes; it is truncated"
+            )
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -90,28 +116,84 @@ class NpyImages:
         return data.reshape(-1, *IMAGE_SHAPE)
 
 
+# An IDX file's header may announce any dimensions (uint32 each): refuse before reading data.
+MAX_IDX_IMAGES = 10_000_000
+
+
+def _check_idx_header(path: Path, name: str) -> None:
+    """Magic, (N, 28, 28) dimensions and a sane N, read from the (maybe gzipped) header."""
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    with opener(path, "rb") as handle:
+        header = handle.read(16)
+    if len(header) < 16:
+        raise PipelineInputError(f"{name}: {len(header)} bytes; too short for an IDX image header")
+    magic = int.from_bytes(header[:4], "big")
+    if magic != IDX_IMAGES_MAGIC:
+        raise PipelineInputError(
+            f"{name}: IDX magic number 0x{magic:08x}; expected 0x{IDX_IMAGES_MAGIC:08x} "
+            "(uint8 images)"
+        )
+    count, height, width = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
+    if (height, width) != IMAGE_SHAPE:
+        raise PipelineInputError(
+            f"{name}: IDX images of {height}×{width}; expected {IMAGE_SIZE}×{IMAGE_SIZE}"
+        )
+    if count > MAX_IDX_IMAGES:
+        raise PipelineInputError(
+            f"{name}: IDX header announces {count:,} images; more than {MAX_IDX_IMAGES:,} are "
+            "refused (split the file)"
+        )
+
+
 def read_array_file(path: Path) -> np.ndarray | NpyImages:
     """An .npy (read lazily), an .npz (its `x`, `images`, `x_test` or only array) or IDX."""
-    name = path.name
+    name = display_name(path)
     try:
-        if name.endswith(".npy"):
+        if path.name.endswith(".npy"):
             return NpyImages(path)
-        if name.endswith(".npz"):
+        if path.name.endswith(".npz"):
             with np.load(path, allow_pickle=False) as archive:
                 keys = [key for key in ("x", "images", "x_test") if key in archive.files]
                 if not keys and len(archive.files) == 1:
                     keys = archive.files
                 if not keys:
                     raise PipelineInputError(
-                        f"{path}: arrays {archive.files}; expected one named x, images or "
+                        f"{name}: arrays {archive.files}; expected one named x, images or "
                         "x_test, or a single array"
                     )
-                return _as_images(archive[keys[0]], f"{path}[{keys[0]}]")
+                return _as_images(archive[keys[0]], f"{name}[{keys[0]}]")
+        _check_idx_header(path, name)
+        return _as_images(parse_idx(path, IDX_IMAGES_MAGIC), name)
     except PipelineInputError:
         raise
-    except (OSError, ValueError, EOFError) as error:
-        raise PipelineInputError(f"{path}: cannot read ({type(error).__name__}: {error})") from None
-    return parse_idx(path, IDX_IMAGES_MAGIC)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise PipelineInputError(
+            f"{name}: cannot read ({type(error).__name__}: {error}); the file is truncated or "
+            "corrupt"
+        ) from None
+
+
+def unusable_rows(images: np.ndarray) -> list[tuple[int, str]]:
+    """(row, reason) for images a model cannot be trusted on: non-finite pixels, or float
+    pixels outside 0..1 (floats are read as 0..1; 0..255 floats would all saturate)."""
+    if images.dtype == np.uint8 or len(images) == 0:
+        return []
+    flat = images.reshape(len(images), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    in_range = np.ones(len(images), dtype=bool)
+    in_range[finite] = (flat[finite].min(axis=1) >= 0.0) & (flat[finite].max(axis=1) <= 1.0)
+    reasons = []
+    for row in np.flatnonzero(~finite | ~in_range):
+        if not finite[row]:
+            reasons.append((int(row), "non-finite pixel values (NaN or infinity)"))
+        else:
+            low, high = float(flat[row].min()), float(flat[row].max())
+            reasons.append(
+                (int(row), f"float pixels span {low:g}..{high:g}; expected floats in 0..1")
+            )
+    return reasons
 
 
 def _is_input(path: Path) -> bool:
@@ -147,9 +229,11 @@ def iter_chunks(
 ) -> Iterator[Chunk]:
     """Yield the inputs in chunks of at most `chunk_size` images, in input order.
 
-    Arrays with a bad shape or dtype raise PipelineInputError (the batch cannot be trusted);
-    unreadable image files are appended to `errors` as (file, reason) and skipped.
+    Whatever cannot be read or trusted is appended to `errors` as (source, reason) and
+    skipped: a whole file, or single images of an array with bad pixel values.
     """
+    if chunk_size < 1:
+        raise PipelineInputError(f"chunk size {chunk_size}; expected a positive number of images")
     pending_images: list[np.ndarray] = []
     pending_sources: list[str] = []
 
@@ -160,25 +244,48 @@ def iter_chunks(
         return chunk
 
     for path in expand_inputs(paths):
+        name = display_name(path)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             try:
-                pending_images.append(read_image_file(path))
-                pending_sources.append(str(path))
+                pending_images.append(read_image_file(path, name))
+                pending_sources.append(name)
             except PipelineInputError as error:
-                errors.append((str(path), str(error)))
+                errors.append((name, str(error)))
             if len(pending_images) == chunk_size:
                 yield flush()
             continue
         if pending_images:
             yield flush()
-        array = read_array_file(path)
-        for start in range(0, len(array), chunk_size):
-            stop = min(start + chunk_size, len(array))
-            yield Chunk(
-                np.asarray(array[start:stop]), [f"{path}[{index}]" for index in range(start, stop)]
-            )
+        try:
+            array = read_array_file(path)
+        except PipelineInputError as error:
+            errors.append((name, str(error)))
+            continue
+        yield from _array_chunks(array, name, chunk_size, errors)
     if pending_images:
         yield flush()
+
+
+def _array_chunks(
+    array: np.ndarray | NpyImages, name: str, chunk_size: int, errors: list[tuple[str, str]]
+) -> Iterator[Chunk]:
+    for start in range(0, len(array), chunk_size):
+        stop = min(start + chunk_size, len(array))
+        try:
+            images = np.asarray(array[start:stop])
+        except (OSError, ValueError) as error:
+            errors.append((name, f"{name}: cannot read images {start}..{stop - 1} ({error})"))
+            return
+        sources = [f"{name}[{index}]" for index in range(start, stop)]
+        rejected = unusable_rows(images)
+        if rejected:
+            for row, reason in rejected:
+                errors.append((sources[row], f"{sources[row]}: {reason}"))
+            keep = np.ones(len(images), dtype=bool)
+            keep[[row for row, _ in rejected]] = False
+            images, sources = images[keep], [s for s, k in zip(sources, keep, strict=True) if k]
+        if len(images):
+            yield Chunk(images, sources)
 
 
 def read_inputs(paths: list[Path]) -> InputBatch:

@@ -3,6 +3,10 @@
 Inputs are read, checked and predicted a chunk at a time and rows are appended to the
 output as they come (CSV, or Parquet when the name ends in .parquet), so memory stays flat
 whatever the input size. The output is written to a temporary file and renamed at the end.
+
+Inputs that cannot be read or trusted get a row too, with the reason in the `error` column and
+no prediction: predictions and errors are one file, replaced in one rename, so they can never
+come from two different runs. The output location is checked before any work.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +29,7 @@ from mnistflow.data.pixels import uint8_pixels
 from mnistflow.data.summaries import flag_images
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ValidateParams
-from mnistflow.serving.inputs import iter_chunks
+from mnistflow.serving.inputs import expand_inputs, iter_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +118,48 @@ class Predictor:
         return self.session.run([self.output_name], {self.input_name: uint8_pixels(images)})[0]
 
 
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+# Cells a spreadsheet would run as a formula (OWASP's CSV injection list).
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text` as a CSV cell that no spreadsheet evaluates: a formula lead is quoted with '."""
+    return f"'{text}" if text.startswith(FORMULA_LEADS) else text
+
+
+def check_output(output: Path, inputs: list[Path]) -> None:
+    """Refuse, before any work, an output that is a folder, of an unknown kind, not writable,
+    or one of the inputs."""
+    output = Path(output)
+    if output.is_dir():
+        raise PipelineInputError(f"{output}: is a folder; expected a .csv or .parquet file name")
+    if not output.name.endswith(OUTPUT_SUFFIXES):
+        raise PipelineInputError(
+            f"{output}: unknown output kind; expected a name ending in .csv or .parquet"
+        )
+    if output.exists():
+        for source in inputs:
+            if source.exists() and source.samefile(output):
+                raise PipelineInputError(
+                    f"{output}: is one of the inputs; refusing to write predictions over it"
+                )
+    parent = output.parent if str(output.parent) else Path(".")
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PipelineInputError(f"{output}: cannot write in {existing}")
+
+
+def _csv_cell(column: str, value):
+    if value is None:
+        return ""
+    if column == "probability" or column.endswith("prob"):
+        return f"{value:.6f}"
+    if column in ("source", "error"):
+        return spreadsheet_safe(value)
+    return value
+
+
 def _top_k_columns(k: int) -> list[str]:
     return [name for rank in range(1, k + 1) for name in (f"top{rank}_class", f"top{rank}_prob")]
 
@@ -132,6 +179,7 @@ class _RowWriter:
                 "predicted": pa.int64(),
                 "probability": pa.float32(),
                 "flagged": pa.string(),
+                "error": pa.string(),
             }
             schema = pa.schema(
                 [
@@ -152,13 +200,16 @@ class _RowWriter:
 
             self.writer.write_table(pa.table(table, schema=self.schema))
         else:
-            formatted = [
-                [f"{value:.6f}" for value in table[name]]
-                if name.endswith("prob") or name == "probability"
-                else table[name]
-                for name in self.columns
-            ]
-            self.writer.writerows(zip(*formatted, strict=True))
+            cells = [[_csv_cell(name, value) for value in table[name]] for name in self.columns]
+            self.writer.writerows(zip(*cells, strict=True))
+
+    def write_errors(self, errors: list[tuple[str, str]]) -> None:
+        """One row per quarantined input: its source and reason, no prediction."""
+        if errors:
+            table: dict[str, list] = {name: [None] * len(errors) for name in self.columns}
+            table["source"] = [source for source, _ in errors]
+            table["error"] = [reason for _, reason in errors]
+            self.write(table)
 
     def close(self) -> None:
         if self.parquet:
@@ -187,23 +238,8 @@ def predict_chunks(
             rows[f"top{rank + 1}_class"] = ranked[:, rank]
             rows[f"top{rank + 1}_prob"] = ranked_probabilities[:, rank]
         rows["flagged"] = flag_images(chunk.images, params)
+        rows["error"] = [None] * len(chunk.sources)
         yield rows, ranked[:, 0]
-
-
-def errors_path_for(output: Path) -> Path:
-    return output.with_name(output.name.rsplit(".", 1)[0] + ".errors.csv")
-
-
-def write_errors_file(output: Path, errors: list[tuple[str, str]]) -> None:
-    """<output>.errors.csv listing unreadable inputs; removed when there are none."""
-    errors_path = errors_path_for(output)
-    if not errors:
-        errors_path.unlink(missing_ok=True)
-        return
-    with atomic_file(errors_path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["source", "reason"])
-        writer.writerows(errors)
 
 
 def predict_files(
@@ -216,15 +252,20 @@ def predict_files(
     params: ValidateParams | None = None,
     progress: bool = True,
 ) -> PredictionSummary:
-    """Predict every input image into `output`; unreadable files go to <output>.errors.csv."""
+    """Predict every input image into `output`, with a row per quarantined input (its reason
+    in `error`). Usage errors (options, model, output, missing inputs) raise PipelineInputError
+    before any work."""
     from tqdm import tqdm
 
     params = params or ValidateParams()
     if not 1 <= top_k <= NUM_CLASSES:
         raise PipelineInputError(f"--top-k {top_k}; expected 1..{NUM_CLASSES}")
+    if chunk_size < 1:
+        raise PipelineInputError(f"--chunk-size {chunk_size}; expected a positive number")
+    check_output(output, expand_inputs(inputs))
     predictor = Predictor(model_path, options)
     summary = PredictionSummary(provider=predictor.provider)
-    columns = ["source", "predicted", "probability", *_top_k_columns(top_k), "flagged"]
+    columns = ["source", "predicted", "probability", *_top_k_columns(top_k), "flagged", "error"]
     started = time.perf_counter()
     suffix = ".parquet" if output.name.endswith(".parquet") else ".csv"
     with atomic_file(output, suffix=suffix) as temporary:
@@ -241,6 +282,6 @@ def predict_files(
                 for digit, count in enumerate(np.bincount(predicted, minlength=NUM_CLASSES)):
                     summary.class_counts[digit] += int(count)
                 bar.update(len(predicted))
+            writer.write_errors(summary.errors)
     summary.seconds = time.perf_counter() - started
-    write_errors_file(output, summary.errors)
     return summary
