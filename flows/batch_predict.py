@@ -1,14 +1,18 @@
-"""Batch prediction as a Prefect flow: the inputs split into shards, a task per shard.
+"""Batch prediction as a Prefect flow: an incremental inbox, sharded across task workers.
 
-By default the shards run on Prefect's thread pool; with `dask=True` on a Dask cluster
-through prefect-dask's DaskTaskRunner — a local cluster of `dask_workers` processes, or the
-scheduler at `dask_address`. Each shard runs the same code as `mnistflow predict`; the
-parts are joined in shard order, so the output is identical however it was run.
+Each run predicts only the inbox files no earlier run predicted (mnistflow.serving.inbox),
+writes their rows to a new Parquet partition and commits them to the manifest. The files are
+split into shards, a task per shard; by default on Prefect's thread pool, with `dask=True` on
+a Dask cluster through prefect-dask's DaskTaskRunner — a local cluster of `dask_workers`
+processes, or an operator-allowed scheduler at `dask_address`. Every shard predicts with the
+same model bytes: a snapshot taken once per run, verified against the hash the export stage
+recorded, opened once per worker. The parts are joined in shard order, so the partition is
+identical however it was run.
 """
 
 from __future__ import annotations
 
-import shutil
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,11 +21,21 @@ from prefect import flow, get_run_logger, task
 
 from mnistflow.atomic import atomic_file
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.errors import PipelineInputError
+from mnistflow.project import find_project_root
+from mnistflow.serving import inbox as inbox_records
+from mnistflow.serving.confinement import confined_dask_address, confined_path
 from mnistflow.serving.inputs import expand_inputs
-from mnistflow.serving.predict import check_output, predict_files
+from mnistflow.serving.predict import cached_predictor, predict_files
+from mnistflow.writer_lock import exclusive_lock
+
+# The model the export stage writes, and the report holding its sha256.
+EXPORTED_MODEL = Path("models") / "model.onnx"
+EXPORT_REPORT = Path("reports") / "export.json"
+INBOX_LOCK = ".inbox.lock"
 
 
-def shard_inputs(files: list[Path], shards: int) -> list[list[Path]]:
+def shard_inputs(files: list, shards: int) -> list[list]:
     """Contiguous, near-equal groups of files (input order kept), no empty group."""
     shards = max(1, min(shards, len(files)))
     size, extra = divmod(len(files), shards)
@@ -35,8 +49,9 @@ def shard_inputs(files: list[Path], shards: int) -> list[list[Path]]:
 
 @task(task_run_name="shard-{index}")
 def predict_shard(
-    index: int, files: list[str], model: str, part: str, top_k: int, chunk_size: int
-) -> dict[str, Any]:
+    index: int, files: list[str], model: str, model_sha256: str, part: str, top_k: int,
+    chunk_size: int,
+) -> dict[str, Any]:  # fmt: skip
     summary = predict_files(
         [Path(name) for name in files],
         Path(model),
@@ -44,6 +59,7 @@ def predict_shard(
         top_k=top_k,
         chunk_size=chunk_size,
         progress=False,
+        predictor=cached_predictor(model, model_sha256),
     )
     return {
         "index": index,
@@ -51,17 +67,8 @@ def predict_shard(
         "flagged": summary.flagged,
         "errors": summary.errors,
         "class_counts": summary.class_counts,
+        "model_version": summary.model_version,
     }
-
-
-def join_csv_parts(parts: list[Path], output: Path) -> None:
-    with atomic_file(output) as temporary, open(temporary, "w", newline="") as joined:
-        for position, part in enumerate(parts):
-            with open(part, newline="") as handle:
-                header = handle.readline()
-                if position == 0:
-                    joined.write(header)
-                shutil.copyfileobj(handle, joined)
 
 
 def _task_runner(dask: bool, dask_workers: int, dask_address: str | None):
@@ -78,52 +85,163 @@ def _task_runner(dask: bool, dask_workers: int, dask_address: str | None):
 
 @flow(name="predict-shards")
 def predict_shards(
-    groups: list[list[str]], model: str, parts: list[str], top_k: int, chunk_size: int
-) -> list[dict[str, Any]]:
+    groups: list[list[str]], model: str, model_sha256: str, parts: list[str], top_k: int,
+    chunk_size: int,
+) -> list[dict[str, Any]]:  # fmt: skip
     """One task per shard on this flow's task runner; results in shard order."""
     futures = [
-        predict_shard.submit(index, group, model, parts[index], top_k, chunk_size)
+        predict_shard.submit(index, group, model, model_sha256, parts[index], top_k, chunk_size)
         for index, group in enumerate(groups)
     ]
     return [future.result() for future in futures]
 
 
+def recorded_model_sha256(root: Path, model: Path) -> str | None:
+    """The sha256 the export stage recorded for the project's model (None for other models)."""
+    report = root / EXPORT_REPORT
+    if model != (root / EXPORTED_MODEL).resolve() or not report.is_file():
+        return None
+    return json.loads(report.read_text(encoding="utf-8")).get("onnx_sha256")
+
+
+def snapshot_model(model: Path, expected_sha256: str | None, folder: Path) -> tuple[Path, str]:
+    """A private copy of the model's bytes for this run, and their sha256: an export that
+    lands mid-run cannot give two shards two models."""
+    import hashlib
+
+    if not model.is_file():
+        raise PipelineInputError(f"{model}: ONNX model not found; run `dvc repro export`")
+    content = model.read_bytes()
+    digest = hashlib.sha256(content).hexdigest()
+    if expected_sha256 and digest != expected_sha256:
+        raise PipelineInputError(
+            f"{model}: sha256 {digest} differs from {expected_sha256} recorded by the export "
+            "stage; the model was replaced or is half-written, refusing to serve it"
+        )
+    snapshot = folder / f"model-{digest[:16]}.onnx"
+    snapshot.write_bytes(content)
+    return snapshot, digest
+
+
+def write_partition(parts: list[Path], files: list, predicted_at: str, target: Path) -> int:
+    """Join the shards' Parquet parts in order, with each row's inbox file, its content hash
+    and the time, into `target` (atomically); returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(part) for part in parts])
+    by_source = {inbox_file.source: inbox_file for inbox_file in files}
+    owners = [inbox_records.file_of(source, by_source) for source in table["source"].to_pylist()]
+    table = table.append_column("file", pa.array([owner.name for owner in owners], pa.string()))
+    table = table.append_column(
+        "content_sha256", pa.array([owner.content_sha256 for owner in owners], pa.string())
+    )
+    table = table.append_column("predicted_at", pa.array([predicted_at] * len(table), pa.string()))
+    with atomic_file(target) as temporary:
+        pq.write_table(table, temporary)
+    return len(table)
+
+
 @flow(name="batch-predict")
 def batch_predict(
-    inbox: str,
-    output: str,
-    model: str = "models/model.onnx",
+    inbox: str = "data/inbox",
+    output: str = "predictions/inbox",
+    model: str = str(EXPORTED_MODEL),
     shards: int = 4,
     top_k: int = 3,
     chunk_size: int = 1024,
     dask: bool = False,
     dask_workers: int = 2,
     dask_address: str | None = None,
+    repredict: bool = False,
+    root: str | None = None,
 ) -> dict[str, Any]:
-    """Predict every image in `inbox` into `output` (CSV), sharded across task workers."""
+    """Predict the inbox files no earlier run predicted into a new partition under `output`.
+
+    Paths are relative to the project (`root`, default: around the working directory or
+    $MNISTFLOW_ROOT) and must stay inside it. `repredict=True` predicts again, with the current
+    model, the files an older model predicted; without it a new model changes nothing here.
+    """
     logger = get_run_logger()
-    files = expand_inputs([Path(inbox)])
-    check_output(Path(output), files)
-    if not files:
-        logger.info("inbox %s is empty; nothing to predict", inbox)
-        return {"images": 0, "shards": 0}
-    groups = [[str(path) for path in group] for group in shard_inputs(files, shards)]
-    runner = _task_runner(dask, dask_workers, dask_address)
-    shard_flow = predict_shards.with_options(task_runner=runner) if runner else predict_shards
-    with tempfile.TemporaryDirectory(prefix="batch-predict-") as scratch:
-        parts = [str(Path(scratch) / f"part-{index:04d}.csv") for index in range(len(groups))]
-        results = shard_flow(groups, str(Path(model).resolve()), parts, top_k, chunk_size)
-        join_csv_parts([Path(part) for part in parts], Path(output))
-    # Each part carries its quarantined inputs as rows with a reason in `error`.
-    errors = [tuple(error) for result in results for error in result["errors"]]
-    summary = {
-        "images": sum(r["images"] for r in results),
-        "flagged": sum(r["flagged"] for r in results),
-        "errors": len(errors),
-        "shards": len(groups),
-        "runner": "dask" if dask else "threads",
-        "class_counts": [sum(r["class_counts"][d] for r in results) for d in range(NUM_CLASSES)],
-        "output": output,
-    }
-    logger.info("predicted %d images in %d shards -> %s", summary["images"], len(groups), output)
+    project = find_project_root(Path(root) if root else None)
+    inbox_dir = confined_path(project, inbox, "inbox")
+    output_dir = confined_path(project, output, "output")
+    model_path = confined_path(project, model, "model")
+    dask_address = confined_dask_address(dask_address)
+    if not inbox_dir.is_dir():
+        raise PipelineInputError(f"{inbox_dir}: the inbox folder does not exist")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(output_dir / INBOX_LOCK, report=logger.warning):
+        records = inbox_records.read_manifest(output_dir)
+        inbox_records.remove_uncommitted_partitions(output_dir, records)
+        with tempfile.TemporaryDirectory(prefix="batch-predict-") as scratch:
+            snapshot, model_sha256 = snapshot_model(
+                model_path, recorded_model_sha256(project, model_path), Path(scratch)
+            )
+            files = inbox_records.identify(expand_inputs([inbox_dir]), inbox_dir, records)
+            todo = inbox_records.pending(files, records, model_sha256, repredict)
+            summary: dict[str, Any] = {
+                "files_seen": len(files),
+                "files_predicted": len(todo),
+                "images": 0,
+                "errors": 0,
+                "partition": None,
+                "model_sha256": model_sha256,
+            }
+            if not todo:
+                logger.info("inbox %s: %d file(s), none new; nothing to predict", inbox, len(files))
+                return summary
+            groups = [[str(f.path) for f in group] for group in shard_inputs(todo, shards)]
+            parts = [str(Path(scratch) / f"part-{i:04d}.parquet") for i in range(len(groups))]
+            runner = _task_runner(dask, dask_workers, dask_address)
+            shard_flow = (
+                predict_shards.with_options(task_runner=runner) if runner else predict_shards
+            )
+            results = shard_flow(groups, str(snapshot), model_sha256, parts, top_k, chunk_size)
+            now = inbox_records.utc_now()
+            predicted_at = now.isoformat(timespec="seconds")
+            partition = inbox_records.partition_name(now)
+            rows = write_partition(
+                [Path(p) for p in parts], todo, predicted_at, output_dir / partition
+            )
+            commit(output_dir, records, todo, results, model_sha256, partition, predicted_at)
+    summary.update(
+        images=sum(r["images"] for r in results),
+        flagged=sum(r["flagged"] for r in results),
+        errors=sum(len(r["errors"]) for r in results),
+        rows=rows,
+        partition=partition,
+        shards=len(groups),
+        runner="dask" if dask else "threads",
+        class_counts=[sum(r["class_counts"][d] for r in results) for d in range(NUM_CLASSES)],
+    )
+    logger.info(
+        "inbox %s: %d new of %d file(s), %d images, %d skipped -> %s",
+        inbox, len(todo), len(files), summary["images"], summary["errors"], partition,
+    )  # fmt: skip
     return summary
+
+
+def commit(
+    output_dir: Path, records: list[dict], todo: list, results: list[dict], model_sha256: str,
+    partition: str, predicted_at: str,
+) -> None:  # fmt: skip
+    """Record the run's files in the manifest: from here on the partition counts."""
+    import pyarrow.parquet as pq
+
+    by_source = {inbox_file.source: inbox_file for inbox_file in todo}
+    errors: dict[str, str] = {}
+    for result in results:
+        for source, reason in result["errors"]:
+            name = inbox_records.file_of(source, by_source).name
+            errors[name] = f"{errors[name]}; {reason}" if name in errors else reason
+    columns = pq.read_table(output_dir / partition, columns=["file", "error"]).to_pydict()
+    images: dict[str, int] = {}
+    for name, error in zip(columns["file"], columns["error"], strict=True):
+        if error is None:
+            images[name] = images.get(name, 0) + 1
+    version = results[0]["model_version"]
+    new = inbox_records.new_records(
+        todo, images, errors, model_sha256, version, partition, predicted_at
+    )
+    inbox_records.write_manifest(output_dir, records + new)

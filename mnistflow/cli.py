@@ -283,7 +283,7 @@ def predict(
         typer.Option(
             "--params",
             help="params.yaml whose `validate` bounds flag inputs "
-            "(default: the project's, else MNIST's).",
+            "(default: the bounds embedded in the model at export, else MNIST's).",
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -293,6 +293,7 @@ def predict(
     Inputs that cannot be read or trusted are skipped, each with a row whose `error` column
     says why; the rest is delivered (exit code 1 then; 2 for usage errors, before any work).
     """
+    from mnistflow.params import load_validate_params
     from mnistflow.serving.predict import SessionOptions, predict_files
 
     with reported_input_errors():
@@ -303,7 +304,7 @@ def predict(
             top_k=top_k,
             chunk_size=chunk_size,
             options=SessionOptions(threads, optimization, device),
-            params=_validate_params(params_file),
+            params=load_validate_params(params_file) if params_file else None,
             progress=progress,
         )
     for line in summary.lines():

@@ -84,18 +84,28 @@ def _try_lock(descriptor: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
 def exclusive_writer(
     root: Path,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
     report: Callable[[str], None] = logger.warning,
+):
+    """Hold the workspace's writer lock for the block (see exclusive_lock)."""
+    return exclusive_lock(Path(root) / LOCK_FILE, wait_seconds, report)
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    path: Path,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    report: Callable[[str], None] = logger.warning,
 ) -> Iterator[dict]:
-    """Hold the workspace's writer lock for the block; yields the previous holder's record.
+    """Hold the lock file `path` for the block; yields the previous holder's record ({} when
+    the previous holder finished cleanly).
 
     Waits up to `wait_seconds` for a live holder (reporting whom it waits for), then raises
     WriterLockTimeout naming it.
     """
-    path = Path(root) / LOCK_FILE
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     owner = guard_children()
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -107,13 +117,13 @@ def exclusive_writer(
             holder = _read_holder(descriptor)
             if waited >= wait_seconds:
                 raise WriterLockTimeout(
-                    f"{path}: the workspace is held by {describe_holder(holder)}; gave up after "
+                    f"{path}: held by {describe_holder(holder)}; gave up after "
                     f"{waited:.0f} s. Wait for it to finish or stop it; a dead holder releases "
                     "the lock by itself."
                 )
             if reported_at is None or time.monotonic() - reported_at >= REPORT_EVERY_SECONDS:
                 report(
-                    f"waiting for the workspace, held by {describe_holder(holder)} "
+                    f"waiting for {path.name}, held by {describe_holder(holder)} "
                     f"({waited:.0f} of at most {wait_seconds:.0f} s)"
                 )
                 reported_at = time.monotonic()

@@ -7,6 +7,7 @@ test metrics, the baseline and the params. Nothing is read from git or dvc.lock.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 from pathlib import Path
 
@@ -51,7 +52,15 @@ def main() -> None:
     )
     with atomic_file(arguments.output) as temporary:
         temporary.write_bytes(onnx_bytes)
-    write_json(arguments.report, {**report.as_json(), "opset": params.export.opset})
+    # The hash consumers verify the model against before serving it (the inbox flow does).
+    write_json(
+        arguments.report,
+        {
+            **report.as_json(),
+            "opset": params.export.opset,
+            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        },
+    )
     logger.info(
         "exported %s: argmax agreement %.4f, max abs diff %.2g on %d test images "
         "(onnxruntime %.2f s, Keras %.2f s)",

@@ -62,3 +62,34 @@ def test_run_outside_a_project_is_one_clear_error(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run"])
     assert result.exit_code == 2
     assert "not inside an mnistflow project (no dvc.yaml here or above)" in result.output
+
+
+def test_predict_flags_with_the_bounds_the_model_carries(
+    tmp_path, monkeypatch, mnist, small_trained_cnn
+):
+    """Outside any project, no --params: the input checks embedded at export apply."""
+    from mnistflow.data.normalization import fit_normalization
+    from mnistflow.params import Params, ValidateParams
+    from mnistflow.serving.export import convert, model_metadata
+
+    strict = Params(validate=ValidateParams(min_max_pixel=250))
+    metadata = model_metadata(strict, fit_normalization("scale", None), {})
+    model = tmp_path / "strict.onnx"
+    model.write_bytes(
+        convert(
+            small_trained_cnn, fit_normalization("scale", None), 17, metadata
+        ).SerializeToString()
+    )
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    monkeypatch.delenv("MNISTFLOW_ROOT", raising=False)
+    faint = (mnist.x_test[:20].astype(np.float64) * 0.8).astype(np.uint8)  # brightest ~204
+    np.save(outside / "faint.npy", faint)
+    options = ["--no-progress", "-o", "out.csv"]
+    result = CliRunner().invoke(app, ["predict", "faint.npy", "--model", str(model), *options])
+    assert result.exit_code == 0, result.output
+    flags = (outside / "out.csv").read_text().splitlines()[1:]
+    assert len(flags) == 20 and all("max_pixel" in line for line in flags)
+    # MNIST's default bound (128) would have let every one of them through.
+    assert ValidateParams().min_max_pixel < 200

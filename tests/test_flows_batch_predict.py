@@ -1,11 +1,21 @@
-"""The batch-predict flow: sharded, on threads or Dask, always the same output."""
+"""The batch-predict flow: an incremental inbox with lineage, on threads or Dask, confined."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
+import onnx
+import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from flows.batch_predict import batch_predict, shard_inputs
+from mnistflow.errors import PipelineInputError
+from mnistflow.serving.inbox import read_manifest
 
 
 def test_shards_are_contiguous_and_cover_everything():
@@ -15,33 +25,133 @@ def test_shards_are_contiguous_and_cover_everything():
     assert shard_inputs(files[:2], 5) == [["f0"], ["f1"]]
 
 
-def _inbox(tmp_path, mnist):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for index in range(5):
-        np.save(inbox / f"batch-{index}.npy", mnist.x_test[index * 40 : (index + 1) * 40])
-    Image.fromarray(mnist.x_test[500]).save(inbox / "single.png")
+@pytest.fixture
+def project(tmp_path, small_onnx_model) -> Path:
+    """A project folder (dvc.yaml marks it) with an exported model and an empty inbox."""
+    root = tmp_path / "project"
+    (root / "models").mkdir(parents=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copyfile(small_onnx_model, root / "models" / "model.onnx")
+    (root / "data" / "inbox").mkdir(parents=True)
+    return root
+
+
+def add_digits(inbox: Path, images: np.ndarray, first: int) -> None:
+    for offset, image in enumerate(images):
+        Image.fromarray(image).save(inbox / f"digit-{first + offset:04d}.png")
+
+
+def partitions(output: Path) -> list[Path]:
+    return sorted(output.glob("part-*.parquet"))
+
+
+def without_time(path: Path) -> dict:
+    table = pq.read_table(path).to_pydict()
+    table.pop("predicted_at")
+    return table
+
+
+@pytest.mark.parametrize("runner", ["threads", "dask"])
+def test_the_inbox_predicts_each_file_once(prefect_harness, project, mnist, runner):
+    inbox, output = project / "data" / "inbox", project / "predictions" / "inbox"
+    options = {"dask": True, "dask_workers": 2} if runner == "dask" else {}
+    add_digits(inbox, mnist.x_test[:2000], 0)
+    model_sha256 = hashlib.sha256((project / "models" / "model.onnx").read_bytes()).hexdigest()
+
+    first = batch_predict(root=str(project), shards=3, **options)
+    assert first["files_predicted"] == 2000 and first["images"] == 2000 and first["errors"] == 0
+    second = batch_predict(root=str(project), shards=3, **options)
+    assert second["files_seen"] == 2000 and second["files_predicted"] == 0
+    add_digits(inbox, mnist.x_test[2000:2100], 2000)
+    third = batch_predict(root=str(project), shards=3, **options)
+    assert third["files_seen"] == 2100 and third["files_predicted"] == 100
+
+    [one, two] = partitions(output)
+    assert (one.name, two.name) == (first["partition"], third["partition"])
+    rows = pq.read_table(one).to_pydict()
+    assert len(rows["source"]) == 2000 and set(rows["model_sha256"]) == {model_sha256}
+    assert set(rows["model_version"]) == {"unregistered"}
+    predicted = np.array(rows["predicted"])
+    labels = mnist.y_test[[int(Path(name).stem[6:]) for name in rows["file"]]]
+    assert np.mean(predicted == labels) > 0.8
+    assert pq.read_table(two).num_rows == 100
+    manifest = read_manifest(output)
+    assert len(manifest) == 2100
+    assert {record["partition"] for record in manifest} == {one.name, two.name}
+    assert all(record["images"] == 1 and record["error"] is None for record in manifest)
+
+    # A renamed copy is the same content: not predicted. A changed file is.
+    shutil.copyfile(inbox / "digit-0000.png", inbox / "copy-of-0.png")
+    Image.fromarray(mnist.x_test[5000]).save(inbox / "digit-0001.png")
+    fourth = batch_predict(root=str(project), shards=3, **options)
+    assert fourth["files_predicted"] == 1
+    assert pq.read_table(output / fourth["partition"]).to_pydict()["file"] == ["digit-0001.png"]
+
+
+def test_threads_and_dask_write_the_same_partition(prefect_harness, project, mnist, tmp_path):
+    inbox = project / "data" / "inbox"
+    add_digits(inbox, mnist.x_test[:60], 0)
+    np.save(inbox / "batch.npy", mnist.x_test[60:200])
     (inbox / "broken.png").write_bytes(b"nope")
-    return inbox
-
-
-def test_threads_and_dask_give_identical_output(prefect_harness, small_onnx_model, mnist, tmp_path):
-    inbox = _inbox(tmp_path, mnist)
-    outputs = {}
-    for label, options in {
-        "threads": {},
-        "dask-1": {"dask": True, "dask_workers": 1},
-        "dask-2": {"dask": True, "dask_workers": 2},
-    }.items():
-        output = tmp_path / f"{label}.csv"
-        summary = batch_predict(
-            str(inbox), str(output), model=str(small_onnx_model), shards=3, **options
-        )
-        assert summary["images"] == 201 and summary["shards"] == 3 and summary["errors"] == 1
-        outputs[label] = output.read_text()
-    assert outputs["threads"] == outputs["dask-1"] == outputs["dask-2"]
-    lines = outputs["threads"].splitlines()
-    assert lines[0].startswith("source,predicted,probability") and len(lines) == 1 + 201 + 1
-    assert lines[0].endswith(",error")
-    broken = [line for line in lines if "broken.png" in line]
+    tables = {}
+    for label, options in {"threads": {}, "dask": {"dask": True, "dask_workers": 2}}.items():
+        output = f"predictions/{label}"
+        summary = batch_predict(root=str(project), output=output, shards=3, **options)
+        assert summary["images"] == 200 and summary["errors"] == 1
+        tables[label] = without_time(project / output / summary["partition"])
+    assert tables["threads"] == tables["dask"]
+    broken = [e for e in tables["threads"]["error"] if e]
     assert len(broken) == 1 and "not a readable image" in broken[0]
+    manifest = {r["source"]: r for r in read_manifest(project / "predictions" / "threads")}
+    assert manifest["batch.npy"]["images"] == 140
+    assert "not a readable image" in manifest["broken.png"]["error"]
+
+
+def test_a_new_model_repredicts_only_when_asked(prefect_harness, project, mnist):
+    inbox, output = project / "data" / "inbox", project / "predictions" / "inbox"
+    add_digits(inbox, mnist.x_test[:30], 0)
+    batch_predict(root=str(project))
+    model = onnx.load(project / "models" / "model.onnx")
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "model_version", "v2"
+    onnx.save(model, project / "models" / "model.onnx")
+
+    assert batch_predict(root=str(project))["files_predicted"] == 0
+    again = batch_predict(root=str(project), repredict=True)
+    assert again["files_predicted"] == 30
+    rows = pq.read_table(output / again["partition"]).to_pydict()
+    assert set(rows["model_version"]) == {"v2"}
+    assert batch_predict(root=str(project), repredict=True)["files_predicted"] == 0
+
+
+def test_a_partition_never_committed_is_removed(prefect_harness, project, mnist):
+    inbox, output = project / "data" / "inbox", project / "predictions" / "inbox"
+    add_digits(inbox, mnist.x_test[:10], 0)
+    first = batch_predict(root=str(project))
+    stray = output / "part-20000101T000000000000Z.parquet"
+    shutil.copyfile(output / first["partition"], stray)  # as if a run died before its commit
+    batch_predict(root=str(project))
+    assert partitions(output) == [output / first["partition"]]
+
+
+def test_parameters_are_confined_and_the_model_verified(
+    prefect_harness, project, mnist, tmp_path, monkeypatch
+):
+    add_digits(project / "data" / "inbox", mnist.x_test[:5], 0)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for parameter in ("inbox", "output", "model"):
+        with pytest.raises(PipelineInputError, match=f"parameter {parameter}=.*outside"):
+            batch_predict(root=str(project), **{parameter: str(outside)})
+    with pytest.raises(PipelineInputError, match="dask_address.*none"):
+        batch_predict(root=str(project), dask=True, dask_address="tcp://10.0.0.1:8786")
+    # An operator may widen the roots.
+    monkeypatch.setenv("MNISTFLOW_DATA_ROOTS", str(outside))
+    summary = batch_predict(root=str(project), output=str(outside / "out"))
+    assert summary["files_predicted"] == 5
+
+    (project / "reports").mkdir()
+    (project / "reports" / "export.json").write_text(json.dumps({"onnx_sha256": "0" * 64}))
+    with pytest.raises(PipelineInputError, match="recorded by the export stage"):
+        batch_predict(root=str(project), output="predictions/verified")
+    assert not (project / "predictions" / "verified" / "manifest.parquet").exists()

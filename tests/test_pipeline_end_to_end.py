@@ -7,6 +7,7 @@ two independent runs agree, and push/pull restore outputs byte for byte.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 import yaml
 
@@ -146,6 +148,11 @@ def test_repro_runs_every_stage_and_writes_the_contract(reproduced):
     assert (workspace / "models" / "model.keras").is_file()
     export_report = json.loads((workspace / "reports" / "export.json").read_text())
     assert export_report["argmax_agreement"] == 1.0 and export_report["max_abs_diff"] <= 1e-5
+    # The hash consumers verify the model against, and the input checks it carries.
+    onnx_bytes = (workspace / "models" / "model.onnx").read_bytes()
+    assert export_report["onnx_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    metadata = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}
+    assert json.loads(metadata["input_checks"])["train_size"] == 60000
     assert len(epoch_rows(workspace, "eval/accuracy")) == SMALL_PARAMS["train"]["epochs"]
     shown = dvc("metrics", "show", "--json", cwd=workspace)
     assert "f1_macro" in shown and "best_val_accuracy" in shown and "fingerprint" in shown

@@ -90,6 +90,8 @@ def test_chunked_equals_whole_batch_and_parquet_equals_csv(small_onnx_model, mni
         "top2_prob",
         "flagged",
         "error",
+        "model_version",
+        "model_sha256",
     ]
     assert [str(value) for value in table["predicted"]] == [
         row["predicted"] for row in read_csv(tmp_path / "whole.csv")

@@ -133,9 +133,12 @@ def model_metadata(
     params: Params, normalization: Normalization, inputs: dict[str, Path]
 ) -> dict[str, str]:
     """The ONNX file's contract and lineage, from the export stage's declared inputs only:
-    the params sections that shaped the model and the sha256 of each file in `inputs`."""
+    the params sections that shaped the model, the sha256 of each file in `inputs`, and the
+    input checks (the `validate` bounds) that `mnistflow predict` flags inputs against, so
+    the model describes itself wherever it is copied."""
     return {
         "class_names": json.dumps(list(CLASS_NAMES)),
+        "input_checks": json.dumps(params.checks.model_dump(), sort_keys=True),
         "input_name": INPUT_NAME,
         "input_layout": INPUT_DESCRIPTION,
         "input_scale": f"0..{PIXEL_MAX} (uint8); the graph applies the normalization below",

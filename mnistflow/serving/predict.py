@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +36,21 @@ from mnistflow.serving.inputs import expand_inputs, iter_chunks
 logger = logging.getLogger(__name__)
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+# The version a model without a registry entry reports (the registry names released ones).
+UNREGISTERED = "unregistered"
+LINEAGE_COLUMNS = ("model_version", "model_sha256")
+
+
+def _input_checks(metadata: dict[str, str], model_path: Path) -> ValidateParams | None:
+    """The `validate` bounds the export stage embedded, None for a model without them."""
+    if "input_checks" not in metadata:
+        return None
+    try:
+        return ValidateParams.model_validate(json.loads(metadata["input_checks"]))
+    except ValueError as error:
+        raise PipelineInputError(
+            f"{model_path}: metadata input_checks is not a valid validate section ({error})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,8 @@ class PredictionSummary:
     class_counts: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
     errors: list[tuple[str, str]] = field(default_factory=list)
     provider: str = ""
+    model_version: str = ""
+    model_sha256: str = ""
 
     @property
     def images_per_second(self) -> float:
@@ -64,13 +83,25 @@ class PredictionSummary:
             f"images/s) on {self.provider}",
             f"predicted classes  {histogram}",
             f"{self.flagged} flagged by the input checks, {len(self.errors)} unreadable input(s)",
+            f"model {self.model_version} (sha256 {self.model_sha256[:16]}…)",
         ]
 
 
 class Predictor:
-    """An onnxruntime session for a model exported by the export stage."""
+    """An onnxruntime session for a model exported by the export stage.
 
-    def __init__(self, model_path: Path, options: SessionOptions = SessionOptions()) -> None:
+    The session is made from the very bytes that were hashed (never re-read from the path), so
+    `sha256` names exactly the model that predicts, and `expected_sha256` can pin it. The model
+    carries its own contract in its metadata: names, classes, version, and the input checks
+    (the `validate` bounds it was trained under) that flag suspicious inputs.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        options: SessionOptions = SessionOptions(),
+        expected_sha256: str | None = None,
+    ) -> None:
         import onnxruntime
 
         if not Path(model_path).is_file():
@@ -78,6 +109,13 @@ class Predictor:
         if options.optimization not in OPTIMIZATION_LEVELS:
             raise PipelineInputError(
                 f"--optimization {options.optimization!r}; expected one of {OPTIMIZATION_LEVELS}"
+            )
+        model_bytes = Path(model_path).read_bytes()
+        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
+        if expected_sha256 and self.sha256 != expected_sha256:
+            raise PipelineInputError(
+                f"{model_path}: sha256 {self.sha256} differs from the expected {expected_sha256}; "
+                "the model was replaced or is corrupt"
             )
         session_options = onnxruntime.SessionOptions()
         session_options.intra_op_num_threads = options.intra_op_threads
@@ -93,9 +131,14 @@ class Predictor:
                 wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             else:
                 logger.warning("CUDA asked for but onnxruntime has no CUDA provider; using CPU")
-        self.session = onnxruntime.InferenceSession(
-            str(model_path), sess_options=session_options, providers=wanted
-        )
+        try:
+            self.session = onnxruntime.InferenceSession(
+                model_bytes, sess_options=session_options, providers=wanted
+            )
+        except Exception as error:  # noqa: BLE001 - onnxruntime's errors share no base class
+            raise PipelineInputError(
+                f"{model_path}: not a readable ONNX model ({type(error).__name__}: {error})"
+            ) from None
         # A session can fall back silently; trust only what it reports.
         self.provider = self.session.get_providers()[0]
         if self.provider != wanted[0]:
@@ -106,12 +149,18 @@ class Predictor:
         self.class_names = json.loads(
             metadata.get("class_names", json.dumps(list(range(NUM_CLASSES))))
         )
+        self.version = metadata.get("model_version", UNREGISTERED)
+        self.input_checks = _input_checks(metadata, model_path)
         input_type = self.session.get_inputs()[0].type
         if input_type != "tensor(uint8)":
             raise PipelineInputError(
                 f"{model_path}: input type {input_type}; expected tensor(uint8) as the export "
                 "stage writes"
             )
+
+    def lineage(self) -> dict[str, str]:
+        """What every output row says about the model that made it."""
+        return {"model_version": self.version, "model_sha256": self.sha256}
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(n, 10) for (n, 28, 28) images, uint8 0..255 or float 0..1."""
@@ -150,14 +199,14 @@ def check_output(output: Path, inputs: list[Path]) -> None:
         raise PipelineInputError(f"{output}: cannot write in {existing}")
 
 
-def _csv_cell(column: str, value):
-    if value is None:
-        return ""
+def _csv_column(column: str, values) -> list:
+    """One column's CSV cells: probabilities with 6 decimals, text made spreadsheet-safe,
+    missing values (a quarantined input's prediction) empty."""
     if column == "probability" or column.endswith("prob"):
-        return f"{value:.6f}"
-    if column in ("source", "error"):
-        return spreadsheet_safe(value)
-    return value
+        return ["" if value is None else f"{value:.6f}" for value in values]
+    if column in ("source", "error", "flagged"):
+        return ["" if value is None else spreadsheet_safe(value) for value in values]
+    return ["" if value is None else value for value in values]
 
 
 def _top_k_columns(k: int) -> list[str]:
@@ -180,6 +229,8 @@ class _RowWriter:
                 "probability": pa.float32(),
                 "flagged": pa.string(),
                 "error": pa.string(),
+                "model_version": pa.string(),
+                "model_sha256": pa.string(),
             }
             schema = pa.schema(
                 [
@@ -200,15 +251,17 @@ class _RowWriter:
 
             self.writer.write_table(pa.table(table, schema=self.schema))
         else:
-            cells = [[_csv_cell(name, value) for value in table[name]] for name in self.columns]
+            cells = [_csv_column(name, table[name]) for name in self.columns]
             self.writer.writerows(zip(*cells, strict=True))
 
-    def write_errors(self, errors: list[tuple[str, str]]) -> None:
+    def write_errors(self, errors: list[tuple[str, str]], lineage: dict[str, str]) -> None:
         """One row per quarantined input: its source and reason, no prediction."""
         if errors:
             table: dict[str, list] = {name: [None] * len(errors) for name in self.columns}
             table["source"] = [source for source, _ in errors]
             table["error"] = [reason for _, reason in errors]
+            for name, value in lineage.items():
+                table[name] = [value] * len(errors)
             self.write(table)
 
     def close(self) -> None:
@@ -239,6 +292,8 @@ def predict_chunks(
             rows[f"top{rank + 1}_prob"] = ranked_probabilities[:, rank]
         rows["flagged"] = flag_images(chunk.images, params)
         rows["error"] = [None] * len(chunk.sources)
+        for name, value in predictor.lineage().items():
+            rows[name] = [value] * len(chunk.sources)
         yield rows, ranked[:, 0]
 
 
@@ -251,21 +306,38 @@ def predict_files(
     options: SessionOptions = SessionOptions(),
     params: ValidateParams | None = None,
     progress: bool = True,
+    expected_sha256: str | None = None,
+    predictor: Predictor | None = None,
 ) -> PredictionSummary:
     """Predict every input image into `output`, with a row per quarantined input (its reason
-    in `error`). Usage errors (options, model, output, missing inputs) raise PipelineInputError
-    before any work."""
+    in `error`) and the model's version and sha256 on every row. Usage errors (options, model,
+    output, missing inputs) raise PipelineInputError before any work.
+
+    Inputs are flagged against `params`, else the bounds embedded in the model, else MNIST's.
+    `predictor` reuses an open session (the flow's shards share one per worker)."""
     from tqdm import tqdm
 
-    params = params or ValidateParams()
     if not 1 <= top_k <= NUM_CLASSES:
         raise PipelineInputError(f"--top-k {top_k}; expected 1..{NUM_CLASSES}")
     if chunk_size < 1:
         raise PipelineInputError(f"--chunk-size {chunk_size}; expected a positive number")
     check_output(output, expand_inputs(inputs))
-    predictor = Predictor(model_path, options)
-    summary = PredictionSummary(provider=predictor.provider)
-    columns = ["source", "predicted", "probability", *_top_k_columns(top_k), "flagged", "error"]
+    predictor = predictor or Predictor(model_path, options, expected_sha256)
+    params = params or predictor.input_checks or ValidateParams()
+    summary = PredictionSummary(
+        provider=predictor.provider,
+        model_version=predictor.version,
+        model_sha256=predictor.sha256,
+    )
+    columns = [
+        "source",
+        "predicted",
+        "probability",
+        *_top_k_columns(top_k),
+        "flagged",
+        "error",
+        *LINEAGE_COLUMNS,
+    ]
     started = time.perf_counter()
     suffix = ".parquet" if output.name.endswith(".parquet") else ".csv"
     with atomic_file(output, suffix=suffix) as temporary:
@@ -282,6 +354,16 @@ def predict_files(
                 for digit, count in enumerate(np.bincount(predicted, minlength=NUM_CLASSES)):
                     summary.class_counts[digit] += int(count)
                 bar.update(len(predicted))
-            writer.write_errors(summary.errors)
+            writer.write_errors(summary.errors, predictor.lineage())
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@functools.lru_cache(maxsize=4)
+def cached_predictor(
+    model_path: str, expected_sha256: str, options: SessionOptions = SessionOptions()
+) -> Predictor:
+    """One session per process for a given model: the flow's shards that land on one worker
+    reuse it instead of loading the model again. Keyed by the model's sha256, so a changed
+    file can never be served from the cache under its old identity."""
+    return Predictor(Path(model_path), options, expected_sha256)

@@ -1,0 +1,180 @@
+"""An incremental, idempotent inbox: each run predicts only what no earlier run predicted.
+
+Files are known by the sha256 of their content, so a renamed copy is not predicted again and a
+changed file is. Each run writes its rows to a new Parquet partition, then records in the
+manifest which files it predicted, when, by which model, into which partition. The manifest is
+the commit point: a partition it does not list (a run killed before committing) is removed by
+the next run, whose work then covers those files again.
+
+A file predicted by an earlier model is not predicted again when a new model is released,
+unless asked (`repredict=True`): a new model never silently re-predicts the whole history.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mnistflow.atomic import atomic_file
+from mnistflow.hashing import sha256_of_file
+from mnistflow.serving.inputs import display_name
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.parquet"
+PARTITION_PREFIX = "part-"
+MANIFEST_COLUMNS = (
+    "content_sha256",
+    "source",
+    "size",
+    "mtime_ns",
+    "model_sha256",
+    "model_version",
+    "partition",
+    "predicted_at",
+    "images",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    path: Path  # as read
+    name: str  # relative to the inbox, as the manifest records it
+    content_sha256: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def source(self) -> str:
+        """How prediction rows name this file (without an array index)."""
+        return display_name(self.path)
+
+
+def _manifest_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("content_sha256", pa.string()),
+            ("source", pa.string()),
+            ("size", pa.int64()),
+            ("mtime_ns", pa.int64()),
+            ("model_sha256", pa.string()),
+            ("model_version", pa.string()),
+            ("partition", pa.string()),
+            ("predicted_at", pa.string()),
+            ("images", pa.int64()),
+            ("error", pa.string()),
+        ]
+    )
+
+
+def read_manifest(folder: Path) -> list[dict]:
+    """The manifest's records, oldest first (empty when there is none yet)."""
+    import pyarrow.parquet as pq
+
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        return []
+    return pq.read_table(path).to_pylist()
+
+
+def write_manifest(folder: Path, records: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(records, schema=_manifest_schema())
+    with atomic_file(Path(folder) / MANIFEST_FILE) as temporary:
+        pq.write_table(table, temporary)
+
+
+def remove_uncommitted_partitions(folder: Path, records: list[dict]) -> list[str]:
+    """Delete partitions the manifest does not list (their run died before committing)."""
+    committed = {record["partition"] for record in records}
+    removed = []
+    for path in sorted(Path(folder).glob(f"{PARTITION_PREFIX}*.parquet")):
+        if path.name not in committed:
+            path.unlink()
+            removed.append(path.name)
+    if removed:
+        logger.warning("removed partitions of a run that did not finish: %s", removed)
+    return removed
+
+
+def identify(paths: list[Path], inbox: Path, records: list[dict]) -> list[InboxFile]:
+    """Each file with its content hash; a file whose name, size and modification time match a
+    manifest record reuses that record's hash instead of being read again."""
+    known = {
+        (record["source"], record["size"], record["mtime_ns"]): record["content_sha256"]
+        for record in records
+    }
+    files = []
+    for path in paths:
+        status = os.stat(path)
+        name = display_name(path.relative_to(inbox))
+        digest = known.get((name, status.st_size, status.st_mtime_ns)) or sha256_of_file(path)
+        files.append(InboxFile(path, name, digest, status.st_size, status.st_mtime_ns))
+    return files
+
+
+def pending(files: list[InboxFile], records: list[dict], model_sha256: str, repredict: bool):
+    """The files to predict now: content never predicted (by any model, or, with `repredict`,
+    by this model). Copies of one content within the inbox are predicted once."""
+    done = {
+        record["content_sha256"]
+        for record in records
+        if not repredict or record["model_sha256"] == model_sha256
+    }
+    chosen, seen = [], set()
+    for inbox_file in files:
+        if inbox_file.content_sha256 in done or inbox_file.content_sha256 in seen:
+            continue
+        seen.add(inbox_file.content_sha256)
+        chosen.append(inbox_file)
+    return chosen
+
+
+def partition_name(now: datetime) -> str:
+    return f"{PARTITION_PREFIX}{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def file_of(source: str, by_source: dict[str, InboxFile]) -> InboxFile:
+    """The file a row's source belongs to: "name" or "name[index]" for arrays."""
+    if source in by_source:
+        return by_source[source]
+    return by_source[source[: source.rindex("[")]]
+
+
+def new_records(
+    files: list[InboxFile],
+    images_per_file: dict[str, int],
+    errors: dict[str, str],
+    model_sha256: str,
+    model_version: str,
+    partition: str,
+    predicted_at: str,
+) -> list[dict]:
+    """One manifest record per predicted file: how many images it gave, or why it failed."""
+    return [
+        {
+            "content_sha256": inbox_file.content_sha256,
+            "source": inbox_file.name,
+            "size": inbox_file.size,
+            "mtime_ns": inbox_file.mtime_ns,
+            "model_sha256": model_sha256,
+            "model_version": model_version,
+            "partition": partition,
+            "predicted_at": predicted_at,
+            "images": images_per_file.get(inbox_file.name, 0),
+            "error": errors.get(inbox_file.name),
+        }
+        for inbox_file in files
+    ]
