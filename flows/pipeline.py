@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 
-from mnistflow import dvc_runs
+from mnistflow import dvc_runs, records, registry
 from mnistflow.project import find_project_root, stage_names
 from mnistflow.serving.gates import load_baseline
 from mnistflow.writer_lock import DEFAULT_WAIT_SECONDS, describe_holder, exclusive_writer
@@ -68,7 +68,9 @@ def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None
     return result
 
 
-def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
+def publish_artifacts(
+    root: Path, stages: list[dict[str, Any]], record: dict[str, Any] | None = None
+) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     def read(relative: str) -> dict[str, Any]:
@@ -111,6 +113,21 @@ def publish_artifacts(root: Path, stages: list[dict[str, Any]]) -> None:
         f"**Export parity**: argmax agreement {export.get('argmax_agreement')}, "
         f"max abs diff {export.get('max_abs_diff')}",
         "",
+        f"**Release**: {export.get('verdict', 'unknown')}",
+        "",
+        "**Record**: "
+        + (
+            f"experiment `{record['experiment']}` ({record['revision'][:7]}), "
+            f"pushed to {', '.join(record['pushed_to']) or 'nowhere (no remotes)'}; "
+            + (
+                f"registered as {registry.ARTIFACT} {record['version']}"
+                if record["version"]
+                else "no new model version"
+            )
+            if record
+            else "nothing new (no output changed)"
+        ),
+        "",
         f"**Models**: `{root / 'models' / 'model.keras'}`, `{root / 'models' / 'model.onnx'}`",
     ]
     create_markdown_artifact(key="pipeline-summary", markdown="\n".join(lines))
@@ -137,7 +154,12 @@ def training_pipeline(
         if previous:
             logger.warning("the previous run (%s) did not finish", describe_holder(previous))
         if overrides:
-            return {"experiment": run_experiment(overrides, root, experiment_name)}
+            experiment = run_experiment(overrides, root, experiment_name)
+            if experiment["experiment"]:
+                experiment["pushed_to"] = list(
+                    records.push_experiment(Path(root), experiment["experiment"])
+                )
+            return {"experiment": experiment}
         stages = []
         for stage in stage_names(Path(root)):
             retried = (
@@ -145,9 +167,33 @@ def training_pipeline(
             )
             # The task's state names the outcome; .result() re-raises a failure, ending the run.
             stages.append(retried(stage, root, return_state=True).result())
-    publish_artifacts(Path(root), stages)
+        record = record_and_register(root)
+    publish_artifacts(Path(root), stages, record)
     ran = [s["stage"] for s in stages if s["ran"]]
     logger.info(
         "ran %s; up to date: %s", ran or "nothing", [s["stage"] for s in stages if not s["ran"]]
     )
-    return {"stages": stages}
+    return {"stages": stages, "record": record}
+
+
+@task(task_run_name="record-run")
+def record_and_register(root: str) -> dict[str, Any] | None:
+    """Record the run as a DVC experiment (pushed where remotes exist) when it changed an
+    output, and register its model when the gates released a new one."""
+    logger = get_run_logger()
+    record = records.record_run(Path(root))
+    if record is None:
+        logger.info("nothing new to record: dvc.lock matches the last record")
+        return None
+    version = registry.register_release(Path(root), record)
+    logger.info(
+        "recorded %s; %s",
+        record.describe(),
+        f"registered {registry.ARTIFACT} {version.version}" if version else "no new model version",
+    )
+    return {
+        "experiment": record.name,
+        "revision": record.revision,
+        "pushed_to": list(record.pushed_to),
+        "version": version.version if version else None,
+    }

@@ -253,6 +253,37 @@ def validate(
     typer.echo(f"all {len(report.results)} checks passed on {total} images")
 
 
+def _model_file(model: str) -> tuple[Path, str | None]:
+    """(the ONNX file, its registry version): a path as given, or a registry model fetched
+    from the project's DVC cache or remote."""
+    from mnistflow.registry import ARTIFACT, fetch_to_temporary
+
+    if Path(model).exists() or not model.startswith(ARTIFACT):
+        return Path(model), None
+    return fetch_to_temporary(_project_root(), model)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="A registered version, e.g. v0.2.0.")],
+    stage: Annotated[str, typer.Option(help="The stage to assign.")] = "prod",
+) -> None:
+    """Assign a registry stage to a model version (a GTO tag, pushed where a git remote is).
+
+    Promoting to prod also makes that version's test metrics the quality gate's baseline
+    (release/baseline.json, a declared input of export): commit it.
+    """
+    from mnistflow.registry import ARTIFACT, BASELINE
+    from mnistflow.registry import promote as assign_stage
+
+    root = _project_root()
+    with reported_input_errors():
+        promoted = assign_stage(root, version, stage)
+    typer.echo(f"{ARTIFACT} {promoted.version} ({promoted.revision[:7]}) is now {stage}")
+    if stage == "prod":
+        typer.echo(f"baseline of the quality gate: {BASELINE} (commit it)")
+
+
 @app.command()
 def predict(
     inputs: Annotated[
@@ -261,9 +292,13 @@ def predict(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="predictions.csv, or a .parquet file.")
     ] = Path("predictions.csv"),
-    model: Annotated[Path, typer.Option(help="ONNX model from the export stage.")] = Path(
-        "models/model.onnx"
-    ),
+    model: Annotated[
+        str,
+        typer.Option(
+            help="An ONNX file, or a registry model: mnist-classifier:prod (a stage) or "
+            "mnist-classifier@v0.2.0 (a version) of the project around the working directory."
+        ),
+    ] = "models/model.onnx",
     top_k: Annotated[
         int, typer.Option(min=1, max=10, help="How many top classes to list per image.")
     ] = 3,
@@ -297,15 +332,17 @@ def predict(
     from mnistflow.serving.predict import SessionOptions, predict_files
 
     with reported_input_errors():
+        model_path, version = _model_file(model)
         summary = predict_files(
             inputs,
-            model,
+            model_path,
             output,
             top_k=top_k,
             chunk_size=chunk_size,
             options=SessionOptions(threads, optimization, device),
             params=load_validate_params(params_file) if params_file else None,
             progress=progress,
+            model_version=version,
         )
     for line in summary.lines():
         typer.echo(line)

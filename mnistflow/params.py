@@ -197,8 +197,11 @@ class ExportParams(Section):
     # (the released model's metrics, a declared dependency of export) it may fall.
     min_accuracy: MinAccuracyParams = Field(default_factory=MinAccuracyParams)
     max_accuracy_drop: float = Field(0.002, ge=0.0)
-    # Set true to export a deliberate regression anyway; recorded in dvc.lock like any param.
+    # Set true to release a deliberate regression anyway; recorded in dvc.lock like any param.
     allow_regression: bool = False
+    # The gates decide release, not whether a run is recorded: a refused model is recorded
+    # with its verdict and the stage succeeds. true fails the stage instead (a red CI build).
+    strict: bool = False
 
 
 class Params(Section):

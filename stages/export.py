@@ -1,4 +1,8 @@
-"""Export stage: models/model.keras → models/model.onnx, behind a quality and a parity gate.
+"""Export stage: models/model.keras → models/model.onnx, released only when the gates pass.
+
+The gates decide release, not recording: a refused model leaves the served models/model.onnx
+as it was and the stage succeeds, with the verdict in reports/export.json (`released`,
+`verdict`), so the run is recorded and visible in `dvc exp show`. export.strict fails it.
 
 Every input is declared in dvc.yaml: the model, the normalization, the raw test images, the
 test metrics, the baseline and the params. Nothing is read from git or dvc.lock.
@@ -15,7 +19,7 @@ from mnistflow.atomic import atomic_file, write_json
 from mnistflow.data.normalization import Normalization
 from mnistflow.data.sources import load_npz
 from mnistflow.entrypoints import run_stage
-from mnistflow.errors import require_file
+from mnistflow.errors import PipelineInputError, require_file
 from mnistflow.params import load_params
 from mnistflow.serving.export import gated_export, model_metadata
 from mnistflow.serving.gates import load_baseline, read_accuracy
@@ -40,7 +44,7 @@ def main() -> None:
 
     normalization = Normalization.load(arguments.normalization)
     inputs = {"model": arguments.model, "raw_data": arguments.raw}
-    onnx_bytes, report = gated_export(
+    onnx_bytes, report, verdict = gated_export(
         keras.models.load_model(arguments.model),
         normalization,
         load_npz(arguments.raw).x_test,
@@ -50,21 +54,33 @@ def main() -> None:
         params.model.name,
         model_metadata(params, normalization, inputs),
     )
-    with atomic_file(arguments.output) as temporary:
-        temporary.write_bytes(onnx_bytes)
-    # The hash consumers verify the model against before serving it (the inbox flow does).
+    if not verdict.released and (params.export.strict or not arguments.output.is_file()):
+        kept = "" if arguments.output.is_file() else " and no model was released before"
+        raise PipelineInputError(
+            f"the gates refused the model ({verdict.describe()}){kept}; "
+            f"{arguments.output} is left as it was"
+        )
+    if verdict.released:
+        with atomic_file(arguments.output) as temporary:
+            temporary.write_bytes(onnx_bytes)
     write_json(
         arguments.report,
         {
             **report.as_json(),
+            **verdict.as_json(),
             "opset": params.export.opset,
-            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            # What consumers verify the served model against (the inbox flow does), and the
+            # candidate's own hash, which differs when the gates kept the previous model.
+            "onnx_sha256": hashlib.sha256(arguments.output.read_bytes()).hexdigest(),
+            "candidate_onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
         },
     )
-    logger.info(
-        "exported %s: argmax agreement %.4f, max abs diff %.2g on %d test images "
+    log = logger.info if verdict.released else logger.warning
+    log(
+        "%s: %s; argmax agreement %.4f, max abs diff %.2g on %d test images "
         "(onnxruntime %.2f s, Keras %.2f s)",
         arguments.output,
+        verdict.describe(),
         report.argmax_agreement,
         report.max_abs_diff,
         report.images,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from mnistflow.params import ExportParams, MinAccuracyParams
 from mnistflow.serving.export import convert, gated_export
 from mnistflow.serving.gates import (
     Baseline,
+    decide,
     load_baseline,
     parity,
     parity_failures,
@@ -95,23 +97,26 @@ def test_parity_gate_trips_on_a_perturbed_weight(trained):
     assert any("exceeds export.max_abs_diff" in failure for failure in failures)
 
 
-def test_quality_gate_refuses_a_worse_model(trained):
+def test_the_gates_decide_release_with_their_reasons(trained):
     model, images = trained
     params = ExportParams(min_accuracy=MinAccuracyParams(cnn=0.5), max_accuracy_drop=0.002)
     baseline = Baseline(model_name="cnn", accuracy=0.99)
     assert quality_gate(0.989, baseline, params, "cnn") == []
-    with pytest.raises(PipelineInputError) as caught:
-        gated_export(model, SCALE, images, 0.95, baseline, params, "cnn", METADATA)
-    message = str(caught.value)
-    assert "0.9500" in message and "baseline 0.9900" in message and "allow_regression" in message
-    with pytest.raises(PipelineInputError, match="below export.min_accuracy.cnn 0.9900"):
-        gated_export(model, SCALE, images, 0.9, None, ExportParams(), "cnn", METADATA)
-    # The deliberate override exports anyway.
-    allowed = ExportParams(allow_regression=True)
-    onnx_bytes, report = gated_export(
-        model, SCALE, images, 0.95, baseline, allowed, "cnn", METADATA
+    onnx_bytes, report, verdict = gated_export(
+        model, SCALE, images, 0.95, baseline, params, "cnn", METADATA
     )
-    assert onnx_bytes and report.argmax_agreement == 1.0
+    # Refused, yet converted and measured like a released model: the run is recorded whole.
+    assert not verdict.released and onnx_bytes and report.argmax_agreement == 1.0
+    assert "0.9500" in verdict.describe() and "baseline 0.9900" in verdict.describe()
+    assert verdict.as_json()["released"] is False
+    _, _, floor = gated_export(model, SCALE, images, 0.9, None, ExportParams(), "cnn", METADATA)
+    assert "below export.min_accuracy.cnn 0.9900" in floor.describe()
+    # The deliberate override releases, and says so.
+    allowed = ExportParams(allow_regression=True)
+    _, _, regression = gated_export(model, SCALE, images, 0.95, baseline, allowed, "cnn", METADATA)
+    assert regression.released and "released despite" in regression.describe()
+    # Parity refusals hold whatever allow_regression says.
+    assert not decide([], ["argmaxes differ"], allowed).released
 
 
 def test_a_baseline_of_another_family_is_not_compared():
@@ -141,7 +146,7 @@ def test_baseline_file(tmp_path):
         load_baseline(tmp_path / "absent.json")
 
 
-def test_export_stage_keeps_previous_model_when_gate_fails(trained, mnist_slice, tmp_path):
+def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnist_slice, tmp_path):
     model, _ = trained
     model_path = tmp_path / "model.keras"
     model.save(model_path)
@@ -150,20 +155,41 @@ def test_export_stage_keeps_previous_model_when_gate_fails(trained, mnist_slice,
     SCALE.save(tmp_path / "normalization.json")
     (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
     (tmp_path / "baseline.json").write_text("{}")
-    params = tmp_path / "params.yaml"
-    params.write_text("export:\n  min_accuracy:\n    cnn: 0.99\n")
     onnx_path = tmp_path / "model.onnx"
+
+    def export(strict: bool):
+        params = tmp_path / "params.yaml"
+        params.write_text(
+            f"export:\n  strict: {str(strict).lower()}\n  min_accuracy:\n    cnn: 0.99\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "stages.export", "--params", str(params), "--model",
+             str(model_path), "--normalization", str(tmp_path / "normalization.json"), "--raw",
+             str(raw), "--metrics", str(tmp_path / "metrics.json"), "--baseline",
+             str(tmp_path / "baseline.json"), "--output", str(onnx_path), "--report",
+             str(tmp_path / "export.json")],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    # Nothing released yet: nothing to keep, so the refusal fails the stage.
+    first = export(strict=False)
+    assert first.returncode == 2 and "no model was released before" in first.stderr
+    assert not onnx_path.exists() and not (tmp_path / "export.json").exists()
+
     onnx_path.write_bytes(b"previous model")
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.export", "--params", str(params), "--model",
-         str(model_path), "--normalization", str(tmp_path / "normalization.json"), "--raw",
-         str(raw), "--metrics", str(tmp_path / "metrics.json"), "--baseline",
-         str(tmp_path / "baseline.json"), "--output", str(onnx_path), "--report",
-         str(tmp_path / "export.json")],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert "quality gate refused the model: test accuracy 0.5000" in result.stderr
-    assert "Traceback" not in result.stderr
+    recorded = export(strict=False)
+    assert recorded.returncode == 0, recorded.stderr
+    assert "not released: quality: test accuracy 0.5000" in recorded.stderr
+    assert onnx_path.read_bytes() == b"previous model"
+    report = json.loads((tmp_path / "export.json").read_text())
+    assert report["released"] is False and "below export.min_accuracy.cnn" in report["verdict"]
+    assert report["onnx_sha256"] == hashlib.sha256(b"previous model").hexdigest()
+    assert report["candidate_onnx_sha256"] != report["onnx_sha256"]
+    assert report["argmax_agreement"] == 1.0
+
+    (tmp_path / "export.json").unlink()
+    strict = export(strict=True)
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr
+    assert "the gates refused the model" in strict.stderr
     assert onnx_path.read_bytes() == b"previous model"
     assert not (tmp_path / "export.json").exists()

@@ -21,10 +21,11 @@ from mnistflow.params import ExportParams, ModelName, Params
 from mnistflow.serving.gates import (
     Baseline,
     ParityReport,
+    Verdict,
+    decide,
     parity,
     parity_failures,
     quality_gate,
-    refuse_unless_passed,
 )
 
 # tf2onnx's counter suffix on the names it generates.
@@ -162,11 +163,17 @@ def gated_export(
     params: ExportParams,
     model_name: ModelName,
     metadata: dict[str, str],
-) -> tuple[bytes, ParityReport]:
-    """Quality gate, conversion, parity gate; PipelineInputError with the figures on refusal."""
-    refusals = quality_gate(accuracy, baseline, params, model_name)
-    refuse_unless_passed(refusals, "quality", allow=params.allow_regression)
+) -> tuple[bytes, ParityReport, Verdict]:
+    """Conversion, then the gates' verdict: quality (floor and baseline) and parity.
+
+    The candidate is always converted and measured, so a refused model is recorded with the
+    same figures as a released one; the verdict says whether it may replace the served model.
+    """
     onnx_bytes = convert(model, normalization, params.opset, metadata).SerializeToString()
     report = parity(model, onnx_bytes, test_images, normalization)
-    refuse_unless_passed(parity_failures(report, params), "parity")
-    return onnx_bytes, report
+    verdict = decide(
+        quality_gate(accuracy, baseline, params, model_name),
+        parity_failures(report, params),
+        params,
+    )
+    return onnx_bytes, report, verdict

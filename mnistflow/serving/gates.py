@@ -154,18 +154,36 @@ def parity_failures(report: ParityReport, params: ExportParams) -> list[str]:
     return reasons
 
 
-def refuse_unless_passed(reasons: list[str], gate: str, allow: bool = False) -> None:
-    """Raise PipelineInputError naming the gate's reasons; with `allow`, only warn."""
-    if not reasons:
-        return
-    if allow:
-        for reason in reasons:
-            logger.warning("exporting despite the %s gate (allow_regression): %s", gate, reason)
-        return
-    hint = (
-        "; set export.allow_regression: true to export it deliberately" if gate == "quality" else ""
-    )
-    raise PipelineInputError(
-        f"{gate} gate refused the model: {'; '.join(reasons)}. "
-        f"The previous models/model.onnx is kept{hint}."
-    )
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the gates release the model: a record of the decision, not a failure.
+
+    A refused model is still recorded (its metrics, the reasons, in reports/export.json and
+    `dvc exp show`); it only does not replace the served model, and is not registered."""
+
+    released: bool
+    reasons: tuple[str, ...] = ()
+    allowed_regression: bool = False
+
+    def describe(self) -> str:
+        if not self.released:
+            return "not released: " + "; ".join(self.reasons)
+        if self.reasons:
+            return "released despite: " + "; ".join(self.reasons) + " (export.allow_regression)"
+        return "released"
+
+    def as_json(self) -> dict:
+        return {"released": self.released, "verdict": self.describe()}
+
+
+def decide(
+    quality_refusals: list[str], parity_refusals: list[str], params: ExportParams
+) -> Verdict:
+    """Parity refusals always hold; quality refusals yield to export.allow_regression."""
+    quality = [f"quality: {reason}" for reason in quality_refusals]
+    parity_reasons = [f"parity: {reason}" for reason in parity_refusals]
+    if parity_reasons or (quality and not params.allow_regression):
+        return Verdict(False, tuple(quality + parity_reasons))
+    for reason in quality:
+        logger.warning("releasing despite the %s (export.allow_regression)", reason)
+    return Verdict(True, tuple(quality), allowed_regression=bool(quality))

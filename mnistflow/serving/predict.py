@@ -101,7 +101,9 @@ class Predictor:
         model_path: Path,
         options: SessionOptions = SessionOptions(),
         expected_sha256: str | None = None,
+        version: str | None = None,
     ) -> None:
+        """`version` names the model when it came from the registry (its tag's version)."""
         import onnxruntime
 
         if not Path(model_path).is_file():
@@ -149,7 +151,7 @@ class Predictor:
         self.class_names = json.loads(
             metadata.get("class_names", json.dumps(list(range(NUM_CLASSES))))
         )
-        self.version = metadata.get("model_version", UNREGISTERED)
+        self.version = version or metadata.get("model_version", UNREGISTERED)
         self.input_checks = _input_checks(metadata, model_path)
         input_type = self.session.get_inputs()[0].type
         if input_type != "tensor(uint8)":
@@ -308,6 +310,7 @@ def predict_files(
     progress: bool = True,
     expected_sha256: str | None = None,
     predictor: Predictor | None = None,
+    model_version: str | None = None,
 ) -> PredictionSummary:
     """Predict every input image into `output`, with a row per quarantined input (its reason
     in `error`) and the model's version and sha256 on every row. Usage errors (options, model,
@@ -322,7 +325,7 @@ def predict_files(
     if chunk_size < 1:
         raise PipelineInputError(f"--chunk-size {chunk_size}; expected a positive number")
     check_output(output, expand_inputs(inputs))
-    predictor = predictor or Predictor(model_path, options, expected_sha256)
+    predictor = predictor or Predictor(model_path, options, expected_sha256, model_version)
     params = params or predictor.input_checks or ValidateParams()
     summary = PredictionSummary(
         provider=predictor.provider,

@@ -1,0 +1,129 @@
+"""Every run that changes an output is recorded: as a DVC experiment, pushed where remotes exist.
+
+Why experiments (`dvc exp save`) rather than commits on a branch: they are DVC's own record of
+a run — code revision (the baseline commit), params, dvc.lock with every data and model hash,
+metrics and plots — listed by `dvc exp show`, compared by `dvc metrics diff` / `dvc plots
+diff`, restored by `dvc exp apply` + `dvc pull`, and shared by `dvc exp push`, which sends the
+git ref and the DVC-cached data together. They never move the user's branch.
+
+A run that changed nothing (its dvc.lock equals the baseline commit's or the newest record's)
+records nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mnistflow.dvc_runs import dvc_workspace
+from mnistflow.errors import PipelineInputError
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = "dvc.lock"
+EXPERIMENT_REFS = "refs/exps"
+GIT_REMOTE = "origin"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    name: str
+    revision: str
+    pushed_to: tuple[str, ...]
+
+    def describe(self) -> str:
+        where = ", ".join(self.pushed_to) if self.pushed_to else "this repository only"
+        return f"experiment {self.name} ({self.revision[:7]}), stored in {where}"
+
+
+def git(root: Path, *arguments: str) -> str:
+    result = subprocess.run(
+        ["git", *arguments], cwd=root, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise PipelineInputError(f"git {' '.join(arguments)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _file_at(root: Path, revision: str, path: str) -> str | None:
+    result = subprocess.run(
+        ["git", "show", f"{revision}:{path}"], cwd=root, capture_output=True, text=True
+    )
+    return result.stdout if result.returncode == 0 else None
+
+
+def newest_record(root: Path) -> str | None:
+    """The commit of the most recent experiment in this repository, if any."""
+    refs = git(
+        root, "for-each-ref", EXPERIMENT_REFS, "--sort=-committerdate", "--format=%(objectname)"
+    ).split()
+    return refs[0] if refs else None
+
+
+def has_changes_to_record(root: Path) -> bool:
+    """The workspace's dvc.lock differs from the baseline commit's and the newest record's."""
+    lock = Path(root) / LOCK_FILE
+    if not lock.is_file():
+        return False
+    current = lock.read_text(encoding="utf-8")
+    recorded = [_file_at(root, "HEAD", LOCK_FILE)]
+    newest = newest_record(root)
+    if newest:
+        recorded.append(_file_at(root, newest, LOCK_FILE))
+    return current not in recorded
+
+
+def git_remote(root: Path) -> str | None:
+    return GIT_REMOTE if GIT_REMOTE in git(root, "remote").split() else None
+
+
+def record_name(now: datetime | None = None) -> str:
+    return "run-" + (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+
+
+def record_run(root: Path, name: str | None = None) -> RunRecord | None:
+    """`dvc exp save` the workspace when it holds a new result; push it where remotes exist.
+
+    Git-tracked outputs a fresh repository has not committed yet (metrics, plots, dvc.lock)
+    are included, so the record is complete.
+    """
+    if not has_changes_to_record(root):
+        return None
+    name = name or record_name()
+    with dvc_workspace(root) as repo:
+        untracked = set(git(root, "ls-files", "--others", "--exclude-standard").splitlines())
+        outputs = {str(out.fs_path) for out in repo.index.outs if not out.use_cache}
+        relative = {str(Path(path).relative_to(Path(root).resolve())) for path in outputs}
+        include = sorted(
+            path
+            for path in untracked
+            if path == LOCK_FILE
+            or any(path == out or path.startswith(f"{out}/") for out in relative)
+        )
+        revision = repo.experiments.save(name=name, include_untracked=include or None, force=True)
+        pushed = _publish(root, repo, name)
+    record = RunRecord(name, revision, pushed)
+    logger.info("recorded %s", record.describe())
+    return record
+
+
+def _publish(root: Path, repo, name: str) -> tuple[str, ...]:
+    """The git ref to the git remote and the data to the DVC remote, where configured."""
+    dvc_remote = repo.config["core"].get("remote")
+    remote = git_remote(root)
+    if remote:
+        repo.experiments.push(remote, [name], push_cache=bool(dvc_remote))
+        return (f"git remote {remote}",) + ((f"DVC remote {dvc_remote}",) if dvc_remote else ())
+    if dvc_remote:
+        repo.push()
+        return (f"DVC remote {dvc_remote}",)
+    return ()
+
+
+def push_experiment(root: Path, name: str) -> tuple[str, ...]:
+    """Push an experiment `dvc exp run` recorded, where remotes are configured."""
+    with dvc_workspace(root) as repo:
+        return _publish(root, repo, name)

@@ -1,0 +1,172 @@
+"""Every run recorded and restorable, a model registry, gates that decide release — for real.
+
+A throwaway project with a bare git remote and a local DVC remote. The Prefect flow runs four
+times (a source change before the second, a params change before the third, nothing before
+the fourth); each record is restored byte for byte in a fresh clone through the remotes; a
+released version is promoted and fetched with `dvc artifacts get`; a failing experiment is
+recorded with its verdict without touching the served model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mnistflow.cli import app
+from mnistflow.data.sources import MnistArrays
+from tests.test_pipeline_end_to_end import GIT_IDENTITY, copy_project, dvc, run, set_params
+
+# What a record must restore exactly (DVC-cached outputs and git-tracked results).
+RESTORED = (
+    "data/raw/mnist.npz",
+    "models/model.keras",
+    "models/model.onnx",
+    "reports/metrics.json",
+    "reports/export.json",
+    "dvc.lock",
+)
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in RESTORED}
+
+
+def save_source(path: Path, arrays: MnistArrays, extra: int = 0) -> None:
+    x_train, y_train = arrays.x_train, arrays.y_train
+    if extra:
+        x_train = np.concatenate([x_train, np.roll(x_train[:extra], 1, axis=2)])
+        y_train = np.concatenate([y_train, y_train[:extra]])
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=arrays.x_test, y_test=arrays.y_test)
+
+
+@pytest.fixture(scope="module")
+def remotes_project(tmp_path_factory, mnist):
+    base = tmp_path_factory.mktemp("records")
+    small = MnistArrays(mnist.x_train[:1500], mnist.y_train[:1500], mnist.x_test[:500],
+                        mnist.y_test[:500])  # fmt: skip
+    source = base / "digits.npz"
+    save_source(source, small)
+    workspace = copy_project(base / "project")
+    set_params(
+        workspace,
+        {
+            "data": {"source": str(source)},
+            "validate": {"train_size": 1500, "test_size": 500},
+            "prepare": {"max_train_images": None, "max_test_images": None},
+        },
+    )
+    run(["git", "init", "-q", "--bare", "-b", "main", str(base / "remote.git")], base)
+    run(["git", "remote", "add", "origin", str(base / "remote.git")], workspace)
+    dvc("remote", "add", "-d", "storage", str(base / "dvc-remote"), cwd=workspace)
+    run(["git", "add", "-A"], workspace)
+    run(["git", "commit", "-q", "-m", "remotes"], workspace)
+    run(["git", "push", "-q", "origin", "main"], workspace)
+    return {"base": base, "workspace": workspace, "source": source, "small": small}
+
+
+def clone(project: dict, name: str) -> Path:
+    target = project["base"] / name
+    run(["git", "clone", "-q", str(project["base"] / "remote.git"), str(target)], project["base"])
+    return target
+
+
+def test_four_runs_three_records_each_restorable(prefect_harness, remotes_project, monkeypatch):
+    from flows.pipeline import training_pipeline
+
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    workspace = remotes_project["workspace"]
+    runs = []
+
+    def pipeline_run() -> dict:
+        state = training_pipeline(root=str(workspace), return_state=True)
+        assert state.is_completed(), state.message
+        result = state.result()
+        runs.append((result["record"], digests(workspace)))
+        return result
+
+    pipeline_run()
+    save_source(remotes_project["source"], remotes_project["small"], extra=300)  # new data
+    pipeline_run()
+    set_params(workspace, {"train": {"batch_size": 64}})  # new params
+    pipeline_run()
+    fourth = pipeline_run()  # nothing changed
+    assert fourth["record"] is None
+    records = [record for record, _ in runs if record]
+    assert len(records) == 3
+    assert [record["version"] for record in records] == ["v0.0.1", "v0.1.0", "v0.2.0"]
+    remote_refs = run(["git", "ls-remote", str(remotes_project["base"] / "remote.git")], workspace)
+    for record in records:
+        assert record["revision"] in remote_refs
+        assert any("DVC remote storage" in place for place in record["pushed_to"])
+
+    # Each record, in a fresh clone, through the remotes only: the same bytes.
+    restored = clone(remotes_project, "restore")
+    for record, expected in runs[:3]:
+        dvc("exp", "pull", "origin", record["experiment"], cwd=restored)
+        dvc("exp", "apply", record["experiment"], cwd=restored)
+        dvc("pull", cwd=restored)
+        assert digests(restored) == expected, record["experiment"]
+    shown = dvc("exp", "show", "--json", cwd=workspace)
+    assert all(record["experiment"] in shown for record in records)
+    assert '"released": true' in shown
+
+
+def test_promoted_version_is_fetched_and_served_by_name(remotes_project, monkeypatch, tmp_path):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    workspace = remotes_project["workspace"]
+    monkeypatch.chdir(workspace)
+    result = CliRunner().invoke(app, ["promote", "v0.1.0", "--stage", "prod"])
+    assert result.exit_code == 0, result.output
+    baseline = json.loads((workspace / "release" / "baseline.json").read_text())
+    assert baseline["source"] == "mnist-classifier v0.1.0" and baseline["model_name"] == "cnn"
+
+    other = clone(remotes_project, "consumer")
+    dvc("artifacts", "get", ".", "mnist-classifier", "--stage", "prod", "-o", "prod.onnx",
+        cwd=other)  # fmt: skip
+    expected = run(["git", "show", "mnist-classifier@v0.1.0:dvc.lock"], other)
+    served = (other / "prod.onnx").read_bytes()
+    assert hashlib.md5(served).hexdigest() in expected  # the bytes dvc.lock recorded
+
+    np.save(tmp_path / "digits.npy", remotes_project["small"].x_test[:20])
+    monkeypatch.chdir(other)
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(tmp_path / "digits.npy"), "-o", str(tmp_path / "out.csv"),
+         "--model", "mnist-classifier:prod", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "out.csv").read_text().splitlines()
+    assert len(rows) == 21 and all(",v0.1.0," in row for row in rows[1:])
+    assert all(hashlib.sha256(served).hexdigest() in row for row in rows[1:])
+
+
+def test_a_refused_experiment_is_recorded_and_releases_nothing(remotes_project, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    workspace = remotes_project["workspace"]
+    served = (workspace / "models" / "model.onnx").read_bytes()
+    set_params(workspace, {"export": {"min_accuracy": {"mlp": 0.999}}})
+    output = dvc("exp", "run", "-S", "model.name=mlp", "-S", "train.epochs=1", cwd=workspace)
+    assert "not released" in output
+    report = json.loads((workspace / "reports" / "export.json").read_text())
+    assert report["released"] is False and "export.min_accuracy.mlp" in report["verdict"]
+    assert (workspace / "models" / "model.onnx").read_bytes() == served
+    shown = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "exp", "show", "--json"],
+            cwd=workspace, capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    text = json.dumps(shown)
+    assert '"released": false' in text and '"mlp"' in text
+    prod = run(["git", "tag", "--list", "mnist-classifier#prod#*"], workspace).split()
+    assert prod == ["mnist-classifier#prod#1"]
