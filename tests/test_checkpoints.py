@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-import threading
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from mnistflow.training.checkpoints import (
     save_checkpoint,
     snapshots,
 )
+from tests.project_root import PROJECT_ROOT
 
 FINGERPRINT = "f" * 64
 
@@ -33,7 +37,8 @@ def checkpoint(epochs_done: int) -> Checkpoint:
 def test_each_epoch_replaces_the_last_snapshot(tmp_path):
     for epoch in (1, 2, 3):
         save_checkpoint(tmp_path, checkpoint(epoch))
-    assert [path.name for path in snapshots(tmp_path)] == ["epoch-0003"]
+    [only] = snapshots(tmp_path)
+    assert only.name.startswith("epoch-0003-")
     loaded = load_checkpoint(tmp_path, FINGERPRINT)
     assert loaded.state.epochs_done == 3
     np.testing.assert_array_equal(loaded.variables[0], checkpoint(3).variables[0])
@@ -54,7 +59,14 @@ def test_a_damaged_checkpoint_is_discarded_with_a_warning(tmp_path, caplog, dama
     with caplog.at_level(logging.WARNING):
         assert load_checkpoint(tmp_path, FINGERPRINT) is None
     assert f"discarding the unreadable checkpoint {snapshot}" in caplog.text
-    assert snapshots(tmp_path) == []  # gone: the next run does not trip over it again
+    assert snapshots(tmp_path) == []  # set aside: the next run does not trip over it again
+    assert (tmp_path / f".damaged-{snapshot.name}").is_dir()
+
+
+def test_saving_the_same_epoch_again_keeps_a_snapshot_throughout(tmp_path):
+    first = save_checkpoint(tmp_path, checkpoint(4))
+    second = save_checkpoint(tmp_path, checkpoint(4))
+    assert first != second and snapshots(tmp_path) == [second]
 
 
 def test_an_older_snapshot_stands_in_for_a_damaged_newer_one(tmp_path):
@@ -81,24 +93,49 @@ def test_temporary_folders_of_a_killed_write_are_cleaned(tmp_path):
     assert not stale.exists()
 
 
-def test_a_complete_snapshot_exists_at_every_instant(tmp_path):
-    """Watch the folder while 150 epochs are saved: never a moment without a snapshot."""
-    save_checkpoint(tmp_path, checkpoint(0))
-    done = threading.Event()
-    empty_sightings = []
+SAVE_FOREVER = """
+import sys
+import numpy as np
+from pathlib import Path
+from mnistflow.training.checkpoints import (
+    Checkpoint, TrainingState, load_checkpoint, save_checkpoint,
+)
+folder = Path(sys.argv[1])
+resumed = load_checkpoint(folder, "f" * 64)
+epoch = resumed.state.epochs_done if resumed else 0
+print("saving", flush=True)
+while True:
+    epoch += 1
+    save_checkpoint(folder, Checkpoint(
+        state=TrainingState(fingerprint="f" * 64, epochs_done=epoch),
+        variables=[np.full((256, 256), epoch, dtype=np.float32)],
+        best_weights=[np.full((64,), epoch, dtype=np.float32)],
+    ))
+"""
 
-    def watch():
-        while not done.is_set():
-            if not snapshots(tmp_path):
-                empty_sightings.append(True)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        for epoch in range(1, 151):
-            save_checkpoint(tmp_path, checkpoint(epoch))
-    finally:
-        done.set()
-        watcher.join()
-    assert not empty_sightings
-    assert load_checkpoint(tmp_path, FINGERPRINT).state.epochs_done == 150
+def test_a_kill_at_any_moment_leaves_a_complete_checkpoint(tmp_path):
+    """SIGKILL a process that saves checkpoints back to back, 25 times at random moments:
+    each time the newest readable snapshot is complete and consistent."""
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "checkpoints"
+    last_epoch = 0
+    for _ in range(25):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", SAVE_FOREVER, str(folder)],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+        )
+        assert writer.stdout.readline().strip() == b"saving"
+        time.sleep(rng.uniform(0.01, 0.15))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        loaded = load_checkpoint(folder, FINGERPRINT)
+        assert loaded is not None  # never a moment without a complete snapshot
+        epoch = loaded.state.epochs_done
+        assert np.all(loaded.variables[0] == epoch) and np.all(loaded.best_weights[0] == epoch)
+        last_epoch = max(last_epoch, epoch)
+        # The loaded one is the newest (a kill between the rename and the clean-up may leave
+        # the one before it too).
+        assert snapshots(folder)[0].name.startswith(f"epoch-{epoch:04d}-")
+    assert last_epoch > 1

@@ -79,7 +79,8 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace):
     out = workspace / "resumed"
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (out / "model.keras").exists()  # never a half-written model
-    state = json.loads((out / "checkpoint" / "epoch-0001" / "state.json").read_text())
+    [snapshot] = (out / "checkpoint").glob("epoch-0001-*")
+    state = json.loads((snapshot / "state.json").read_text())
     assert state["epochs_done"] == 1
 
     resumed = run_train(workspace, "resumed")

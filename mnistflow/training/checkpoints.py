@@ -9,9 +9,10 @@ A checkpoint can never poison a run:
 - it carries a fingerprint of everything that decides the weights: params, training data, the
   training code, the library versions and the device plan; any difference and it is ignored;
 - one that cannot be read (empty, truncated, corrupt) is discarded with a warning;
-- each epoch's snapshot is a new folder (`epoch-0003/`) written under a temporary name, its files
+- each save is a new folder (`epoch-0003-<time>/`) written under a temporary name, its files
   fsynced, then renamed into place; older snapshots are removed only after that, so at every
-  instant a complete snapshot exists. Temporary folders of a killed write are cleaned up.
+  instant a complete snapshot exists. Temporary folders of a killed write are cleaned up;
+  an unreadable snapshot is moved aside (`.damaged-…`), never deleted, and never read again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -77,7 +79,9 @@ def training_code_digest() -> str:
 
 
 def _snapshot_name(epochs_done: int) -> str:
-    return f"{SNAPSHOT_PREFIX}{epochs_done:04d}"
+    # Unique per save, ordered by epoch then time: saving the same epoch again never has to
+    # remove the old folder first (a moment with no snapshot).
+    return f"{SNAPSHOT_PREFIX}{epochs_done:04d}-{time.time_ns():020d}"
 
 
 def _fsync_path(path: Path) -> None:
@@ -127,10 +131,6 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
         _write_synced(staging / STATE_FILE, lambda h: h.write(state))
         _fsync_path(staging)
         snapshot = folder / _snapshot_name(checkpoint.state.epochs_done)
-        if snapshot.exists():
-            # The same epoch again (a resumed run re-saving): retire the old copy first; an
-            # older snapshot, if any, still stands in the meantime.
-            shutil.rmtree(snapshot)
         os.rename(staging, snapshot)
         _fsync_path(folder)
     finally:
@@ -147,8 +147,18 @@ def _arrays(path: Path) -> list[np.ndarray]:
         return [archive[f"arr_{index}"] for index in range(len(archive.files))]
 
 
-# What reading a damaged snapshot raises: empty or truncated zips, bad JSON, missing files.
-UNREADABLE = (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+# What reading a damaged snapshot raises: empty or truncated zips, bad JSON, missing files,
+# a state of another shape.
+UNREADABLE = (
+    FileNotFoundError,
+    ValueError,
+    TypeError,
+    KeyError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+DAMAGED_PREFIX = ".damaged-"
 
 
 def _read_snapshot(snapshot: Path) -> Checkpoint:
@@ -177,7 +187,8 @@ def load_checkpoint(folder: Path, expected_fingerprint: str) -> Checkpoint | Non
                 type(error).__name__,
                 error,
             )
-            shutil.rmtree(snapshot, ignore_errors=True)
+            # Moved aside, not deleted: kept for a post-mortem, never resumed from.
+            os.replace(snapshot, snapshot.with_name(DAMAGED_PREFIX + snapshot.name))
             continue
         if checkpoint.state.fingerprint != expected_fingerprint:
             logger.warning(
