@@ -19,18 +19,20 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from mnistflow import registry
 from mnistflow.atomic import atomic_file
 from mnistflow.constants import NUM_CLASSES
 from mnistflow.errors import PipelineInputError
 from mnistflow.project import find_project_root
 from mnistflow.serving import inbox as inbox_records
-from mnistflow.serving.confinement import confined_dask_address, confined_path
+from mnistflow.serving.confinement import confined_dask_address, confined_files, confined_path
 from mnistflow.serving.inputs import expand_inputs
 from mnistflow.serving.predict import cached_predictor, predict_files
 from mnistflow.writer_lock import exclusive_lock
 
 # The model the export stage writes, and the report holding its sha256.
-EXPORTED_MODEL = Path("models") / "model.onnx"
+MODELS_FOLDER = Path("models")
+EXPORTED_MODEL = MODELS_FOLDER / "model.onnx"
 EXPORT_REPORT = Path("reports") / "export.json"
 INBOX_LOCK = ".inbox.lock"
 
@@ -49,8 +51,8 @@ def shard_inputs(files: list, shards: int) -> list[list]:
 
 @task(task_run_name="shard-{index}")
 def predict_shard(
-    index: int, files: list[str], model: str, model_sha256: str, part: str, top_k: int,
-    chunk_size: int,
+    index: int, files: list[str], model: str, model_sha256: str, model_version: str | None,
+    part: str, top_k: int, chunk_size: int,
 ) -> dict[str, Any]:  # fmt: skip
     summary = predict_files(
         [Path(name) for name in files],
@@ -59,7 +61,7 @@ def predict_shard(
         top_k=top_k,
         chunk_size=chunk_size,
         progress=False,
-        predictor=cached_predictor(model, model_sha256),
+        predictor=cached_predictor(model, model_sha256, model_version),
     )
     return {
         "index": index,
@@ -85,12 +87,14 @@ def _task_runner(dask: bool, dask_workers: int, dask_address: str | None):
 
 @flow(name="predict-shards")
 def predict_shards(
-    groups: list[list[str]], model: str, model_sha256: str, parts: list[str], top_k: int,
-    chunk_size: int,
+    groups: list[list[str]], model: str, model_sha256: str, model_version: str | None,
+    parts: list[str], top_k: int, chunk_size: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One task per shard on this flow's task runner; results in shard order."""
     futures = [
-        predict_shard.submit(index, group, model, model_sha256, parts[index], top_k, chunk_size)
+        predict_shard.submit(
+            index, group, model, model_sha256, model_version, parts[index], top_k, chunk_size
+        )
         for index, group in enumerate(groups)
     ]
     return [future.result() for future in futures]
@@ -159,14 +163,23 @@ def batch_predict(
     """Predict the inbox files no earlier run predicted into a new partition under `output`.
 
     Paths are relative to the project (`root`, default: around the working directory or
-    $MNISTFLOW_ROOT) and must stay inside it. `repredict=True` predicts again, with the current
-    model, the files an older model predicted; without it a new model changes nothing here.
+    $MNISTFLOW_ROOT) and must stay inside it. `model` is an ONNX file or a registry model
+    (`mnist-classifier:prod`, `mnist-classifier@v0.2.0`). `repredict=True` predicts again, with
+    the current model, the files an older model predicted; without it a new model changes
+    nothing here.
     """
     logger = get_run_logger()
     project = find_project_root(Path(root) if root else None)
     inbox_dir = confined_path(project, inbox, "inbox")
     output_dir = confined_path(project, output, "output")
-    model_path = confined_path(project, model, "model")
+    from_registry = model.startswith(registry.ARTIFACT)
+    model_path = None if from_registry else confined_path(project, model, "model")
+    if model_path is not None and not model_path.is_relative_to(project / MODELS_FOLDER):
+        # Whoever can write the inbox must not be able to choose the model that serves it.
+        raise PipelineInputError(
+            f"parameter model={model!r}: expected a file under {project / MODELS_FOLDER} or a "
+            f"registry model ({registry.ARTIFACT}:STAGE, {registry.ARTIFACT}@VERSION); refused"
+        )
     dask_address = confined_dask_address(dask_address)
     if not inbox_dir.is_dir():
         raise PipelineInputError(f"{inbox_dir}: the inbox folder does not exist")
@@ -175,10 +188,18 @@ def batch_predict(
         records = inbox_records.read_manifest(output_dir)
         inbox_records.remove_uncommitted_partitions(output_dir, records)
         with tempfile.TemporaryDirectory(prefix="batch-predict-") as scratch:
-            snapshot, model_sha256 = snapshot_model(
-                model_path, recorded_model_sha256(project, model_path), Path(scratch)
-            )
-            files = inbox_records.identify(expand_inputs([inbox_dir]), inbox_dir, records)
+            if from_registry:
+                fetched, model_version = registry.fetch_to_temporary(project, model, Path(scratch))
+                snapshot, model_sha256 = snapshot_model(fetched, None, Path(scratch))
+            else:
+                model_version = None
+                snapshot, model_sha256 = snapshot_model(
+                    model_path, recorded_model_sha256(project, model_path), Path(scratch)
+                )
+            found, escaping = confined_files(project, expand_inputs([inbox_dir]))
+            for path in escaping:
+                logger.warning("skipping %s: it resolves outside the allowed roots", path)
+            files = inbox_records.identify(found, inbox_dir, records)
             todo = inbox_records.pending(files, records, model_sha256, repredict)
             summary: dict[str, Any] = {
                 "files_seen": len(files),
@@ -197,7 +218,9 @@ def batch_predict(
             shard_flow = (
                 predict_shards.with_options(task_runner=runner) if runner else predict_shards
             )
-            results = shard_flow(groups, str(snapshot), model_sha256, parts, top_k, chunk_size)
+            results = shard_flow(
+                groups, str(snapshot), model_sha256, model_version, parts, top_k, chunk_size
+            )
             now = inbox_records.utc_now()
             predicted_at = now.isoformat(timespec="seconds")
             partition = inbox_records.partition_name(now)

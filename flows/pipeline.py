@@ -183,9 +183,13 @@ def record_and_register(root: str) -> dict[str, Any] | None:
     logger = get_run_logger()
     record = records.record_run(Path(root))
     if record is None:
-        logger.info("nothing new to record: dvc.lock matches the last record")
+        logger.info("nothing new to record: dvc.lock matches the baseline commit")
         return None
+    # Idempotent: a registration that failed last time (remote down) happens now.
     version = registry.register_release(Path(root), record)
+    if not record.new and version is None and not record.pushed_to:
+        logger.info("nothing new to record: dvc.lock matches %s", record.name)
+        return None
     logger.info(
         "recorded %s; %s",
         record.describe(),
@@ -194,6 +198,7 @@ def record_and_register(root: str) -> dict[str, Any] | None:
     return {
         "experiment": record.name,
         "revision": record.revision,
+        "new": record.new,
         "pushed_to": list(record.pushed_to),
         "version": version.version if version else None,
     }

@@ -253,14 +253,19 @@ def validate(
     typer.echo(f"all {len(report.results)} checks passed on {total} images")
 
 
-def _model_file(model: str) -> tuple[Path, str | None]:
+@contextlib.contextmanager
+def _model_file(model: str) -> Iterator[tuple[Path, str | None]]:
     """(the ONNX file, its registry version): a path as given, or a registry model fetched
-    from the project's DVC cache or remote."""
+    from the project's DVC cache or remote into a temporary folder for the block."""
+    import tempfile
+
     from mnistflow.registry import ARTIFACT, fetch_to_temporary
 
     if Path(model).exists() or not model.startswith(ARTIFACT):
-        return Path(model), None
-    return fetch_to_temporary(_project_root(), model)
+        yield Path(model), None
+        return
+    with tempfile.TemporaryDirectory(prefix="mnistflow-model-") as folder:
+        yield fetch_to_temporary(_project_root(), model, Path(folder))
 
 
 @app.command()
@@ -275,9 +280,11 @@ def promote(
     """
     from mnistflow.registry import ARTIFACT, BASELINE
     from mnistflow.registry import promote as assign_stage
+    from mnistflow.writer_lock import exclusive_writer
 
     root = _project_root()
-    with reported_input_errors():
+    # The baseline is an input of export: never rewrite it under a running pipeline.
+    with reported_input_errors(), exclusive_writer(root, DEFAULT_WAIT_SECONDS):
         promoted = assign_stage(root, version, stage)
     typer.echo(f"{ARTIFACT} {promoted.version} ({promoted.revision[:7]}) is now {stage}")
     if stage == "prod":
@@ -331,8 +338,7 @@ def predict(
     from mnistflow.params import load_validate_params
     from mnistflow.serving.predict import SessionOptions, predict_files
 
-    with reported_input_errors():
-        model_path, version = _model_file(model)
+    with reported_input_errors(), _model_file(model) as (model_path, version):
         summary = predict_files(
             inputs,
             model_path,

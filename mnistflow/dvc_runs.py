@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,10 +56,35 @@ def changed_stages(root: Path | str, stage: str) -> list[str]:
         return sorted(name.split(":")[-1] for name in repo.status(targets=[stage], with_deps=True))
 
 
+def untracked_source_override(root: Path | str) -> dict[str, str]:
+    """{"data.source": absolute path} when data.source is a relative path to a file neither git
+    nor DVC tracks (the offline wheel under .cache/): `dvc exp run --temp` works in a copy
+    holding only tracked files, where such a source would be missing."""
+    import yaml
+
+    from mnistflow.data.sources import is_url
+
+    source = (yaml.safe_load((Path(root) / "params.yaml").read_text()).get("data") or {}).get(
+        "source"
+    )
+    if not source or is_url(source) or Path(source).is_absolute():
+        return {}
+    path = Path(root) / source
+    tracked = (
+        subprocess.run(
+            ["git", "ls-files", "--error-unmatch", source], cwd=root, capture_output=True
+        ).returncode
+        == 0
+        or Path(f"{path}.dvc").is_file()
+    )
+    return {} if tracked or not path.exists() else {"data.source": str(path.resolve())}
+
+
 def run_experiment(
     root: Path | str, overrides: dict[str, Any], name: str | None = None
 ) -> dict[str, Any]:
     """`dvc exp run --temp --set-param ...`: the workspace's own results stay as they are."""
+    overrides = {**untracked_source_override(root), **overrides}
     params = [f"{key}={format_value(value)}" for key, value in overrides.items()]
     with dvc_workspace(root) as repo:
         revisions = repo.experiments.run(params=params, tmp_dir=True, name=name)

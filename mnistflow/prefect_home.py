@@ -41,17 +41,32 @@ def running_project_server(root: Path) -> str | None:
     """The API URL of the project's server when one is up and answering, else None."""
     record = prefect_home(root) / SERVER_RECORD
     try:
-        api_url = json.loads(record.read_text(encoding="utf-8"))["api_url"]
+        content = json.loads(record.read_text(encoding="utf-8"))
+        api_url, project = content["api_url"], content["project"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return api_url if server_is_healthy(api_url) else None
+    # A record left by a killed server of this project may name a port another project's
+    # server now holds: only a server that says it serves this project's home counts.
+    if project != str(Path(root).resolve()) or not server_is_healthy(api_url):
+        return None
+    return api_url if _serves_home(api_url, prefect_home(root)) else None
+
+
+def _serves_home(api_url: str, home: Path) -> bool:
+    """Whether the server at `api_url` keeps its state in `home` (its settings say so)."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/admin/settings", timeout=2) as response:
+            settings = json.loads(response.read())
+    except (OSError, ValueError):
+        return False
+    return str(settings.get("home", "")) == str(home.resolve())
 
 
 @contextlib.contextmanager
 def recorded_server(root: Path, api_url: str, pid: int) -> Iterator[None]:
     """Record the project's server for the block, so other commands find and use it."""
     record = prefect_home(root) / SERVER_RECORD
-    write_json(record, {"api_url": api_url, "pid": pid})
+    write_json(record, {"api_url": api_url, "pid": pid, "project": str(Path(root).resolve())})
     try:
         yield
     finally:

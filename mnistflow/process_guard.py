@@ -23,17 +23,24 @@ from collections.abc import Iterable
 
 import psutil
 
-# The environment variable every descendant of a guarded process inherits: "<pid>:<start time>",
-# unique for the life of the machine (a reused pid has another start time).
+# The environment variable every descendant of a guarded process inherits: "<pid>:<start>",
+# where <start> is the kernel's start time in clock ticks since boot (/proc/<pid>/stat): unique
+# for the life of the machine (a reused pid has another), and unmoved by wall-clock steps.
 OWNER_VARIABLE = "MNISTFLOW_OWNER"
 # Seconds a marked process gets between SIGTERM and SIGKILL.
 TERMINATE_GRACE_SECONDS = 10.0
 
 
 def process_identity(pid: int | None = None) -> str:
-    """ "<pid>:<start time>" of a process, the current one by default."""
-    process = psutil.Process(pid or os.getpid())
-    return f"{process.pid}:{process.create_time():.3f}"
+    """The "<pid>:<start ticks>" of a process, the current one by default."""
+    pid = pid or os.getpid()
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        raise psutil.NoSuchProcess(pid) from None
+    # Field 22 of proc_pid_stat(5), starttime; fields[0] here is field 3, after "pid (comm)".
+    return f"{pid}:{fields[19]}"
 
 
 def marked_processes(owner: str, exclude: Iterable[int] = ()) -> list[psutil.Process]:
@@ -104,8 +111,11 @@ def wait_for_exit(pid: int, identity: str) -> None:
         return
     except (AttributeError, OSError):
         # No pidfd (kernel < 5.3): poll.
-        while psutil.pid_exists(pid) and process_identity(pid) == identity:
-            time.sleep(0.5)
+        try:
+            while process_identity(pid) == identity:
+                time.sleep(0.5)
+        except psutil.NoSuchProcess:
+            pass
         return
     with os.fdopen(descriptor) as handle:
         select.select([handle], [], [])

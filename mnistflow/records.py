@@ -7,7 +7,8 @@ diff`, restored by `dvc exp apply` + `dvc pull`, and shared by `dvc exp push`, w
 git ref and the DVC-cached data together. They never move the user's branch.
 
 A run that changed nothing (its dvc.lock equals the baseline commit's or the newest record's)
-records nothing.
+records nothing new; but a record whose push failed last time (remote down) is pushed now, so
+a transient failure never leaves a run unshared.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class RunRecord:
     name: str
     revision: str
     pushed_to: tuple[str, ...]
+    new: bool = True
 
     def describe(self) -> str:
         where = ", ".join(self.pushed_to) if self.pushed_to else "this repository only"
@@ -55,12 +57,23 @@ def _file_at(root: Path, revision: str, path: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
+def newest_record_ref(root: Path) -> tuple[str, str] | None:
+    """(ref name, commit) of the most recent experiment in this repository, if any."""
+    refs = git(
+        root,
+        "for-each-ref",
+        EXPERIMENT_REFS,
+        "--sort=-committerdate",
+        "--format=%(refname) %(objectname)",
+    ).split("\n")
+    found = [line.split() for line in refs if line.strip()]
+    return (found[0][0], found[0][1]) if found else None
+
+
 def newest_record(root: Path) -> str | None:
     """The commit of the most recent experiment in this repository, if any."""
-    refs = git(
-        root, "for-each-ref", EXPERIMENT_REFS, "--sort=-committerdate", "--format=%(objectname)"
-    ).split()
-    return refs[0] if refs else None
+    found = newest_record_ref(root)
+    return found[1] if found else None
 
 
 def has_changes_to_record(root: Path) -> bool:
@@ -81,7 +94,8 @@ def git_remote(root: Path) -> str | None:
 
 
 def record_name(now: datetime | None = None) -> str:
-    return "run-" + (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    """run-20261123-020004-517: to the millisecond, so two records never share a name."""
+    return "run-" + (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
 def record_run(root: Path, name: str | None = None) -> RunRecord | None:
@@ -91,7 +105,7 @@ def record_run(root: Path, name: str | None = None) -> RunRecord | None:
     are included, so the record is complete.
     """
     if not has_changes_to_record(root):
-        return None
+        return _newest_unless_stale(root)
     name = name or record_name()
     with dvc_workspace(root) as repo:
         untracked = set(git(root, "ls-files", "--others", "--exclude-standard").splitlines())
@@ -103,11 +117,29 @@ def record_run(root: Path, name: str | None = None) -> RunRecord | None:
             if path == LOCK_FILE
             or any(path == out or path.startswith(f"{out}/") for out in relative)
         )
-        revision = repo.experiments.save(name=name, include_untracked=include or None, force=True)
+        revision = repo.experiments.save(name=name, include_untracked=include or None)
         pushed = _publish(root, repo, name)
     record = RunRecord(name, revision, pushed)
     logger.info("recorded %s", record.describe())
     return record
+
+
+def _newest_unless_stale(root: Path) -> RunRecord | None:
+    """The newest record when the workspace still holds its result, pushed if it never was."""
+    found = newest_record_ref(root)
+    lock = Path(root) / LOCK_FILE
+    if found is None or not lock.is_file():
+        return None
+    ref, revision = found
+    if _file_at(root, revision, LOCK_FILE) != lock.read_text(encoding="utf-8"):
+        return None
+    remote = git_remote(root)
+    if remote and not git(root, "ls-remote", remote, ref).strip():
+        with dvc_workspace(root) as repo:
+            pushed = _publish(root, repo, ref.rsplit("/", 1)[-1])
+    else:
+        pushed = ()
+    return RunRecord(ref.rsplit("/", 1)[-1], revision, pushed, new=False)
 
 
 def _publish(root: Path, repo, name: str) -> tuple[str, ...]:

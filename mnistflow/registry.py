@@ -110,6 +110,8 @@ def promote(root: Path, version: str, stage: str = "prod") -> ModelVersion:
     except GTOException as error:
         raise PipelineInputError(f"{ARTIFACT} {version}: cannot assign {stage}: {error}") from None
     promoted = version_in_stage(root, stage)
+    if promoted is None or promoted.version != version:
+        raise PipelineInputError(f"{ARTIFACT} {version}: {stage} assignment not found after it")
     if stage == "prod":
         write_baseline(root, promoted)
     return promoted
@@ -129,6 +131,15 @@ def write_baseline(root: Path, version: ModelVersion) -> None:
 
 def resolve(root: Path, spec: str) -> ModelVersion:
     """`mnist-classifier:prod` (a stage) or `mnist-classifier@v0.2.0` (a version)."""
+    from gto.exceptions import GTOException
+
+    try:
+        return _resolve(root, spec)
+    except GTOException as error:
+        raise PipelineInputError(f"{spec}: cannot read the registry of {root} ({error})") from None
+
+
+def _resolve(root: Path, spec: str) -> ModelVersion:
     if "@" in spec:
         name, version = spec.split("@", 1)
         found = _versions(root).get(version) if name == ARTIFACT else None

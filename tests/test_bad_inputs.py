@@ -58,6 +58,21 @@ def _truncated_npz(folder: Path, digits: np.ndarray) -> Path:
     return folder / "cut.npz"
 
 
+def _npz_header_promises_a_billion(folder: Path, digits: np.ndarray) -> Path:
+    """A 1 KB archive whose member's header claims 10^9 images (730 GiB)."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 28, 28)}
+    )
+    member = b"\x93NUMPY" + bytes([1, 0]) + header.getvalue()[8:] + digits[:1].tobytes()
+    with zipfile.ZipFile(folder / "forged.npz", "w") as archive:
+        archive.writestr("x.npy", member)
+    return folder / "forged.npz"
+
+
 def _npy_header_promises_more(folder: Path, digits: np.ndarray) -> Path:
     np.save(folder / "short.npy", digits[:10])
     content = (folder / "short.npy").read_bytes()
@@ -103,6 +118,7 @@ BAD_KINDS = [
     (_floats_in_pixel_units, "expected floats in 0..1", 2),
     (_truncated_npz, "truncated or corrupt", 1),
     (_npy_header_promises_more, "header promises 10 images", 1),
+    (_npz_header_promises_a_billion, "header promises 1000000000 images", 1),
     (_idx_not_28x28, "expected 28×28", 1),
     (_idx_header_overflows, "4,294,967,295 images", 1),
     (_huge_png, "refused before decoding", 1),

@@ -143,6 +143,20 @@ def test_parameters_are_confined_and_the_model_verified(
     for parameter in ("inbox", "output", "model"):
         with pytest.raises(PipelineInputError, match=f"parameter {parameter}=.*outside"):
             batch_predict(root=str(project), **{parameter: str(outside)})
+    planted = project / "data" / "inbox" / "planted.onnx"
+    shutil.copyfile(project / "models" / "model.onnx", planted)
+    with pytest.raises(PipelineInputError, match="expected a file under"):
+        batch_predict(root=str(project), model="data/inbox/planted.onnx")
+    planted.unlink()
+    with pytest.raises(PipelineInputError, match="points into"):
+        batch_predict(root=str(project), output=".git/predictions")
+    # A symlink in the inbox that leads out of the project is not followed.
+    secret = outside / "secret.npy"
+    np.save(secret, mnist.x_test[:3])
+    (project / "data" / "inbox" / "link.npy").symlink_to(secret)
+    linked = batch_predict(root=str(project), output="predictions/linked")
+    assert linked["files_seen"] == 5
+    (project / "data" / "inbox" / "link.npy").unlink()
     with pytest.raises(PipelineInputError, match="dask_address.*none"):
         batch_predict(root=str(project), dask=True, dask_address="tcp://10.0.0.1:8786")
     # An operator may widen the roots.

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import pytest
 from prefect.client.orchestration import get_client
 
 from flows.pipeline import stage_names, training_pipeline
+from mnistflow.params import DEFAULT_SOURCE
+from tests.conftest import OFFLINE_WHEEL
 from tests.test_pipeline_end_to_end import STAGES, copy_project, dvc, run, set_params
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, prefect_harness):
-    return copy_project(tmp_path_factory.mktemp("flow") / "workspace")
+    """A project reading the offline wheel at its default place, .cache/ (git-ignored, so
+    absent from the copies `dvc exp run --temp` makes: the experiment test covers that)."""
+    root = copy_project(tmp_path_factory.mktemp("flow") / "workspace")
+    wheel = root / DEFAULT_SOURCE
+    wheel.parent.mkdir(parents=True)
+    shutil.copyfile(OFFLINE_WHEEL, wheel)
+    set_params(root, {"data": {"source": DEFAULT_SOURCE}})
+    return root
 
 
 def task_states(flow_run_id) -> dict[str, str]:

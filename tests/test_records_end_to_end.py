@@ -118,8 +118,24 @@ def test_four_runs_three_records_each_restorable(prefect_harness, remotes_projec
     assert all(record["experiment"] in shown for record in records)
     assert '"released": true' in shown
 
+    # The git remote is down: the run fails after recording locally ...
+    remote = str(remotes_project["base"] / "remote.git")
+    run(["git", "remote", "set-url", "origin", str(remotes_project["base"] / "down.git")],
+        workspace)  # fmt: skip
+    set_params(workspace, {"evaluate": {"batch_size": 512}})
+    state = training_pipeline(root=str(workspace), return_state=True)
+    assert state.is_failed()
+    # ... and the next run, with nothing new to compute, pushes that record.
+    run(["git", "remote", "set-url", "origin", remote], workspace)
+    retried = pipeline_run()["record"]
+    assert retried is not None and retried["new"] is False and retried["pushed_to"]
+    assert retried["revision"] in run(["git", "ls-remote", remote], workspace)
+    assert pipeline_run()["record"] is None
 
-def test_promoted_version_is_fetched_and_served_by_name(remotes_project, monkeypatch, tmp_path):
+
+def test_promoted_version_is_fetched_and_served_by_name(
+    prefect_harness, remotes_project, monkeypatch, tmp_path
+):
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
     workspace = remotes_project["workspace"]
@@ -170,3 +186,25 @@ def test_a_refused_experiment_is_recorded_and_releases_nothing(remotes_project, 
     assert '"released": false' in text and '"mlp"' in text
     prod = run(["git", "tag", "--list", "mnist-classifier#prod#*"], workspace).split()
     assert prod == ["mnist-classifier#prod#1"]
+    versions = run(["git", "tag", "--list", "mnist-classifier@*"], workspace).split()
+    assert versions == [
+        "mnist-classifier@v0.0.1",
+        "mnist-classifier@v0.1.0",
+        "mnist-classifier@v0.2.0",
+    ]
+
+
+def test_the_inbox_flow_serves_the_prod_model_by_name(prefect_harness, remotes_project):
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from flows.batch_predict import batch_predict
+
+    workspace = remotes_project["workspace"]
+    inbox = workspace / "data" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for index, digit in enumerate(remotes_project["small"].x_test[:8]):
+        Image.fromarray(digit).save(inbox / f"digit-{index}.png")
+    summary = batch_predict(root=str(workspace), model="mnist-classifier:prod", shards=2)
+    rows = pq.read_table(workspace / "predictions" / "inbox" / summary["partition"]).to_pydict()
+    assert len(rows["file"]) == 8 and set(rows["model_version"]) == {"v0.1.0"}

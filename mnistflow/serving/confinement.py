@@ -17,6 +17,8 @@ from mnistflow.errors import PipelineInputError
 
 DATA_ROOTS_VARIABLE = "MNISTFLOW_DATA_ROOTS"
 DASK_ADDRESSES_VARIABLE = "MNISTFLOW_DASK_ADDRESSES"
+# Repository internals no deployment parameter may point into.
+PROTECTED = {".git", ".dvc"}
 
 
 def _listed(variable: str, separator: str) -> list[str]:
@@ -34,12 +36,29 @@ def confined_path(project_root: Path, value: str, parameter: str) -> Path:
     candidate = Path(value)
     resolved = (candidate if candidate.is_absolute() else Path(project_root) / candidate).resolve()
     roots = allowed_roots(project_root)
-    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+    if not within_roots(resolved, roots):
         raise PipelineInputError(
             f"parameter {parameter}={value!r} resolves to {resolved}, outside the project and the "
             f"roots in {DATA_ROOTS_VARIABLE} ({', '.join(map(str, roots))}); refused"
         )
+    if PROTECTED & set(resolved.parts):
+        raise PipelineInputError(
+            f"parameter {parameter}={value!r} points into {'/'.join(sorted(PROTECTED))}; refused"
+        )
     return resolved
+
+
+def within_roots(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def confined_files(project_root: Path, files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(files that resolve inside the allowed roots, those that escape, e.g. by a symlink)."""
+    roots = allowed_roots(project_root)
+    inside, outside = [], []
+    for path in files:
+        (inside if within_roots(Path(path).resolve(), roots) else outside).append(path)
+    return inside, outside
 
 
 def confined_dask_address(address: str | None) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.parquet"
 PARTITION_PREFIX = "part-"
+# Only names this module writes are ever removed (not Spark's part-00000-… files, say).
+PARTITION_NAME = re.compile(r"part-\d{8}T\d{12}Z\.parquet")
 MANIFEST_COLUMNS = (
     "content_sha256",
     "source",
@@ -97,7 +100,7 @@ def remove_uncommitted_partitions(folder: Path, records: list[dict]) -> list[str
     committed = {record["partition"] for record in records}
     removed = []
     for path in sorted(Path(folder).glob(f"{PARTITION_PREFIX}*.parquet")):
-        if path.name not in committed:
+        if PARTITION_NAME.fullmatch(path.name) and path.name not in committed:
             path.unlink()
             removed.append(path.name)
     if removed:

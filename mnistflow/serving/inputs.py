@@ -163,16 +163,40 @@ def read_array_file(path: Path) -> np.ndarray | NpyImages:
                         f"{name}: arrays {archive.files}; expected one named x, images or "
                         "x_test, or a single array"
                     )
+                _check_npz_member(path, keys[0], f"{name}[{keys[0]}]")
                 return _as_images(archive[keys[0]], f"{name}[{keys[0]}]")
         _check_idx_header(path, name)
         return _as_images(parse_idx(path, IDX_IMAGES_MAGIC), name)
     except PipelineInputError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
         raise PipelineInputError(
             f"{name}: cannot read ({type(error).__name__}: {error}); the file is truncated or "
             "corrupt"
         ) from None
+
+
+def _check_npz_member(path: Path, key: str, origin: str) -> None:
+    """The member's .npy header, read before its data: layout, and a size the member really
+    holds (a 1 KB archive must not make numpy allocate what its header claims)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+        with archive.open(info) as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(handle)
+            header_size = handle.tell()
+    _check_layout(shape, dtype, origin)
+    promised = header_size + int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if info.file_size < promised:
+        raise PipelineInputError(
+            f"{origin}: header promises {shape[0]} images ({promised:,.0f} bytes) but the "
+            f"archive member holds {info.file_size:,} bytes; it is truncated or forged"
+        )
 
 
 def unusable_rows(images: np.ndarray) -> list[tuple[int, str]]:

@@ -364,9 +364,12 @@ def predict_files(
 
 @functools.lru_cache(maxsize=4)
 def cached_predictor(
-    model_path: str, expected_sha256: str, options: SessionOptions = SessionOptions()
+    model_path: str,
+    expected_sha256: str,
+    version: str | None = None,
+    options: SessionOptions = SessionOptions(),
 ) -> Predictor:
     """One session per process for a given model: the flow's shards that land on one worker
     reuse it instead of loading the model again. Keyed by the model's sha256, so a changed
     file can never be served from the cache under its old identity."""
-    return Predictor(Path(model_path), options, expected_sha256)
+    return Predictor(Path(model_path), options, expected_sha256, version)
