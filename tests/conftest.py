@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Importing dvc runs colorama.init(), which wraps whatever sys.stdout/sys.stderr are at that
+# moment. Imported here, under pytest's session-wide capture, rather than first inside some
+# test, where it would wrap that test's capture stream, closed when the test ends, and later
+# tests (Prefect's log handlers) would write into a closed file.
+import dvc  # noqa: F401, E402  isort: skip
 from mnistflow.data import sources as mnist_sources
 from tests.project_root import PROJECT_ROOT
 
