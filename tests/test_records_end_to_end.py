@@ -93,8 +93,17 @@ def test_four_runs_three_records_each_restorable(prefect_harness, remotes_projec
         return result
 
     pipeline_run()
-    save_source(remotes_project["source"], remotes_project["small"], extra=300)  # new data
+    # New data at the same place, 300 more training images: DVC sees the source's content.
+    save_source(remotes_project["source"], remotes_project["small"], extra=300)
+    status = dvc("status", cwd=workspace)
+    assert "ingest" in status and "modified" in status and str(remotes_project["source"]) in status
     pipeline_run()
+    # A dataset that grew is a new version, not a validation failure: it passed and trained.
+    validation = json.loads((workspace / "reports" / "validation.json").read_text())
+    sizes = {
+        e["table"]: e["observed"] for e in validation["expectations"] if e["name"] == "split_size"
+    }
+    assert validation["success"] and sizes == {"train_images": 1800, "test_images": 500}
     set_params(workspace, {"train": {"batch_size": 64}})  # new params
     pipeline_run()
     fourth = pipeline_run()  # nothing changed
