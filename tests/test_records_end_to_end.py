@@ -71,6 +71,13 @@ def remotes_project(tmp_path_factory, mnist):
     return {"base": base, "workspace": workspace, "source": source, "small": small}
 
 
+def dvc_stdout(cwd: Path, *arguments: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *arguments],
+        cwd=cwd, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
 def clone(project: dict, name: str) -> Path:
     target = project["base"] / name
     run(["git", "clone", "-q", str(project["base"] / "remote.git"), str(target)], project["base"])
@@ -126,6 +133,12 @@ def test_four_runs_three_records_each_restorable(prefect_harness, remotes_projec
     shown = dvc("exp", "show", "--json", cwd=workspace)
     assert all(record["experiment"] in shown for record in records)
     assert '"released": true' in shown
+    # Records compare like any revisions: metrics and plots, DVC's own commands.
+    first, third = records[0]["experiment"], records[2]["experiment"]
+    metrics_diff = json.loads(dvc_stdout(workspace, "metrics", "diff", first, third, "--json"))
+    assert "reports/metrics.json" in metrics_diff
+    plots_diff = json.loads(dvc_stdout(workspace, "plots", "diff", first, third, "--json"))
+    assert "Loss per epoch" in json.dumps(plots_diff)
 
     # The git remote is down: the run fails after recording locally ...
     remote = str(remotes_project["base"] / "remote.git")
