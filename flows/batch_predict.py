@@ -127,9 +127,12 @@ def snapshot_model(model: Path, expected_sha256: str | None, folder: Path) -> tu
     return snapshot, digest
 
 
-def write_partition(parts: list[Path], files: list, predicted_at: str, target: Path) -> int:
+def write_partition(
+    parts: list[Path], files: list, predicted_at: str, target: Path
+) -> tuple[int, dict[str, int], dict[str, str]]:
     """Join the shards' Parquet parts in order, with each row's inbox file, its content hash
-    and the time, into `target` (atomically); returns the row count."""
+    and the time, into `target` (atomically). Returns the row count and, per inbox file, the
+    images predicted and the reasons it was skipped (what the manifest records)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -143,7 +146,14 @@ def write_partition(parts: list[Path], files: list, predicted_at: str, target: P
     table = table.append_column("predicted_at", pa.array([predicted_at] * len(table), pa.string()))
     with atomic_file(target) as temporary:
         pq.write_table(table, temporary)
-    return len(table)
+    images: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for owner, error in zip(owners, table["error"].to_pylist(), strict=True):
+        if error is None:
+            images[owner.name] = images.get(owner.name, 0) + 1
+        else:
+            errors[owner.name] = f"{errors[owner.name]}; {error}" if owner.name in errors else error
+    return len(table), images, errors
 
 
 @flow(name="batch-predict")
@@ -224,10 +234,15 @@ def batch_predict(
             now = inbox_records.utc_now()
             predicted_at = now.isoformat(timespec="seconds")
             partition = inbox_records.partition_name(now)
-            rows = write_partition(
+            rows, images, errors = write_partition(
                 [Path(p) for p in parts], todo, predicted_at, output_dir / partition
             )
-            commit(output_dir, records, todo, results, model_sha256, partition, predicted_at)
+            # The manifest is the commit point: from here on the partition counts.
+            new = inbox_records.new_records(
+                todo, images, errors, model_sha256, results[0]["model_version"], partition,
+                predicted_at,
+            )  # fmt: skip
+            inbox_records.write_manifest(output_dir, records + new)
     summary.update(
         images=sum(r["images"] for r in results),
         flagged=sum(r["flagged"] for r in results),
@@ -243,28 +258,3 @@ def batch_predict(
         inbox, len(todo), len(files), summary["images"], summary["errors"], partition,
     )  # fmt: skip
     return summary
-
-
-def commit(
-    output_dir: Path, records: list[dict], todo: list, results: list[dict], model_sha256: str,
-    partition: str, predicted_at: str,
-) -> None:  # fmt: skip
-    """Record the run's files in the manifest: from here on the partition counts."""
-    import pyarrow.parquet as pq
-
-    by_source = {inbox_file.source: inbox_file for inbox_file in todo}
-    errors: dict[str, str] = {}
-    for result in results:
-        for source, reason in result["errors"]:
-            name = inbox_records.file_of(source, by_source).name
-            errors[name] = f"{errors[name]}; {reason}" if name in errors else reason
-    columns = pq.read_table(output_dir / partition, columns=["file", "error"]).to_pydict()
-    images: dict[str, int] = {}
-    for name, error in zip(columns["file"], columns["error"], strict=True):
-        if error is None:
-            images[name] = images.get(name, 0) + 1
-    version = results[0]["model_version"]
-    new = inbox_records.new_records(
-        todo, images, errors, model_sha256, version, partition, predicted_at
-    )
-    inbox_records.write_manifest(output_dir, records + new)

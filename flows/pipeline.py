@@ -68,6 +68,18 @@ def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None
     return result
 
 
+def describe_record(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "nothing new (no output changed)"
+    pushed = ", ".join(record["pushed_to"]) or "nowhere (no remotes)"
+    version = record["version"]
+    registered = (
+        f"registered as {registry.ARTIFACT} {version}" if version else "no new model version"
+    )
+    experiment = f"experiment `{record['experiment']}` ({record['revision'][:7]})"
+    return f"{experiment}, pushed to {pushed}; {registered}"
+
+
 def publish_artifacts(
     root: Path, stages: list[dict[str, Any]], record: dict[str, Any] | None = None
 ) -> None:
@@ -115,18 +127,7 @@ def publish_artifacts(
         "",
         f"**Release**: {export.get('verdict', 'unknown')}",
         "",
-        "**Record**: "
-        + (
-            f"experiment `{record['experiment']}` ({record['revision'][:7]}), "
-            f"pushed to {', '.join(record['pushed_to']) or 'nowhere (no remotes)'}; "
-            + (
-                f"registered as {registry.ARTIFACT} {record['version']}"
-                if record["version"]
-                else "no new model version"
-            )
-            if record
-            else "nothing new (no output changed)"
-        ),
+        f"**Record**: {describe_record(record)}",
         "",
         f"**Models**: `{root / 'models' / 'model.keras'}`, `{root / 'models' / 'model.onnx'}`",
     ]

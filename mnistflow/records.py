@@ -50,7 +50,7 @@ def git(root: Path, *arguments: str) -> str:
     return result.stdout
 
 
-def _file_at(root: Path, revision: str, path: str) -> str | None:
+def file_at_revision(root: Path, revision: str, path: str) -> str | None:
     result = subprocess.run(
         ["git", "show", f"{revision}:{path}"], cwd=root, capture_output=True, text=True
     )
@@ -82,10 +82,10 @@ def has_changes_to_record(root: Path) -> bool:
     if not lock.is_file():
         return False
     current = lock.read_text(encoding="utf-8")
-    recorded = [_file_at(root, "HEAD", LOCK_FILE)]
+    recorded = [file_at_revision(root, "HEAD", LOCK_FILE)]
     newest = newest_record(root)
     if newest:
-        recorded.append(_file_at(root, newest, LOCK_FILE))
+        recorded.append(file_at_revision(root, newest, LOCK_FILE))
     return current not in recorded
 
 
@@ -131,7 +131,7 @@ def _newest_unless_stale(root: Path) -> RunRecord | None:
     if found is None or not lock.is_file():
         return None
     ref, revision = found
-    if _file_at(root, revision, LOCK_FILE) != lock.read_text(encoding="utf-8"):
+    if file_at_revision(root, revision, LOCK_FILE) != lock.read_text(encoding="utf-8"):
         return None
     remote = git_remote(root)
     if remote and not git(root, "ls-remote", remote, ref).strip():

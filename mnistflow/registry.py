@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from mnistflow.errors import PipelineInputError
-from mnistflow.records import RunRecord, _file_at, git_remote
+from mnistflow.records import RunRecord, file_at_revision, git_remote
 
 logger = logging.getLogger(__name__)
 
@@ -39,27 +39,23 @@ class ModelVersion:
     revision: str
 
 
-def _gto_quiet():
-    import gto.api
-
-    return gto.api
-
-
 def latest_version(root: Path) -> ModelVersion | None:
+    import gto.api
     from gto.exceptions import ArtifactNotFound
 
     try:
-        found = _gto_quiet().find_latest_version(str(root), ARTIFACT)
+        found = gto.api.find_latest_version(str(root), ARTIFACT)
     except ArtifactNotFound:
         return None
     return ModelVersion(found.version, found.commit_hexsha) if found else None
 
 
 def version_in_stage(root: Path, stage: str) -> ModelVersion | None:
+    import gto.api
     from gto.exceptions import ArtifactNotFound
 
     try:
-        found = _gto_quiet().find_versions_in_stage(str(root), ARTIFACT, stage)
+        found = gto.api.find_versions_in_stage(str(root), ARTIFACT, stage)
     except ArtifactNotFound:
         return None
     found = found[0] if isinstance(found, list) and found else found
@@ -68,7 +64,7 @@ def version_in_stage(root: Path, stage: str) -> ModelVersion | None:
 
 def _model_hash(root: Path, revision: str) -> str | None:
     """The md5 dvc.lock records for the exported model at `revision`."""
-    lock = _file_at(root, revision, "dvc.lock")
+    lock = file_at_revision(root, revision, "dvc.lock")
     if lock is None:
         return None
     for out in yaml.safe_load(lock)["stages"].get("export", {}).get("outs", []):
@@ -80,13 +76,15 @@ def _model_hash(root: Path, revision: str) -> str | None:
 def register_release(root: Path, record: RunRecord) -> ModelVersion | None:
     """Register the record's model as a new version if its gates released it and it differs
     from the latest registered one; None otherwise."""
-    report = _file_at(root, record.revision, EXPORT_REPORT)
+    import gto.api
+
+    report = file_at_revision(root, record.revision, EXPORT_REPORT)
     if report is None or not json.loads(report).get("released"):
         return None
     latest = latest_version(root)
     if latest and _model_hash(root, latest.revision) == _model_hash(root, record.revision):
         return None
-    tag = _gto_quiet().register(
+    tag = gto.api.register(
         str(root),
         ARTIFACT,
         ref=record.revision,
@@ -101,10 +99,11 @@ def register_release(root: Path, record: RunRecord) -> ModelVersion | None:
 
 def promote(root: Path, version: str, stage: str = "prod") -> ModelVersion:
     """Assign `stage` to `version`; for prod, its metrics become the quality gate's baseline."""
+    import gto.api
     from gto.exceptions import GTOException
 
     try:
-        _gto_quiet().assign(
+        gto.api.assign(
             str(root), ARTIFACT, stage, version=version, push=git_remote(root) is not None
         )
     except GTOException as error:
@@ -120,8 +119,8 @@ def promote(root: Path, version: str, stage: str = "prod") -> ModelVersion:
 def write_baseline(root: Path, version: ModelVersion) -> None:
     from mnistflow.serving.gates import Baseline
 
-    metrics = _file_at(root, version.revision, METRICS)
-    params = _file_at(root, version.revision, "params.yaml")
+    metrics = file_at_revision(root, version.revision, METRICS)
+    params = file_at_revision(root, version.revision, "params.yaml")
     if metrics is None or params is None:
         raise PipelineInputError(f"{ARTIFACT} {version.version}: no metrics recorded with it")
     model_name = (yaml.safe_load(params).get("model") or {}).get("name", "cnn")
@@ -154,10 +153,11 @@ def _resolve(root: Path, spec: str) -> ModelVersion:
 
 
 def _versions(root: Path) -> dict[str, ModelVersion]:
+    import gto.api
     from gto.exceptions import ArtifactNotFound
 
     try:
-        artifact = _gto_quiet().show(str(root), ARTIFACT, table=False)
+        artifact = gto.api.show(str(root), ARTIFACT, table=False)
     except ArtifactNotFound:
         return {}
     return {row["version"]: ModelVersion(row["version"], row["commit_hexsha"]) for row in artifact}

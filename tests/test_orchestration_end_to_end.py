@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,9 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from flows.deployments import local_prefect_server
+from mnistflow.prefect_home import prefect_home
 from mnistflow.process_guard import OWNER_VARIABLE, marked_processes, process_identity
 from mnistflow.training.checkpoints import snapshots
 from tests.test_pipeline_end_to_end import copy_project, environment, set_params
+from tests.test_prefect_home import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -104,12 +106,6 @@ def test_a_killed_run_leaves_nothing_behind_and_the_next_run_completes(tmp_path)
     assert (workspace / ".prefect" / "prefect.db").is_file()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def prefect(*arguments: str, cwd: Path, env: dict[str, str]) -> str:
     result = subprocess.run(
         [str(BIN / "prefect"), *arguments],
@@ -127,28 +123,8 @@ def prefect(*arguments: str, cwd: Path, env: dict[str, str]) -> str:
 @pytest.fixture
 def prefect_server(tmp_path):
     """A real `prefect server start` on a free port with a private home."""
-    port = free_port()
-    env = clean_environment(PREFECT_HOME=str(tmp_path / "prefect-home"))
-    with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    api_url = f"http://127.0.0.1:{port}/api"
-    try:
-        from mnistflow.prefect_home import server_is_healthy
-
-        wait_until(lambda: server_is_healthy(api_url) or server.poll() is not None, 120, "server")
-        assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-        yield {**env, "PREFECT_API_URL": api_url}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with local_prefect_server(tmp_path, free_port()) as api_url:
+        yield clean_environment(PREFECT_HOME=str(prefect_home(tmp_path)), PREFECT_API_URL=api_url)
 
 
 def test_prefect_cli_deploys_to_a_work_pool_and_a_worker_runs_it(

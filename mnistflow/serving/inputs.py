@@ -64,6 +64,18 @@ def _as_images(array: np.ndarray, origin: str) -> np.ndarray:
     return array.reshape(-1, *IMAGE_SHAPE)
 
 
+def read_npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, header size) of the .npy stream at `handle`, data unread."""
+    version = np.lib.format.read_magic(handle)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran_order, dtype = read_header(handle)
+    return shape, fortran_order, dtype, handle.tell()
+
+
 class NpyImages:
     """Images in an .npy file, read slice by slice from disk.
 
@@ -75,14 +87,7 @@ class NpyImages:
         self.path = path
         try:
             with open(path, "rb") as handle:
-                version = np.lib.format.read_magic(handle)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, fortran_order, dtype = read_header(handle)
-                self.offset = handle.tell()
+                shape, fortran_order, dtype, self.offset = read_npy_header(handle)
         except (OSError, ValueError, EOFError) as error:
             raise PipelineInputError(
                 f"{display_name(path)}: not a readable .npy file ({error})"
@@ -182,14 +187,7 @@ def _check_npz_member(path: Path, key: str, origin: str) -> None:
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(f"{key}.npy")
         with archive.open(info) as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, _, dtype = read_header(handle)
-            header_size = handle.tell()
+            shape, _, dtype, header_size = read_npy_header(handle)
     _check_layout(shape, dtype, origin)
     promised = header_size + int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     if info.file_size < promised:
