@@ -182,7 +182,18 @@ def record_and_register(root: str) -> dict[str, Any] | None:
     """Record the run as a DVC experiment (pushed where remotes exist) when it changed an
     output, and register its model when the gates released a new one."""
     logger = get_run_logger()
-    record = records.record_run(Path(root))
+    name = records.record_name()
+    # The stamped model a new version points at is made before the record, which holds it.
+    release = (
+        registry.prepare_release(Path(root), name)
+        if records.has_changes_to_record(Path(root))
+        else None
+    )
+    try:
+        record = records.record_run(Path(root), name, extra=[release] if release else [])
+    finally:
+        if release:
+            registry.clear_release(Path(root))
     if record is None:
         logger.info("nothing new to record: dvc.lock matches the baseline commit")
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,11 +99,12 @@ def record_name(now: datetime | None = None) -> str:
     return "run-" + (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
-def record_run(root: Path, name: str | None = None) -> RunRecord | None:
+def record_run(root: Path, name: str | None = None, extra: Sequence[str] = ()) -> RunRecord | None:
     """`dvc exp save` the workspace when it holds a new result; push it where remotes exist.
 
     Git-tracked outputs a fresh repository has not committed yet (metrics, plots, dvc.lock)
-    are included, so the record is complete.
+    are included, so the record is complete, and so are the untracked files `extra` names
+    (the registry's stamped model, mnistflow/registry.py).
     """
     if not has_changes_to_record(root):
         return _newest_unless_stale(root)
@@ -115,6 +117,7 @@ def record_run(root: Path, name: str | None = None) -> RunRecord | None:
             path
             for path in untracked
             if path == LOCK_FILE
+            or path in extra
             or any(path == out or path.startswith(f"{out}/") for out in relative)
         )
         revision = repo.experiments.save(name=name, include_untracked=include or None)

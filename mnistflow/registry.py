@@ -1,11 +1,17 @@
 """The model registry in DVC's own format: GTO git tags on recorded runs.
 
-The exported model is declared under `artifacts:` in dvc.yaml. A recorded run whose gates
-released a new model gets a version tag (`mnist-classifier@v0.2.0`, GTO's format) on its
-experiment commit; `promote` assigns a stage (`mnist-classifier#prod#3`). Tags and commits
-travel through the git remote, the weights through the DVC remote, so in any clone
-`dvc artifacts get . mnist-classifier --stage prod` fetches the very bytes. GTO's own CLI
-(`gto show`, `gto assign`) reads the same tags.
+The registered model is declared under `artifacts:` in dvc.yaml: release/model.onnx. When a
+run's gates released a new model, the flow stamps a copy of models/model.onnx with its
+lineage (version, record, code revision, data hashes: mnistflow/lineage.py) at that path,
+tracked by release/model.onnx.dvc, which the record (the DVC experiment commit) includes; the
+commit then gets a version tag (`mnist-classifier@v0.2.0`, GTO's format). `promote` assigns a
+stage (`mnist-classifier#prod#3`). Tags and commits travel through the git remote, the
+weights through the DVC remote, so in any clone `dvc artifacts get . mnist-classifier --stage
+prod` fetches the very bytes. GTO's own CLI (`gto show`, `gto assign`) reads the same tags.
+
+Why a copy made at registration rather than the export stage's own file: the version and the
+record exist only after the run, and the export stage's output must be byte-identical on
+every rerun of the same inputs.
 
 Promoting also writes the prod version's metrics to release/baseline.json, the quality gate's
 declared input: the gate compares against what is served, not against git HEAD.
@@ -21,13 +27,19 @@ from pathlib import Path
 
 import yaml
 
+from mnistflow import lineage
+from mnistflow.dvc_runs import dvc_workspace
 from mnistflow.errors import PipelineInputError
-from mnistflow.records import RunRecord, file_at_revision, git_remote
+from mnistflow.records import LOCK_FILE, RunRecord, file_at_revision, git, git_remote
 
 logger = logging.getLogger(__name__)
 
 ARTIFACT = "mnist-classifier"
-ARTIFACT_PATH = "models/model.onnx"
+# What each version points at: the stamped copy, tracked by its own .dvc file in the record.
+ARTIFACT_PATH = "release/model.onnx"
+ARTIFACT_DVC_FILE = f"{ARTIFACT_PATH}.dvc"
+# The export stage's output, which the stamped copy is made from.
+EXPORTED_MODEL = "models/model.onnx"
 EXPORT_REPORT = "reports/export.json"
 METRICS = "reports/metrics.json"
 BASELINE = Path("release") / "baseline.json"
@@ -62,38 +74,120 @@ def version_in_stage(root: Path, stage: str) -> ModelVersion | None:
     return ModelVersion(found.version, found.commit_hexsha) if found else None
 
 
-def _model_hash(root: Path, revision: str) -> str | None:
-    """The md5 dvc.lock records for the exported model at `revision`."""
-    lock = file_at_revision(root, revision, "dvc.lock")
-    if lock is None:
+def _exported_model_hash(lock_text: str | None) -> str | None:
+    """The md5 a dvc.lock records for the export stage's model."""
+    if lock_text is None:
         return None
-    for out in yaml.safe_load(lock)["stages"].get("export", {}).get("outs", []):
-        if out["path"] == ARTIFACT_PATH:
+    for out in yaml.safe_load(lock_text)["stages"].get("export", {}).get("outs", []):
+        if out["path"] == EXPORTED_MODEL:
             return out.get("md5")
     return None
 
 
+def next_version(latest: ModelVersion | None) -> str:
+    """GTO's numbering, decided before the record exists: v0.0.1, then minor bumps."""
+    from gto.versions import SemVer
+
+    if latest is None:
+        return SemVer.get_minimal().version
+    return SemVer(latest.version).bump_minor().version
+
+
+def prepare_release(root: Path, record_name: str) -> str | None:
+    """When the workspace holds a model its gates released and the registry does not have
+    yet: stamp release/model.onnx with the version it will get and `dvc add` it. Returns the
+    .dvc file the record must include, or None when there is nothing to register."""
+    root = Path(root)
+    report, lock = root / EXPORT_REPORT, root / LOCK_FILE
+    if not report.is_file() or not json.loads(report.read_text(encoding="utf-8"))["released"]:
+        return None
+    lock_text = lock.read_text(encoding="utf-8")
+    latest = latest_version(root)
+    exported = _exported_model_hash(lock_text)
+    if latest and _exported_model_hash(file_at_revision(root, latest.revision, LOCK_FILE)) == (
+        exported
+    ):
+        return None
+    version = next_version(latest)
+    with dvc_workspace(root) as repo:
+        outputs = {str(Path(out.fs_path).relative_to(root.resolve())) for out in repo.index.outs}
+        metadata = lineage.lineage_metadata(
+            ARTIFACT,
+            version,
+            record_name,
+            git(root, "rev-parse", "HEAD").strip(),
+            _code_changes(root, outputs),
+            lock_text,
+        )
+        lineage.stamp(root / EXPORTED_MODEL, root / ARTIFACT_PATH, metadata)
+        repo.add(ARTIFACT_PATH)
+    dvc_file = root / ARTIFACT_DVC_FILE
+    tracked = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))
+    # Which version the record is for: read back when registering (or retrying to).
+    tracked["meta"] = {"version": version, "record": record_name, "exported_md5": exported}
+    dvc_file.write_text(yaml.safe_dump(tracked, sort_keys=False), encoding="utf-8")
+    return ARTIFACT_DVC_FILE
+
+
+def _code_changes(root: Path, outputs: set[str]) -> list[str]:
+    """Tracked files that differ from HEAD, other than dvc.lock and the pipeline's outputs."""
+    changed = git(root, "diff", "--name-only", "HEAD").split()
+    return [
+        path
+        for path in changed
+        if path != LOCK_FILE
+        and not any(path == out or path.startswith(f"{out}/") for out in outputs)
+    ]
+
+
+def clear_release(root: Path) -> None:
+    """Put the workspace's release/model.onnx(.dvc) back as HEAD has them: the stamped copy
+    belongs to the record, not to the branch the user works on."""
+    root = Path(root)
+    if file_at_revision(root, "HEAD", ARTIFACT_DVC_FILE) is not None:
+        git(root, "checkout", "HEAD", "--", ARTIFACT_DVC_FILE)
+        with dvc_workspace(root) as repo:
+            repo.checkout(ARTIFACT_DVC_FILE, force=True)
+        return
+    (root / ARTIFACT_DVC_FILE).unlink(missing_ok=True)
+    (root / ARTIFACT_PATH).unlink(missing_ok=True)
+
+
 def register_release(root: Path, record: RunRecord) -> ModelVersion | None:
-    """Register the record's model as a new version if its gates released it and it differs
-    from the latest registered one; None otherwise."""
+    """Tag the record with the version its stamped model names, unless it already has it
+    (then push the tag if a git remote lacks it: a registration the remote missed)."""
     import gto.api
 
-    report = file_at_revision(root, record.revision, EXPORT_REPORT)
-    if report is None or not json.loads(report).get("released"):
+    dvc_file = file_at_revision(root, record.revision, ARTIFACT_DVC_FILE)
+    if dvc_file is None:
         return None
-    latest = latest_version(root)
-    if latest and _model_hash(root, latest.revision) == _model_hash(root, record.revision):
+    meta = yaml.safe_load(dvc_file).get("meta") or {}
+    version = meta.get("version")
+    if meta.get("record") != record.name or not version:
+        return None  # an older release restored into the workspace, not this record's
+    remote = git_remote(root)
+    existing = _versions(root).get(version)
+    if existing is not None:
+        if existing.revision != record.revision:
+            raise PipelineInputError(
+                f"{ARTIFACT} {version} is already registered at {existing.revision[:7]}; "
+                f"{record.name} ({record.revision[:7]}) was stamped with the same version"
+            )
+        tag = f"{ARTIFACT}@{version}"
+        if remote and not git(root, "ls-remote", remote, f"refs/tags/{tag}").strip():
+            git(root, "push", "-q", remote, f"refs/tags/{tag}")
+            return existing
         return None
-    tag = gto.api.register(
+    gto.api.register(
         str(root),
         ARTIFACT,
         ref=record.revision,
-        bump_minor=latest is not None,
+        version=version,
         message=f"{ARTIFACT}: released by {record.name}",
-        push=git_remote(root) is not None,
+        push=remote is not None,
     )
-    registered = ModelVersion(tag.version, record.revision)
-    logger.info("registered %s %s (%s)", ARTIFACT, registered.version, record.name)
+    registered = ModelVersion(version, record.revision)
+    logger.info("registered %s %s (%s)", ARTIFACT, version, record.name)
     return registered
 
 
@@ -164,14 +258,25 @@ def _versions(root: Path) -> dict[str, ModelVersion]:
 
 
 def fetch_model(root: Path, version: ModelVersion, target: Path) -> Path:
-    """The version's model bytes into `target` (from the DVC cache, else the DVC remote)."""
+    """The version's model bytes into `target` (from the DVC cache, else the DVC remote),
+    refused unless the model's own metadata names that version."""
+    import onnx
     from dvc.repo import Repo
 
     with (
         Repo(str(root), rev=version.revision) as repo,
         repo.dvcfs.open(ARTIFACT_PATH, "rb") as source,
     ):
-        target.write_bytes(source.read())
+        model_bytes = source.read()
+    stamped = {
+        entry.key: entry.value for entry in onnx.load_from_string(model_bytes).metadata_props
+    }
+    if stamped.get("model_version") != version.version:
+        raise PipelineInputError(
+            f"{ARTIFACT} {version.version} ({version.revision[:7]}): {ARTIFACT_PATH} names "
+            f"version {stamped.get('model_version')!r}, expected {version.version!r}"
+        )
+    target.write_bytes(model_bytes)
     return target
 
 

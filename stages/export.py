@@ -54,15 +54,25 @@ def main() -> None:
         params.model.name,
         model_metadata(params, normalization, inputs),
     )
-    if not verdict.released and (params.export.strict or not arguments.output.is_file()):
-        kept = "" if arguments.output.is_file() else " and no model was released before"
+    if not verdict.released and params.export.strict:
         raise PipelineInputError(
-            f"the gates refused the model ({verdict.describe()}){kept}; "
+            f"the gates refused the model ({verdict.describe()}); export.strict is set; "
             f"{arguments.output} is left as it was"
         )
-    if verdict.released:
+    # The first model ever exported is written even when refused: DVC needs the output, and
+    # the run must be recorded. released: false says it was never released, so the registry
+    # does not register it.
+    first_export = not arguments.output.is_file()
+    if verdict.released or first_export:
         with atomic_file(arguments.output) as temporary:
             temporary.write_bytes(onnx_bytes)
+    if first_export and not verdict.released:
+        logger.warning(
+            "%s holds a model the gates refused (no model was released before): "
+            "recorded, not registered",
+            arguments.output,
+        )
+    served = onnx_bytes if verdict.released or first_export else arguments.output.read_bytes()
     write_json(
         arguments.report,
         {
@@ -71,7 +81,7 @@ def main() -> None:
             "opset": params.export.opset,
             # What consumers verify the served model against (the inbox flow does), and the
             # candidate's own hash, which differs when the gates kept the previous model.
-            "onnx_sha256": hashlib.sha256(arguments.output.read_bytes()).hexdigest(),
+            "onnx_sha256": hashlib.sha256(served).hexdigest(),
             "candidate_onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
         },
     )

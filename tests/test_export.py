@@ -171,10 +171,15 @@ def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnis
             cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
         )  # fmt: skip
 
-    # Nothing released yet: nothing to keep, so the refusal fails the stage.
+    # Nothing released yet: the refused candidate is written (DVC needs the output, the run
+    # is recorded) and reported as never released.
     first = export(strict=False)
-    assert first.returncode == 2 and "no model was released before" in first.stderr
-    assert not onnx_path.exists() and not (tmp_path / "export.json").exists()
+    assert first.returncode == 0, first.stderr
+    assert "no model was released before" in first.stderr
+    report = json.loads((tmp_path / "export.json").read_text())
+    assert report["released"] is False
+    assert report["onnx_sha256"] == report["candidate_onnx_sha256"]
+    assert report["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
 
     onnx_path.write_bytes(b"previous model")
     recorded = export(strict=False)

@@ -17,12 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mnistflow.cli import app
 from mnistflow.data.sources import MnistArrays
+from mnistflow.lineage import lineage_metadata
+from mnistflow.registry import ARTIFACT
 from tests.test_pipeline_end_to_end import GIT_IDENTITY, copy_project, dvc, run, set_params
 
+LINEAGE_KEYS = set(lineage_metadata("a", "v", "r", "c", [], "{}"))
 # What a record must restore exactly (DVC-cached outputs and git-tracked results).
 RESTORED = (
     "data/raw/mnist.npz",
@@ -32,6 +36,22 @@ RESTORED = (
     "reports/export.json",
     "dvc.lock",
 )
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+
+
+def without_lineage(model_bytes: bytes) -> bytes:
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    kept = [e for e in model.metadata_props if e.key not in LINEAGE_KEYS]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    return model.SerializeToString()
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -130,6 +150,11 @@ def test_four_runs_three_records_each_restorable(prefect_harness, remotes_projec
         dvc("exp", "apply", record["experiment"], cwd=restored)
         dvc("pull", cwd=restored)
         assert digests(restored) == expected, record["experiment"]
+        # The record holds the registered, stamped model too; the workspace does not.
+        stamped = onnx_metadata(restored / "release" / "model.onnx")
+        assert stamped["model_version"] == record["version"]
+        assert stamped["record"] == record["experiment"]
+    assert not (workspace / "release" / "model.onnx.dvc").exists()
     shown = dvc("exp", "show", "--json", cwd=workspace)
     assert all(record["experiment"] in shown for record in records)
     assert '"released": true' in shown
@@ -170,9 +195,20 @@ def test_promoted_version_is_fetched_and_served_by_name(
     other = clone(remotes_project, "consumer")
     dvc("artifacts", "get", ".", "mnist-classifier", "--stage", "prod", "-o", "prod.onnx",
         cwd=other)  # fmt: skip
-    expected = run(["git", "show", "mnist-classifier@v0.1.0:dvc.lock"], other)
+    tracked = run(["git", "show", "mnist-classifier@v0.1.0:release/model.onnx.dvc"], other)
     served = (other / "prod.onnx").read_bytes()
-    assert hashlib.md5(served).hexdigest() in expected  # the bytes dvc.lock recorded
+    assert hashlib.md5(served).hexdigest() in tracked  # the bytes the version recorded
+    # The model names its version, record, code revision and data; the graph is the export
+    # stage's own model (stamping only added metadata).
+    lock = yaml.safe_load(run(["git", "show", "mnist-classifier@v0.1.0:dvc.lock"], other))
+    stamped = onnx_metadata(other / "prod.onnx")
+    assert stamped["model_version"] == "v0.1.0" and stamped["registry_artifact"] == ARTIFACT
+    parent = run(["git", "rev-parse", "mnist-classifier@v0.1.0^"], other).strip()
+    assert stamped["code_revision"] == parent and json.loads(stamped["code_changes"]) == []
+    raw = next(o for o in lock["stages"]["ingest"]["outs"] if o["path"] == "data/raw/mnist.npz")
+    assert json.loads(stamped["data_versions"])["data/raw/mnist.npz"] == raw["md5"]
+    exported = next(o for o in lock["stages"]["export"]["outs"])["md5"]
+    assert hashlib.md5(without_lineage(served)).hexdigest() == exported
 
     np.save(tmp_path / "digits.npy", remotes_project["small"].x_test[:20])
     monkeypatch.chdir(other)

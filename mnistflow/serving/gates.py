@@ -163,7 +163,6 @@ class Verdict:
 
     released: bool
     reasons: tuple[str, ...] = ()
-    allowed_regression: bool = False
 
     def describe(self) -> str:
         if not self.released:
@@ -186,4 +185,4 @@ def decide(
         return Verdict(False, tuple(quality + parity_reasons))
     for reason in quality:
         logger.warning("releasing despite the %s (export.allow_regression)", reason)
-    return Verdict(True, tuple(quality), allowed_regression=bool(quality))
+    return Verdict(True, tuple(quality))

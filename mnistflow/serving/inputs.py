@@ -12,7 +12,6 @@ a reader allocate what its header claims.
 
 from __future__ import annotations
 
-import gzip
 import os
 import zipfile
 import zlib
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistflow.constants import IMAGE_SHAPE, IMAGE_SIZE, PIXELS_PER_IMAGE
-from mnistflow.data.idx import IDX_IMAGES_MAGIC, parse_idx
+from mnistflow.data.idx import IDX_IMAGES_MAGIC, parse_idx, read_idx_header
 from mnistflow.data.pixels import unit_floats
 from mnistflow.errors import PipelineInputError
 from mnistflow.serving.images import read_image_file
@@ -125,31 +124,14 @@ class NpyImages:
 MAX_IDX_IMAGES = 10_000_000
 
 
-def _check_idx_header(path: Path, name: str) -> None:
-    """Magic, (N, 28, 28) dimensions and a sane N, read from the (maybe gzipped) header."""
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gzipped else open
-    with opener(path, "rb") as handle:
-        header = handle.read(16)
-    if len(header) < 16:
-        raise PipelineInputError(f"{name}: {len(header)} bytes; too short for an IDX image header")
-    magic = int.from_bytes(header[:4], "big")
-    if magic != IDX_IMAGES_MAGIC:
+def _read_idx_images(path: Path, name: str) -> np.ndarray:
+    """IDX images, their (N, 28, 28) dimensions and a sane N checked from the header first."""
+    dims = read_idx_header(path, IDX_IMAGES_MAGIC)
+    if dims[1:] != IMAGE_SHAPE:
         raise PipelineInputError(
-            f"{name}: IDX magic number 0x{magic:08x}; expected 0x{IDX_IMAGES_MAGIC:08x} "
-            "(uint8 images)"
+            f"{name}: IDX images of {dims[1]}×{dims[2]}; expected {IMAGE_SIZE}×{IMAGE_SIZE}"
         )
-    count, height, width = (int.from_bytes(header[i : i + 4], "big") for i in (4, 8, 12))
-    if (height, width) != IMAGE_SHAPE:
-        raise PipelineInputError(
-            f"{name}: IDX images of {height}×{width}; expected {IMAGE_SIZE}×{IMAGE_SIZE}"
-        )
-    if count > MAX_IDX_IMAGES:
-        raise PipelineInputError(
-            f"{name}: IDX header announces {count:,} images; more than {MAX_IDX_IMAGES:,} are "
-            "refused (split the file)"
-        )
+    return parse_idx(path, IDX_IMAGES_MAGIC, max_items=MAX_IDX_IMAGES)
 
 
 def read_array_file(path: Path) -> np.ndarray | NpyImages:
@@ -170,10 +152,13 @@ def read_array_file(path: Path) -> np.ndarray | NpyImages:
                     )
                 _check_npz_member(path, keys[0], f"{name}[{keys[0]}]")
                 return _as_images(archive[keys[0]], f"{name}[{keys[0]}]")
-        _check_idx_header(path, name)
-        return _as_images(parse_idx(path, IDX_IMAGES_MAGIC), name)
-    except PipelineInputError:
-        raise
+        return _as_images(_read_idx_images(path, name), name)
+    except PipelineInputError as error:
+        # The IDX reader names the path as it is; an undecodable name must not break the
+        # writer of the error column.
+        raise PipelineInputError(
+            str(error).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        ) from None
     except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
         raise PipelineInputError(
             f"{name}: cannot read ({type(error).__name__}: {error}); the file is truncated or "
