@@ -33,15 +33,13 @@ def stage_seconds(scratch: Path) -> float:
         str(RAW),
         "--report",
         str(scratch / "validation.json"),
-        "--data-docs",
-        str(scratch / "docs"),
     ]
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - started
 
 
-def parts(scratch: Path) -> dict[str, float]:
+def parts() -> dict[str, float]:
     timings: dict[str, float] = {}
 
     def timed(name, function):
@@ -60,7 +58,6 @@ def parts(scratch: Path) -> dict[str, float]:
     tables = timed("per-image summary (numpy)", lambda: dataset_tables(arrays))
     expectations = dataset_expectations(ValidateParams())
     timed("GX validation", lambda: run_checks(tables, expectations))
-    timed("GX validation + Data Docs", lambda: run_checks(tables, expectations, scratch / "d"))
     return timings
 
 
@@ -72,7 +69,7 @@ def main() -> None:
         raise SystemExit(f"{RAW} is missing: run `dvc repro ingest` first")
     with tempfile.TemporaryDirectory() as scratch:
         runs = [stage_seconds(Path(scratch)) for _ in range(arguments.repeats)]
-        breakdown = parts(Path(scratch))
+        breakdown = parts()
     median = statistics.median(runs)
     figures = {
         "images": 70000,

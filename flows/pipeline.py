@@ -7,7 +7,6 @@ is read from dvc.yaml, never written down here.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,10 +17,8 @@ from prefect.states import Completed
 
 from mnistflow import dvc_runs, records, registry
 from mnistflow.project import find_project_root, stage_names
-from mnistflow.serving.gates import load_baseline
+from mnistflow.reporting.summary import record_line
 from mnistflow.writer_lock import DEFAULT_WAIT_SECONDS, describe_holder, exclusive_writer
-
-METRIC_KEYS = ("accuracy", "loss", "precision_macro", "recall_macro", "f1_macro")
 
 
 def _retry_when_transient(task, task_run, state) -> bool:
@@ -68,44 +65,33 @@ def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None
     return result
 
 
-def describe_record(record: dict[str, Any] | None) -> str:
-    if not record:
-        return "nothing new (no output changed)"
-    pushed = ", ".join(record["pushed_to"]) or "nowhere (no remotes)"
-    version = record["version"]
-    registered = (
-        f"registered as {registry.ARTIFACT} {version}" if version else "no new model version"
-    )
-    experiment = f"experiment `{record['experiment']}` ({record['revision'][:7]})"
-    return f"{experiment}, pushed to {pushed}; {registered}"
+@task(task_run_name="report")
+def write_report(root: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """reports/report.html, the offline report of this run against the baseline."""
+    from mnistflow.reporting.page import make_report
+    from mnistflow.reporting.summary import summary_of, unavailable_summary
+
+    logger = get_run_logger()
+    try:
+        path, inputs = make_report(Path(root), stages)
+    except Exception:  # noqa: BLE001 - the run is done and recorded; the report is a view
+        logger.exception("the report could not be written")
+        return unavailable_summary()
+    logger.info("report: %s", path)
+    return summary_of(inputs, path)
 
 
 def publish_artifacts(
-    root: Path, stages: list[dict[str, Any]], record: dict[str, Any] | None = None
+    stages: list[dict[str, Any]], summary: dict[str, Any], record: dict[str, Any] | None = None
 ) -> None:
+    """The run's outcome in the Prefect UI: a metrics table and a markdown summary."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    def read(relative: str) -> dict[str, Any]:
-        path = root / relative
-        return json.loads(path.read_text()) if path.is_file() else {}
-
-    metrics = read("reports/metrics.json")
-    # The same baseline the export gate compares against: the released model's accuracy.
-    baseline_file = root / "release" / "baseline.json"
-    baseline = load_baseline(baseline_file) if baseline_file.is_file() else None
-    before = {"accuracy": baseline.accuracy} if baseline else {}
-    rows = [
-        {
-            "metric": key,
-            "value": round(metrics[key], 6),
-            "baseline": before.get(key),
-            "change": round(metrics[key] - before[key], 6) if key in before else None,
-        }
-        for key in METRIC_KEYS
-        if key in metrics
-    ]
-    create_table_artifact(key="test-metrics", table=rows, description="Test metrics vs baseline")
-    validation, export = read("reports/validation.json"), read("reports/export.json")
+    create_table_artifact(
+        key="test-metrics",
+        table=summary["metrics"],
+        description=f"Test metrics vs {summary['baseline'] or 'no baseline'}",
+    )
     lines = [
         "# mnistflow training pipeline",
         "",
@@ -116,20 +102,20 @@ def publish_artifacts(
             for s in stages
         ),
         "",
-        f"**Validation**: {'passed' if validation.get('success') else 'FAILED'} "
-        f"({validation.get('checks_failed', '?')} of {validation.get('checks_total', '?')} "
-        "checks failed)",
+        f"**Validation**: {summary['validation']}",
         "",
-        "**Test metrics**: " + ", ".join(f"{r['metric']} {r['value']}" for r in rows),
+        "**Test metrics**: "
+        + ", ".join(
+            f"{row['metric']} {row['value']:.4f}"
+            for row in summary["metrics"]
+            if row["value"] is not None
+        ),
         "",
-        f"**Export parity**: argmax agreement {export.get('argmax_agreement')}, "
-        f"max abs diff {export.get('max_abs_diff')}",
+        f"**Release**: {summary['verdict']}",
         "",
-        f"**Release**: {export.get('verdict', 'unknown')}",
+        f"**Record**: {record_line(record)}",
         "",
-        f"**Record**: {describe_record(record)}",
-        "",
-        f"**Models**: `{root / 'models' / 'model.keras'}`, `{root / 'models' / 'model.onnx'}`",
+        f"**Report** (self-contained, opens offline): `{summary['report']}`",
     ]
     create_markdown_artifact(key="pipeline-summary", markdown="\n".join(lines))
 
@@ -169,12 +155,13 @@ def training_pipeline(
             # The task's state names the outcome; .result() re-raises a failure, ending the run.
             stages.append(retried(stage, root, return_state=True).result())
         record = record_and_register(root)
-    publish_artifacts(Path(root), stages, record)
+        summary = write_report(root, stages)
+    publish_artifacts(stages, summary, record)
     ran = [s["stage"] for s in stages if s["ran"]]
     logger.info(
         "ran %s; up to date: %s", ran or "nothing", [s["stage"] for s in stages if not s["ran"]]
     )
-    return {"stages": stages, "record": record}
+    return {"stages": stages, "record": record, "summary": summary}
 
 
 @task(task_run_name="record-run")
@@ -184,11 +171,12 @@ def record_and_register(root: str) -> dict[str, Any] | None:
     logger = get_run_logger()
     name = records.record_name()
     # The stamped model a new version points at is made before the record, which holds it.
-    release = (
-        registry.prepare_release(Path(root), name)
-        if records.has_changes_to_record(Path(root))
-        else None
-    )
+    release = None
+    if records.has_changes_to_record(Path(root)):
+        try:
+            release = registry.prepare_release(Path(root), name)
+        except Exception:  # noqa: BLE001 - the record matters more than the registration
+            logger.exception("the model cannot be prepared for the registry; recording anyway")
     try:
         record = records.record_run(Path(root), name, extra=[release] if release else [])
     finally:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -138,10 +136,9 @@ def run(
         typer.echo(f"experiment {experiment['experiment']} ({experiment['revision'][:7]})")
         typer.echo("compare with: dvc exp show")
         return
-    for stage in result["stages"]:
-        outcome = "ran" if stage["ran"] else "up to date"
-        typer.echo(f"{stage['stage']:<10} {outcome:<11} {stage['seconds']:>8.1f} s")
-    subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=root, check=False)
+    from mnistflow.reporting.summary import print_summary, record_line
+
+    print_summary(result["stages"], result["summary"], record_line(result["record"]))
 
 
 @app.command()
@@ -266,6 +263,21 @@ def _model_file(model: str) -> Iterator[tuple[Path, str | None]]:
         return
     with tempfile.TemporaryDirectory(prefix="mnistflow-model-") as folder:
         yield fetch_to_temporary(_project_root(), model, Path(folder))
+
+
+@app.command()
+def report(
+    output: Annotated[
+        Path | None, typer.Option(help="Where to write it (default reports/report.html).")
+    ] = None,
+) -> None:
+    """Write the offline run report: one self-contained HTML file (every `mnistflow run`
+    ends by writing it; after a plain `dvc repro`, run this)."""
+    from mnistflow.reporting.page import make_report
+
+    root = _project_root()
+    path, _ = make_report(root, target=output)
+    typer.echo(f"report: {path}")
 
 
 @app.command()

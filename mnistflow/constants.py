@@ -13,3 +13,6 @@ PIXEL_MAX = 255
 # Names of the exported model's input and output (ONNX graph and Keras input layer).
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+# ONNX metadata key of a model the export gates refused that was written only because no model
+# existed yet (stages/export.py); serving refuses a model carrying it.
+REFUSED_KEY = "gates_refused"

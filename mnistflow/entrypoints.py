@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from mnistflow.errors import PipelineInputError
+from mnistflow.stderr_filter import filter_stderr, noise_patterns
 
 
 def run_stage(main: Callable[[], None]) -> None:
@@ -15,11 +16,15 @@ def run_stage(main: Callable[[], None]) -> None:
 
     Anything else is a bug and keeps its traceback.
     """
-    # Stages import TensorFlow lazily, so this takes effect; it hides TF's C++ info chatter.
+    # Stages import TensorFlow lazily, so this takes effect; it hides TF's C++ info chatter
+    # once absl's logging is up (errors still show). What comes before is filtered here:
+    filter_stderr(noise_patterns())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Libraries' own INFO chatter (GX logs every internal registration) hides the stage's.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # Libraries' own INFO chatter (GX logs every internal registration, tf2onnx each pass)
+    # hides the stage's.
+    for library in ("great_expectations", "tf2onnx"):
+        logging.getLogger(library).setLevel(logging.WARNING)
     try:
         main()
     except PipelineInputError as error:

@@ -10,6 +10,8 @@ points at, which name themselves wherever they are copied.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -25,15 +27,38 @@ def data_versions(lock_text: str) -> dict[str, str]:
     same hashes `dvc data status` and `dvc exp show` print, so a version can be looked up."""
     stages = (yaml.safe_load(lock_text) or {}).get("stages", {})
     versions: dict[str, str] = {}
-    for name in DATA_STAGES:
-        stage = stages.get(name, {})
-        # The ingest stage's non-code dependency is the source data.data.source names.
-        sources = [dep for dep in stage.get("deps", []) if not dep["path"].endswith(".py")]
-        for entry in [*sources, *stage.get("outs", [])]:
-            digest = entry.get("md5") or entry.get("etag") or entry.get("checksum")
-            if digest:
-                versions[entry["path"]] = digest
+    # ingest's one dependency that is not code is the source `data.source` names.
+    ingest_deps = stages.get("ingest", {}).get("deps", [])
+    sources = [dep for dep in ingest_deps if not dep["path"].endswith(".py")]
+    outs = [out for name in DATA_STAGES for out in stages.get(name, {}).get("outs", [])]
+    for entry in [*sources, *outs]:
+        digest = entry.get("md5") or entry.get("etag") or entry.get("checksum")
+        if digest:
+            versions[entry["path"]] = digest
     return versions
+
+
+def output_paths(lock_text: str) -> set[str]:
+    """Every stage output dvc.lock lists, and dvc.lock itself: results, not code."""
+    stages = (yaml.safe_load(lock_text) or {}).get("stages", {})
+    return {"dvc.lock"} | {
+        out["path"] for stage in stages.values() for out in stage.get("outs", [])
+    }
+
+
+def code_changes(root: Path, outputs: set[str]) -> list[str]:
+    """Tracked files that differ from HEAD, other than `outputs` (and what lies inside them)."""
+    result = subprocess.run(
+        ["git", "diff", "--name-only", "-z", "HEAD"], cwd=root, capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        return []
+    changed = [os.fsdecode(name) for name in result.stdout.split(b"\0") if name]
+    return sorted(
+        path
+        for path in changed
+        if not any(path == out or path.startswith(f"{out}/") for out in outputs)
+    )
 
 
 def lineage_metadata(

@@ -6,6 +6,9 @@ started by `make run` shows in the UI of `mnistflow serve`, and two projects nev
 When a project server is up (`mnistflow serve` started one), commands use it rather than
 starting a temporary server of their own on the same database.
 
+MNISTFLOW_PREFECT_HOME overrides the folder (e.g. to share one home between checkouts); an
+explicit PREFECT_API_URL (a shared server) is kept as it is.
+
 Only environment variables and a small JSON record here: importing this never imports Prefect,
 which reads its settings once, at import.
 """
@@ -23,10 +26,13 @@ from mnistflow.atomic import write_json
 
 PREFECT_FOLDER = ".prefect"
 SERVER_RECORD = "server.json"
+HOME_VARIABLE = "MNISTFLOW_PREFECT_HOME"
 
 
 def prefect_home(root: Path) -> Path:
-    return Path(root) / PREFECT_FOLDER
+    """The project's `.prefect/`, or the folder $MNISTFLOW_PREFECT_HOME names."""
+    override = os.environ.get(HOME_VARIABLE)
+    return Path(override).expanduser().resolve() if override else Path(root) / PREFECT_FOLDER
 
 
 def server_is_healthy(api_url: str) -> bool:
@@ -46,8 +52,10 @@ def running_project_server(root: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     # A record left by a killed server of this project may name a port another project's
-    # server now holds: only a server that says it serves this project's home counts.
-    if project != str(Path(root).resolve()) or not server_is_healthy(api_url):
+    # server now holds: only a server that says it serves this project's home counts. A home
+    # shared through MNISTFLOW_PREFECT_HOME is served by whichever checkout started it.
+    shared = bool(os.environ.get(HOME_VARIABLE))
+    if (not shared and project != str(Path(root).resolve())) or not server_is_healthy(api_url):
         return None
     return api_url if _serves_home(api_url, prefect_home(root)) else None
 

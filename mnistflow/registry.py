@@ -84,13 +84,18 @@ def _exported_model_hash(lock_text: str | None) -> str | None:
     return None
 
 
-def next_version(latest: ModelVersion | None) -> str:
-    """GTO's numbering, decided before the record exists: v0.0.1, then minor bumps."""
+def next_version(root: Path) -> str:
+    """GTO's numbering, decided before the record exists: v0.0.1, then minor bumps of the
+    highest version any tag names (deregistered ones included: a tag name is never reused)."""
     from gto.versions import SemVer
 
-    if latest is None:
-        return SemVer.get_minimal().version
-    return SemVer(latest.version).bump_minor().version
+    prefix = f"{ARTIFACT}@"
+    versions = [
+        SemVer(tag[len(prefix) :])
+        for tag in git(root, "tag", "--list", f"{prefix}*").split()
+        if SemVer.is_valid(tag[len(prefix) :])
+    ]
+    return max(versions).bump_minor().version if versions else SemVer.get_minimal().version
 
 
 def prepare_release(root: Path, record_name: str) -> str | None:
@@ -98,46 +103,54 @@ def prepare_release(root: Path, record_name: str) -> str | None:
     yet: stamp release/model.onnx with the version it will get and `dvc add` it. Returns the
     .dvc file the record must include, or None when there is nothing to register."""
     root = Path(root)
+    if not _has_new_release(root):
+        return None
+    version = next_version(root)
+    try:
+        _stamp_and_track(root, version, record_name)
+    except Exception:
+        clear_release(root)
+        raise
+    return ARTIFACT_DVC_FILE
+
+
+def _has_new_release(root: Path) -> bool:
+    """The workspace's export was released and differs from the latest registered model."""
     report, lock = root / EXPORT_REPORT, root / LOCK_FILE
-    if not report.is_file() or not json.loads(report.read_text(encoding="utf-8"))["released"]:
-        return None
-    lock_text = lock.read_text(encoding="utf-8")
+    if not report.is_file() or not lock.is_file():
+        return False
+    if not json.loads(report.read_text(encoding="utf-8")).get("released"):
+        return False
     latest = latest_version(root)
-    exported = _exported_model_hash(lock_text)
-    if latest and _exported_model_hash(file_at_revision(root, latest.revision, LOCK_FILE)) == (
-        exported
-    ):
-        return None
-    version = next_version(latest)
-    with dvc_workspace(root) as repo:
-        outputs = {str(Path(out.fs_path).relative_to(root.resolve())) for out in repo.index.outs}
-        metadata = lineage.lineage_metadata(
-            ARTIFACT,
-            version,
-            record_name,
-            git(root, "rev-parse", "HEAD").strip(),
-            _code_changes(root, outputs),
-            lock_text,
-        )
-        lineage.stamp(root / EXPORTED_MODEL, root / ARTIFACT_PATH, metadata)
+    exported = _exported_model_hash(lock.read_text(encoding="utf-8"))
+    return latest is None or exported != _exported_model_hash(
+        file_at_revision(root, latest.revision, LOCK_FILE)
+    )
+
+
+def _stamp_and_track(root: Path, version: str, record_name: str) -> None:
+    """release/model.onnx stamped with its lineage, and its .dvc file naming the version."""
+    from mnistflow.atomic import atomic_file
+
+    lock_text = (root / LOCK_FILE).read_text(encoding="utf-8")
+    metadata = lineage.lineage_metadata(
+        ARTIFACT,
+        version,
+        record_name,
+        git(root, "rev-parse", "HEAD").strip(),
+        lineage.code_changes(root, lineage.output_paths(lock_text)),
+        lock_text,
+    )
+    lineage.stamp(root / EXPORTED_MODEL, root / ARTIFACT_PATH, metadata)
+    with dvc_workspace(root) as repo, repo.scm_context(quiet=True, autostage=False):
+        # quiet: no "git add release/model.onnx.dvc" hint; the file belongs to the record.
         repo.add(ARTIFACT_PATH)
     dvc_file = root / ARTIFACT_DVC_FILE
     tracked = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))
     # Which version the record is for: read back when registering (or retrying to).
-    tracked["meta"] = {"version": version, "record": record_name, "exported_md5": exported}
-    dvc_file.write_text(yaml.safe_dump(tracked, sort_keys=False), encoding="utf-8")
-    return ARTIFACT_DVC_FILE
-
-
-def _code_changes(root: Path, outputs: set[str]) -> list[str]:
-    """Tracked files that differ from HEAD, other than dvc.lock and the pipeline's outputs."""
-    changed = git(root, "diff", "--name-only", "HEAD").split()
-    return [
-        path
-        for path in changed
-        if path != LOCK_FILE
-        and not any(path == out or path.startswith(f"{out}/") for out in outputs)
-    ]
+    tracked["meta"] = {"version": version, "record": record_name}
+    with atomic_file(dvc_file) as temporary:
+        temporary.write_text(yaml.safe_dump(tracked, sort_keys=False), encoding="utf-8")
 
 
 def clear_release(root: Path) -> None:
@@ -146,8 +159,11 @@ def clear_release(root: Path) -> None:
     root = Path(root)
     if file_at_revision(root, "HEAD", ARTIFACT_DVC_FILE) is not None:
         git(root, "checkout", "HEAD", "--", ARTIFACT_DVC_FILE)
-        with dvc_workspace(root) as repo:
-            repo.checkout(ARTIFACT_DVC_FILE, force=True)
+        try:
+            with dvc_workspace(root) as repo:
+                repo.checkout(ARTIFACT_DVC_FILE, force=True)
+        except Exception as error:  # noqa: BLE001 - the record is made; say what is left
+            logger.warning("%s: not restored to HEAD's (%s); run `dvc pull`", ARTIFACT_PATH, error)
         return
     (root / ARTIFACT_DVC_FILE).unlink(missing_ok=True)
     (root / ARTIFACT_PATH).unlink(missing_ok=True)
@@ -166,17 +182,26 @@ def register_release(root: Path, record: RunRecord) -> ModelVersion | None:
     if meta.get("record") != record.name or not version:
         return None  # an older release restored into the workspace, not this record's
     remote = git_remote(root)
-    existing = _versions(root).get(version)
-    if existing is not None:
-        if existing.revision != record.revision:
-            raise PipelineInputError(
-                f"{ARTIFACT} {version} is already registered at {existing.revision[:7]}; "
-                f"{record.name} ({record.revision[:7]}) was stamped with the same version"
-            )
-        tag = f"{ARTIFACT}@{version}"
-        if remote and not git(root, "ls-remote", remote, f"refs/tags/{tag}").strip():
-            git(root, "push", "-q", remote, f"refs/tags/{tag}")
-            return existing
+    tag = f"{ARTIFACT}@{version}"
+    tagged = git(root, "tag", "--list", tag).strip()
+    if tagged:
+        existing = git(root, "rev-parse", f"{tag}^{{commit}}").strip()
+        if existing != record.revision:
+            # Not fatal, or every later run would meet it again: the record stays recorded.
+            logger.warning(
+                "%s: %s is registered at %s already; %s (%s) was stamped with it and stays "
+                "unregistered",
+                ARTIFACT, version, existing[:7], record.name, record.revision[:7],
+            )  # fmt: skip
+            return None
+        if remote:
+            listed = git(root, "ls-remote", remote, f"refs/tags/{tag}^{{}}").split()
+            if not listed:
+                git(root, "push", "-q", remote, f"refs/tags/{tag}")
+                return ModelVersion(version, record.revision)
+            if listed[0] != record.revision:
+                logger.warning("%s on %s points at %s, not %s", tag, remote, listed[0][:7],
+                               record.revision[:7])  # fmt: skip
         return None
     gto.api.register(
         str(root),
@@ -263,21 +288,27 @@ def fetch_model(root: Path, version: ModelVersion, target: Path) -> Path:
     import onnx
     from dvc.repo import Repo
 
-    with (
-        Repo(str(root), rev=version.revision) as repo,
-        repo.dvcfs.open(ARTIFACT_PATH, "rb") as source,
-    ):
+    path = _artifact_path(root, version.revision)
+    with Repo(str(root), rev=version.revision) as repo, repo.dvcfs.open(path, "rb") as source:
         model_bytes = source.read()
     stamped = {
         entry.key: entry.value for entry in onnx.load_from_string(model_bytes).metadata_props
     }
-    if stamped.get("model_version") != version.version:
+    # Versions registered before stamping point at the export stage's own, unstamped file.
+    if path != EXPORTED_MODEL and stamped.get("model_version") != version.version:
         raise PipelineInputError(
             f"{ARTIFACT} {version.version} ({version.revision[:7]}): {ARTIFACT_PATH} names "
             f"version {stamped.get('model_version')!r}, expected {version.version!r}"
         )
     target.write_bytes(model_bytes)
     return target
+
+
+def _artifact_path(root: Path, revision: str) -> str:
+    """The artifact's path as that revision's dvc.yaml declares it (as `dvc artifacts get`
+    reads it)."""
+    declared = yaml.safe_load(file_at_revision(root, revision, "dvc.yaml") or "") or {}
+    return ((declared.get("artifacts") or {}).get(ARTIFACT) or {}).get("path", ARTIFACT_PATH)
 
 
 def fetch_to_temporary(root: Path, spec: str, folder: Path | None = None) -> tuple[Path, str]:

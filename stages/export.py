@@ -3,6 +3,8 @@
 The gates decide release, not recording: a refused model leaves the served models/model.onnx
 as it was and the stage succeeds, with the verdict in reports/export.json (`released`,
 `verdict`), so the run is recorded and visible in `dvc exp show`. export.strict fails it.
+Where the workspace has no models/model.onnx yet, a refused model is written (DVC needs the
+output) with the refusal in its metadata, which serving refuses.
 
 Every input is declared in dvc.yaml: the model, the normalization, the raw test images, the
 test metrics, the baseline and the params. Nothing is read from git or dvc.lock.
@@ -21,7 +23,7 @@ from mnistflow.data.sources import load_npz
 from mnistflow.entrypoints import run_stage
 from mnistflow.errors import PipelineInputError, require_file
 from mnistflow.params import load_params
-from mnistflow.serving.export import gated_export, model_metadata
+from mnistflow.serving.export import gated_export, marked_refused, model_metadata
 from mnistflow.serving.gates import load_baseline, read_accuracy
 
 logger = logging.getLogger(__name__)
@@ -59,20 +61,24 @@ def main() -> None:
             f"the gates refused the model ({verdict.describe()}); export.strict is set; "
             f"{arguments.output} is left as it was"
         )
-    # The first model ever exported is written even when refused: DVC needs the output, and
-    # the run must be recorded. released: false says it was never released, so the registry
-    # does not register it.
-    first_export = not arguments.output.is_file()
-    if verdict.released or first_export:
-        with atomic_file(arguments.output) as temporary:
-            temporary.write_bytes(onnx_bytes)
-    if first_export and not verdict.released:
+    # With no model in the workspace, a refused one is written all the same: DVC needs the
+    # output and the run must be recorded. Its metadata carries the refusal, so serving
+    # refuses it, and released: false keeps the registry from registering it.
+    replace = verdict.released or not arguments.output.is_file()
+    if verdict.released:
+        served = onnx_bytes
+    elif replace:
+        served = marked_refused(onnx_bytes, verdict)
         logger.warning(
-            "%s holds a model the gates refused (no model was released before): "
-            "recorded, not registered",
+            "%s did not exist: it now holds the refused model, marked as refused (serving "
+            "refuses it); recorded, not registered",
             arguments.output,
         )
-    served = onnx_bytes if verdict.released or first_export else arguments.output.read_bytes()
+    else:
+        served = arguments.output.read_bytes()
+    if replace:
+        with atomic_file(arguments.output) as temporary:
+            temporary.write_bytes(served)
     write_json(
         arguments.report,
         {

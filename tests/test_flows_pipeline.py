@@ -68,7 +68,10 @@ def test_first_run_runs_every_stage_then_second_skips_all(workspace):
         artifacts["test-metrics"]
     )
     assert "| train | ran |" in artifacts["pipeline-summary"]
-    assert "model.onnx" in artifacts["pipeline-summary"]
+    # The run's report, written by its last task, is named in the summary.
+    report = workspace / "reports" / "report.html"
+    assert str(report) in artifacts["pipeline-summary"] and report.is_file()
+    assert result["summary"]["report"] == str(report)
     # The flow and `dvc repro` are one thing: DVC agrees nothing is left to do.
     assert "up to date" in dvc("status", cwd=workspace).lower()
     run(["git", "add", "-A"], workspace)

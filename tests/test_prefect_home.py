@@ -31,3 +31,10 @@ def test_a_project_server_is_found_by_its_project_only(tmp_path):
         assert running_project_server(other) is None
     assert not (prefect_home(project) / SERVER_RECORD).exists()
     assert running_project_server(project) is None
+
+
+def test_the_home_is_the_projects_unless_overridden(tmp_path, monkeypatch):
+    monkeypatch.delenv("MNISTFLOW_PREFECT_HOME", raising=False)
+    assert prefect_home(tmp_path) == tmp_path / ".prefect"
+    monkeypatch.setenv("MNISTFLOW_PREFECT_HOME", str(tmp_path / "shared"))
+    assert prefect_home(tmp_path / "checkout") == (tmp_path / "shared").resolve()

@@ -6,11 +6,9 @@ the training data (validate stage) and prediction inputs (`mnistflow validate`).
 
 from __future__ import annotations
 
-import datetime
+import logging
 import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,11 +21,10 @@ from mnistflow.data.summaries import (
 )
 from mnistflow.params import ValidateParams
 
-DATA_DOCS_SITE = "mnistflow"
-DATA_DOCS_RUN_TIME = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
-RENDER_TIME_QUERY = re.compile(r"\?d=\d{8}T\d{6}\.\d{6}Z")
-TIMESTAMP = re.compile(r"\b\d{8}T\d{6}\.\d{6}Z\b")
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+# No Great Expectations Data Docs: GX's site pages load bootstrap, jQuery, DataTables and Font
+# Awesome from public CDNs and render empty offline, and vendoring those assets would mean
+# patching GX's templates on every upgrade. Every expectation, its observed value and its
+# bound go to reports/validation.json and the offline report (mnistflow/reporting/) instead.
 
 
 @dataclass(frozen=True)
@@ -189,55 +186,37 @@ def _observed(result: dict[str, Any]) -> Any:
     return None
 
 
-def _gx_context(data_docs_dir: Path | None):
-    """An ephemeral GX context, quiet and offline, with a Data Docs site when asked for."""
+def _gx_context():
+    """An ephemeral GX context, quiet and offline."""
     # No network here, and none wanted: GX's usage statistics stay off.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # That module sets its own logger to INFO on import, so the stage's WARNING level for
+    # "great_expectations" misses it; it would announce an (unused) ephemeral docs folder.
+    logging.getLogger(ProgressBarsConfig.__module__).setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     # One tqdm bar per validation is noise in pipeline logs.
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    if data_docs_dir is not None:
-        context.add_data_docs_site(
-            site_name=DATA_DOCS_SITE,
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(Path(data_docs_dir).resolve()),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
     return context
 
 
-def _fixed_run_id():
-    """One run identity for every validation: GX names Data Docs folders and index rows after
-    the run's time, and the same data must give the same (DVC-hashed) pages."""
-    from great_expectations.core.run_identifier import RunIdentifier
-
-    return RunIdentifier(run_name=DATA_DOCS_SITE, run_time=DATA_DOCS_RUN_TIME)
-
-
-def _canonical_pages(site: Path) -> None:
-    """Make the Data Docs a function of the data alone, so DVC hashes them the same on every
-    rerun: GX stamps pages with the wall-clock time it rendered or validated them (asset
-    links' `?d=…`, batch ids) and gives collapsible sections random uuid4 ids. Times become
-    the fixed run time; each page's uuids are numbered in order of appearance (each id keeps
-    its pairing with the element it controls)."""
-    fixed_time = DATA_DOCS_RUN_TIME.strftime("%Y%m%dT%H%M%S.%fZ")
-    for page in sorted(Path(site).rglob("*.html")):
-        html = RENDER_TIME_QUERY.sub("", page.read_text(encoding="utf-8"))
-        html = TIMESTAMP.sub(fixed_time, html)
-        page.write_text(_numbered_uuids(html), encoding="utf-8")
+def _column_range(table, column: str | None) -> list[float] | None:
+    """[min, max] of a numeric column: what a per-image bound was checked against."""
+    if column is None or column not in table or len(table) == 0:
+        return None
+    values = table[column].to_numpy()
+    if values.dtype.kind not in "iuf" or np.isnan(values.astype(np.float64)).all():
+        return None
+    return [round(float(np.nanmin(values)), 6), round(float(np.nanmax(values)), 6)]
 
 
-def _numbered_uuids(html: str) -> str:
-    numbering: dict[str, str] = {}
-    return UUID.sub(lambda m: numbering.setdefault(m.group(0), f"id{len(numbering)}"), html)
+def _with_range(observed: Any, table, column: str | None) -> Any:
+    value_range = _column_range(table, column)
+    if isinstance(observed, dict) and "unexpected_count" in observed and value_range:
+        return {**observed, "range": value_range}
+    return observed
 
 
 def _validate_table(context, source, table_name: str, table, checks) -> list[CheckResult]:
@@ -256,7 +235,6 @@ def _validate_table(context, source, table_name: str, table, checks) -> list[Che
     outcome = definition.run(
         batch_parameters={"dataframe": table},
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
-        run_id=_fixed_run_id(),
     )
     return [
         CheckResult(
@@ -264,7 +242,9 @@ def _validate_table(context, source, table_name: str, table, checks) -> list[Che
             table=table_name,
             column=item.expectation_config.kwargs.get("column"),
             success=bool(item.success),
-            observed=_observed(item.result),
+            observed=_with_range(
+                _observed(item.result), table, item.expectation_config.kwargs.get("column")
+            ),
             bound=_bound(item.expectation_config.kwargs),
             unexpected_count=item.result.get("unexpected_count"),
         )
@@ -273,34 +253,27 @@ def _validate_table(context, source, table_name: str, table, checks) -> list[Che
 
 
 def run_checks(
-    tables: dict[str, Any],
-    expectations: dict[str, list[tuple[str, Any]]],
-    data_docs_dir: Path | None = None,
+    tables: dict[str, Any], expectations: dict[str, list[tuple[str, Any]]]
 ) -> ValidationReport:
-    """Validate each table with its suite in a GX ephemeral context; optionally write Data Docs.
+    """Validate each table with its suite in a GX ephemeral context.
 
     Results come in the order the expectations were listed, whatever order GX ran them in.
     """
-    context = _gx_context(data_docs_dir)
+    context = _gx_context()
     source = context.data_sources.add_pandas("mnistflow")
     results = [
         result
         for table_name, checks in expectations.items()
         for result in _validate_table(context, source, table_name, tables[table_name], checks)
     ]
-    if data_docs_dir is not None:
-        context.build_data_docs(site_names=[DATA_DOCS_SITE])
-        _canonical_pages(data_docs_dir)
     listed = [(table, name) for table, checks in expectations.items() for name, _ in checks]
     results.sort(key=lambda result: listed.index((result.table, result.name)))
     return ValidationReport(results)
 
 
-def validate_dataset(
-    arrays: dict[str, np.ndarray], params: ValidateParams, data_docs_dir: Path | None = None
-) -> ValidationReport:
+def validate_dataset(arrays: dict[str, np.ndarray], params: ValidateParams) -> ValidationReport:
     """The dataset checks on a labelled dataset, as stored (keys of Keras' mnist.npz)."""
-    return run_checks(dataset_tables(arrays), dataset_expectations(params), data_docs_dir)
+    return run_checks(dataset_tables(arrays), dataset_expectations(params))
 
 
 def validate_images(images: np.ndarray, params: ValidateParams) -> ValidationReport:

@@ -20,10 +20,10 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, num_classes: int
     return matrix
 
 
-def classification_metrics(
+def per_class_metrics(
     actual: np.ndarray, predicted: np.ndarray, num_classes: int
-) -> dict[str, float]:
-    """Accuracy and macro-averaged precision, recall, F1 (a class never predicted scores 0)."""
+) -> dict[str, np.ndarray]:
+    """Support, precision, recall and F1 of each class (a class never predicted scores 0)."""
     matrix = confusion_matrix(actual, predicted, num_classes)
     true_positives = np.diag(matrix).astype(np.float64)
     predicted_counts = matrix.sum(axis=0)
@@ -38,11 +38,19 @@ def classification_metrics(
     f1 = np.divide(
         2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0
     )
+    return {"support": actual_counts, "precision": precision, "recall": recall, "f1": f1}
+
+
+def classification_metrics(
+    actual: np.ndarray, predicted: np.ndarray, num_classes: int
+) -> dict[str, float]:
+    """Accuracy and macro-averaged precision, recall, F1."""
+    per_class = per_class_metrics(actual, predicted, num_classes)
     return {
-        "accuracy": float(true_positives.sum() / matrix.sum()),
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "f1_macro": float(f1.mean()),
+        "accuracy": float(np.mean(np.asarray(actual) == np.asarray(predicted))),
+        "precision_macro": float(per_class["precision"].mean()),
+        "recall_macro": float(per_class["recall"].mean()),
+        "f1_macro": float(per_class["f1"].mean()),
     }
 
 

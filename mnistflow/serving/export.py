@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistflow.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_NAME, OUTPUT_NAME, PIXEL_MAX
+from mnistflow.constants import (
+    CLASS_NAMES,
+    IMAGE_SIZE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PIXEL_MAX,
+    REFUSED_KEY,
+)
 from mnistflow.data.normalization import Normalization
 from mnistflow.hashing import sha256_of_file
 from mnistflow.params import ExportParams, ModelName, Params
@@ -152,6 +159,15 @@ def model_metadata(
             {name: sha256_of_file(path) for name, path in inputs.items()}, sort_keys=True
         ),
     }
+
+
+def marked_refused(onnx_bytes: bytes, verdict: Verdict) -> bytes:
+    """The model with its refusal in its metadata, so it never passes for a released one."""
+    import onnx
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    model.metadata_props.add(key=REFUSED_KEY, value=verdict.describe())
+    return model.SerializeToString()
 
 
 def gated_export(

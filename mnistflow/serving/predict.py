@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistflow.atomic import atomic_file
-from mnistflow.constants import NUM_CLASSES
+from mnistflow.constants import NUM_CLASSES, REFUSED_KEY
 from mnistflow.data.pixels import uint8_pixels
 from mnistflow.data.summaries import flag_images
 from mnistflow.errors import PipelineInputError
@@ -146,6 +146,11 @@ class Predictor:
         if self.provider != wanted[0]:
             raise RuntimeError(f"asked for {wanted[0]} but the session runs on {self.provider}")
         metadata = self.session.get_modelmeta().custom_metadata_map
+        if REFUSED_KEY in metadata:
+            raise PipelineInputError(
+                f"{model_path}: the export gates refused this model ({metadata[REFUSED_KEY]}); "
+                "it was written only because no model existed yet, and is not served"
+            )
         self.input_name = metadata.get("input_name", self.session.get_inputs()[0].name)
         self.output_name = metadata.get("output_name", self.session.get_outputs()[0].name)
         self.class_names = json.loads(

@@ -1,0 +1,85 @@
+"""reports/report.html: one self-contained page a person can open offline.
+
+Charts are inline SVG (charts.py), pictures are data: URIs, the style sheet is inline and
+there is no script: nothing is loaded from outside the file. Jinja2 escapes every value
+taken from the project (params, paths, messages).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from mnistflow.atomic import atomic_file
+from mnistflow.reporting.inputs import ReportInputs
+
+REPORT_PATH = Path("reports") / "report.html"
+TEMPLATE = "report.html.j2"
+# Section ids, in page order: a test checks each is present and filled.
+SECTIONS = ("run", "data", "training", "evaluation", "release", "environment")
+
+
+def number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}" if abs(value) >= 10**-digits or value == 0 else f"{value:.2e}"
+
+
+def signed(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:+.{digits}f}"
+
+
+def observed(value: Any) -> str:
+    """A validation result's observed value as one line."""
+    if value is None:
+        return "–"
+    if isinstance(value, dict) and "unexpected_count" in value:
+        parts = []
+        if "range" in value:
+            low, high = value["range"]
+            parts.append(f"range {number(low, 3)} … {number(high, 3)}")
+        parts.append(f"{number(value['unexpected_count'])} outside")
+        if value.get("examples"):
+            parts.append(f"e.g. {value['examples']}")
+        return "; ".join(parts)
+    if isinstance(value, dict) and "missing" in value:
+        return f"missing {value['missing']}"
+    return number(value, 6) if isinstance(value, float) else str(value)
+
+
+def render(inputs: ReportInputs) -> str:
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("mnistflow.reporting", "templates"),
+        autoescape=True,
+        # A results file from an older or failed run may lack a field: shown empty, not fatal.
+        undefined=jinja2.ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(number=number, signed=signed, observed=observed)
+    return environment.get_template(TEMPLATE).render(r=inputs, sections=SECTIONS)
+
+
+def write_report(inputs: ReportInputs, target: Path) -> Path:
+    with atomic_file(target) as temporary:
+        temporary.write_text(render(inputs), encoding="utf-8")
+    return target
+
+
+def make_report(
+    root: Path, stages: list[dict[str, Any]] | None = None, target: Path | None = None
+) -> tuple[Path, ReportInputs]:
+    """Gather the project's results and write the report: (its path, what it shows)."""
+    from mnistflow.reporting.inputs import gather
+
+    inputs = gather(Path(root), stages)
+    return write_report(inputs, target or Path(root) / REPORT_PATH), inputs
