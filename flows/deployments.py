@@ -67,6 +67,9 @@ def local_prefect_server(root: Path, port: int = 4200, timeout: float = 90) -> I
         **os.environ,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The UI asks /ui-settings where its API is; left alone it answers port 4200
+        # whatever --port says, and the UI of a server on another port shows nothing.
+        "PREFECT_UI_API_URL": url,
     }
     environment.pop("PREFECT_API_URL", None)
     prefect = str(Path(sys.executable).parent / "prefect")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.request
 
 from flows.deployments import local_prefect_server
 from mnistflow.prefect_home import SERVER_RECORD, prefect_home, running_project_server
@@ -21,6 +23,10 @@ def test_a_project_server_is_found_by_its_project_only(tmp_path):
     assert running_project_server(project) is None
     with local_prefect_server(project, free_port()) as api_url:
         assert running_project_server(project) == api_url
+        # Its UI (what `mnistflow serve` shows) talks to this server, on this port.
+        base = api_url.removesuffix("/api")
+        with urllib.request.urlopen(f"{base}/ui-settings", timeout=10) as response:
+            assert json.loads(response.read())["api_url"] == api_url
         # Another project that finds a copy of the record (a stale one naming this port)
         # must not use a server that keeps its state elsewhere.
         record = (prefect_home(project) / SERVER_RECORD).read_text()
