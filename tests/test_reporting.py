@@ -21,6 +21,7 @@ def test_the_committed_plots_template_is_the_pinned_bundle():
 
 def test_values_read_as_people_expect():
     assert number(0.99190) == "0.9919" and number(6.85e-07, 6) == "6.85e-07"
+    assert number(0.09, 1) == "0.1" and number(0.0) == "0.0000"
     assert number(60000) == "60,000" and number(None) == "–" and number(True) == "True"
     assert observed({"unexpected_count": 3, "examples": [1.5], "range": [0.02, 0.5]}) == (
         "range 0.020 … 0.500; 3 outside; e.g. [1.5]"

@@ -29,7 +29,8 @@ def number(value: Any, digits: int = 4) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:.{digits}f}" if abs(value) >= 10**-digits or value == 0 else f"{value:.2e}"
+    # Scientific only for tiny figures (parity differences), never for "0.09 s".
+    return f"{value:.2e}" if 0 < abs(value) < 1e-4 else f"{value:.{digits}f}"
 
 
 def signed(value: float | None, digits: int = 4) -> str:
