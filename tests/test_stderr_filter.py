@@ -67,8 +67,8 @@ def test_ctrl_c_reaches_the_stage_and_its_last_words_are_kept():
         REAL,
         ending=(
             "import time\n"
-            "print('ready', flush=True)\n"
-            "try:\n"
+            "try:\n"  # ready is printed inside: the interrupt may come at once
+            "    print('ready', flush=True)\n"
             "    time.sleep(60)\n"
             "except KeyboardInterrupt:\n"
             "    print('error: interrupted', file=sys.stderr)\n"
