@@ -127,15 +127,23 @@ def record_run(root: Path, name: str | None = None, extra: Sequence[str] = ()) -
     return record
 
 
-def _newest_unless_stale(root: Path) -> RunRecord | None:
-    """The newest record when the workspace still holds its result, pushed if it never was."""
+def current_record_ref(root: Path) -> tuple[str, str] | None:
+    """(ref name, commit) of the newest record when it holds exactly the workspace's dvc.lock."""
     found = newest_record_ref(root)
     lock = Path(root) / LOCK_FILE
     if found is None or not lock.is_file():
         return None
-    ref, revision = found
-    if file_at_revision(root, revision, LOCK_FILE) != lock.read_text(encoding="utf-8"):
+    if file_at_revision(root, found[1], LOCK_FILE) != lock.read_text(encoding="utf-8"):
         return None
+    return found
+
+
+def _newest_unless_stale(root: Path) -> RunRecord | None:
+    """The newest record when the workspace still holds its result, pushed if it never was."""
+    found = current_record_ref(root)
+    if found is None:
+        return None
+    ref, revision = found
     remote = git_remote(root)
     if remote and not git(root, "ls-remote", remote, ref).strip():
         with dvc_workspace(root) as repo:

@@ -271,15 +271,34 @@ def _resolve(root: Path, spec: str) -> ModelVersion:
     return found
 
 
-def _versions(root: Path) -> dict[str, ModelVersion]:
+def _shown(root: Path) -> list[dict]:
+    """GTO's rows for the artifact's versions (none when nothing is registered)."""
     import gto.api
     from gto.exceptions import ArtifactNotFound
 
     try:
-        artifact = gto.api.show(str(root), ARTIFACT, table=False)
+        return gto.api.show(str(root), ARTIFACT, table=False)
     except ArtifactNotFound:
-        return {}
-    return {row["version"]: ModelVersion(row["version"], row["commit_hexsha"]) for row in artifact}
+        return []
+
+
+def _versions(root: Path) -> dict[str, ModelVersion]:
+    return {
+        row["version"]: ModelVersion(row["version"], row["commit_hexsha"]) for row in _shown(root)
+    }
+
+
+def version_rows(root: Path) -> list[dict[str, str]]:
+    """Each version with its stages, record commit and registration time (for reports)."""
+    return [
+        {
+            "version": row["version"],
+            "stage": ", ".join(dict.fromkeys(a["stage"] for a in row.get("stages") or [])),
+            "revision": row["commit_hexsha"][:7],
+            "created_at": str(row.get("created_at", "")),
+        }
+        for row in _shown(root)
+    ]
 
 
 def fetch_model(root: Path, version: ModelVersion, target: Path) -> Path:

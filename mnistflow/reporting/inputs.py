@@ -225,37 +225,22 @@ def per_class(root: Path) -> list[dict[str, float]]:
 
 
 def registry_versions(root: Path) -> list[dict[str, str]]:
-    import gto.api
     from gto.exceptions import GTOException
 
     from mnistflow import registry
 
     try:
-        rows = gto.api.show(str(root), registry.ARTIFACT, table=False)
+        return registry.version_rows(root)
     except GTOException:
         return []
-    return [
-        {
-            "version": row["version"],
-            "stage": ", ".join(dict.fromkeys(a["stage"] for a in row.get("stages") or [])),
-            "revision": row["commit_hexsha"][:7],
-            "created_at": str(row.get("created_at", "")),
-        }
-        for row in rows
-    ]
 
 
 def current_record(root: Path) -> str | None:
     """The record (DVC experiment) holding exactly this workspace's dvc.lock, if any."""
-    from mnistflow.records import LOCK_FILE, file_at_revision, newest_record_ref
+    from mnistflow.records import current_record_ref
 
-    found = newest_record_ref(root)
-    lock = root / LOCK_FILE
-    if not found or not lock.is_file():
-        return None
-    ref, revision = found
-    recorded = file_at_revision(root, revision, LOCK_FILE)
-    return ref.rsplit("/", 1)[-1] if recorded == lock.read_text(encoding="utf-8") else None
+    found = current_record_ref(root)
+    return found[0].rsplit("/", 1)[-1] if found else None
 
 
 def environment(training: dict[str, Any] | None) -> dict[str, str]:
