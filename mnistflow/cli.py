@@ -47,8 +47,10 @@ def _entrypoint(root: Path, entrypoint: str):
 
 
 def _validate_params(params_file: Path | None):
-    """The `validate` bounds: of --params, else of the project around the working directory,
-    else the defaults (MNIST's), so predict and validate work from any directory."""
+    """(the `validate` section, the accepted reference or None): of --params and the reference
+    beside it, else of the project around the working directory, else neither (MNIST's
+    built-in bounds then apply), so predict and validate work from any directory."""
+    from mnistflow.data.reference import REFERENCE_DIR, load_reference
     from mnistflow.params import ValidateParams, load_validate_params
     from mnistflow.project import find_project_root
 
@@ -56,8 +58,10 @@ def _validate_params(params_file: Path | None):
         try:
             params_file = find_project_root() / "params.yaml"
         except PipelineInputError:
-            return ValidateParams()
-    return load_validate_params(params_file)
+            return ValidateParams(), None
+    reference_folder = params_file.parent / REFERENCE_DIR
+    reference = load_reference(reference_folder) if reference_folder.is_dir() else None
+    return load_validate_params(params_file), reference
 
 
 def _orchestrated_project() -> Path:
@@ -218,25 +222,31 @@ def validate(
         ),
     ] = None,
 ) -> None:
-    """Check a prediction batch with the image-level data checks (shape, scale, ink, blanks)."""
-    from mnistflow.data.checks import validate_images
+    """Check a prediction batch: each image against the bounds (shape, scale, ink, blanks), and
+    the batch against the project's reference profile for drift (from 500 images)."""
+    from mnistflow.data.validation import validate_batch
     from mnistflow.serving.inputs import read_inputs
 
     with reported_input_errors():
-        params = _validate_params(params_file)
+        params, reference = _validate_params(params_file)
         batch = read_inputs(inputs)
     for _, reason in batch.errors:
         typer.echo(f"unreadable: {reason}", err=True)
     if len(batch.images) == 0:
         typer.echo("error: no images found in the inputs", err=True)
         raise typer.Exit(2)
-    report = validate_images(batch.images, params)
+    report = validate_batch(batch.images, params, reference)
     total = len(batch.images)
     for result in report.results:
-        failing = result.unexpected_count or 0
         status = "ok  " if result.success else "FAIL"
+        if result.table == "batch":
+            typer.echo(
+                f"{status} {result.name:<22} batch {result.observed:>9} (expected {result.bound})"
+            )
+            continue
+        failing = result.unexpected_count or 0
         typer.echo(
-            f"{status} {result.name:<16} {failing:>7} of {total} images fail "
+            f"{status} {result.name:<22} {failing:>7} of {total} images fail "
             f"(expected {result.bound})"
         )
     if not report.success or batch.errors:
@@ -248,6 +258,14 @@ def validate(
         )
         raise typer.Exit(1)
     typer.echo(f"all {len(report.results)} checks passed on {total} images")
+
+
+def _resolved_bounds(params_file: Path):
+    """--params' `validate` bounds, null ones inferred from the reference beside it."""
+    from mnistflow.data.bounds import resolve_bounds
+
+    params, reference = _validate_params(params_file)
+    return resolve_bounds(params, reference.profile if reference else None)[0]
 
 
 @contextlib.contextmanager
@@ -263,6 +281,70 @@ def _model_file(model: str) -> Iterator[tuple[Path, str | None]]:
         return
     with tempfile.TemporaryDirectory(prefix="mnistflow-model-") as folder:
         yield fetch_to_temporary(_project_root(), model, Path(folder))
+
+
+reference_app = typer.Typer(
+    no_args_is_help=True, help="The accepted reference profile validate compares data with."
+)
+app.add_typer(reference_app, name="reference")
+
+
+@reference_app.command("accept")
+def reference_accept(
+    label_model: Annotated[
+        str,
+        typer.Option(
+            help="auto: the released model when it was trained on this data, else "
+            "cross-validated MLPs; or released, or cross-validated."
+        ),
+    ] = "auto",
+) -> None:
+    """Accept the ingested data (data/raw/mnist.npz) as the reference.
+
+    Profiles it, takes or fits a label model, writes reference/ and records it in
+    reference.dvc; then run `dvc repro`."""
+    from mnistflow.acceptance import accept_reference
+    from mnistflow.params import load_params
+
+    if label_model not in ("auto", "released", "cross-validated"):
+        typer.echo(
+            f"error: --label-model {label_model}: expected auto, released or cross-validated",
+            err=True,
+        )
+        raise typer.Exit(2)
+    from mnistflow.stderr_filter import filter_stderr, noise_patterns
+
+    # Fitting the MLPs loads TensorFlow: its start-up lines (oneDNN, CUDA probing without a
+    # GPU) are dropped as in the stages, and its tf.data attribute notices by the log level;
+    # errors still raise in Python.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    filter_stderr(noise_patterns())
+    root = _project_root()
+    with reported_input_errors():
+        source = load_params(root / "params.yaml").data.source
+        accepted = accept_reference(root, label_model, source=source)  # type: ignore[arg-type]
+    typer.echo(
+        f"accepted {accepted.images} images (data md5 {accepted.data_md5}) as the reference "
+        f"in {accepted.folder}; label model: {accepted.label_model}. Commit reference.dvc and "
+        "reference/, then run `dvc repro`."
+    )
+
+
+@reference_app.command("show")
+def reference_show() -> None:
+    """Which data the reference was accepted from, and what it holds."""
+    from mnistflow.data.reference import REFERENCE_DIR, load_reference
+
+    root = _project_root()
+    with reported_input_errors():
+        reference = load_reference(root / REFERENCE_DIR)
+    data = reference.info.get("data", {})
+    typer.echo(f"data md5  {data.get('md5')}  (source {data.get('source')})")
+    for split, values in reference.profile.splits.items():
+        typer.echo(
+            f"{split:<5}  {values['size']} images {'x'.join(map(str, values['image_shape']))}"
+        )
+    typer.echo(f"label model  {reference.label_model_kind()}")
 
 
 @app.command()
@@ -347,7 +429,6 @@ def predict(
     Inputs that cannot be read or trusted are skipped, each with a row whose `error` column
     says why; the rest is delivered (exit code 1 then; 2 for usage errors, before any work).
     """
-    from mnistflow.params import load_validate_params
     from mnistflow.serving.predict import SessionOptions, predict_files
 
     with reported_input_errors(), _model_file(model) as (model_path, version):
@@ -358,7 +439,7 @@ def predict(
             top_k=top_k,
             chunk_size=chunk_size,
             options=SessionOptions(threads, optimization, device),
-            params=load_validate_params(params_file) if params_file else None,
+            params=_resolved_bounds(params_file) if params_file else None,
             progress=progress,
             model_version=version,
         )

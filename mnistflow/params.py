@@ -14,7 +14,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mnistflow.constants import IMAGE_SIZE
 from mnistflow.errors import PipelineInputError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
@@ -43,32 +42,71 @@ class DataParams(Section):
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
+class DriftThresholds(Section):
+    """Largest distance allowed between the data's profile and the reference's, per scope (a
+    split or one class of it); see mnistflow/data/drift.py. The defaults sit above what
+    clean MNIST shows between its own halves (writers differ: 0.05, 0.36, 0.39, 0.10 and
+    0.10 px at worst, per class) and below what a transposed, rotated, mirrored, faded,
+    contrast-shifted or offset copy shows (benchmarks/results/validate_speed.md)."""
+
+    max_intensity_js: float = Field(0.15, ge=0.0, le=1.0)
+    max_ink_js: float = Field(0.6, ge=0.0, le=1.0)
+    max_aspect_js: float = Field(0.6, ge=0.0, le=1.0)
+    max_mean_image: float = Field(0.15, ge=0.0, le=1.0)  # RMS, fraction of the pixel scale
+    max_centre_shift: float = Field(0.5, ge=0.0)  # pixels
+
+
+class LabelChecks(Section):
+    # Confident learning's estimate of mislabelled examples, per split, out of sample (clean
+    # MNIST: 0.4 % train, 0.2 % test with the cross-validated MLPs; 5 % random noise: 5.0 %).
+    max_error_rate: float = Field(0.02, ge=0.0, le=1.0)
+
+
+class DuplicateChecks(Section):
+    # Perceptual-hash bits (of 256) within which two images count as near-duplicates.
+    max_distance: int = Field(12, ge=0, le=64)
+    # null: inferred from the reference (its own count, plus 0.1 % of the split for the train
+    # split, where a few look-alike digits are natural; MNIST: 2 in 60,000).
+    max_in_train: int | None = Field(None, ge=0)
+    max_test_in_train: int | None = Field(None, ge=0)
+
+
 class ValidateParams(Section):
-    """Bounds of the data checks, MNIST's by default: a similar dataset needs new bounds only."""
+    """Bounds of the data checks. null: inferred from the accepted reference profile
+    (mnistflow/data/bounds.py; MNIST's own built-in values where there is no reference);
+    a number here overrides the inferred one."""
 
     # Split sizes are minimums (a grown dataset is a new version); a split may fall below its
-    # size by at most max_size_shrink, a fraction.
-    train_size: int = Field(60000, gt=0)
-    test_size: int = Field(10000, gt=0)
+    # size by at most max_size_shrink, a fraction. Inferred: the reference's sizes.
+    train_size: int | None = Field(None, gt=0)
+    test_size: int | None = Field(None, gt=0)
     max_size_shrink: float = Field(0.0, ge=0.0, lt=1.0)
-    image_height: int = Field(IMAGE_SIZE, gt=0)
-    image_width: int = Field(IMAGE_SIZE, gt=0)
+    image_height: int | None = Field(None, gt=0)
+    image_width: int | None = Field(None, gt=0)
     # Per image, in pixel units 0..255: MNIST spans 6.5..101 (mean), 0.04..0.45 (ink), 254..255
     # (max); blank, saturated, inverted and 0..1-scaled images fall far outside.
-    min_mean_intensity: float = 3.0
-    max_mean_intensity: float = 140.0
-    min_ink_fraction: float = 0.02
-    max_ink_fraction: float = 0.6
-    min_max_pixel: int = 128
+    min_mean_intensity: float | None = None
+    max_mean_intensity: float | None = None
+    min_ink_fraction: float | None = None
+    max_ink_fraction: float | None = None
+    min_max_pixel: int | None = None
     # Each class's share of a split: MNIST spans 0.089..0.114.
-    min_class_share: float = 0.05
-    max_class_share: float = 0.15
+    min_class_share: float | None = None
+    max_class_share: float | None = None
+    # How far inferred bounds reach past the reference's observed range: a minimum becomes
+    # observed x (1 - margin), a maximum observed x (1 + margin), capped to the possible range.
+    bound_margin: float = Field(0.5, ge=0.0, lt=1.0)
     # Exact duplicates of training images in the test set (MNIST has none).
     max_train_test_duplicates: int = Field(0, ge=0)
+    drift: DriftThresholds = Field(default_factory=DriftThresholds)
+    labels: LabelChecks = Field(default_factory=LabelChecks)
+    duplicates: DuplicateChecks = Field(default_factory=DuplicateChecks)
 
     def minimum_size(self, split: str) -> int:
-        """The fewest images split "train" or "test" may hold."""
+        """The fewest images split "train" or "test" may hold (bounds resolved first)."""
         size = self.train_size if split == "train" else self.test_size
+        if size is None:
+            raise ValueError(f"validate.{split}_size is not resolved; see mnistflow.data.bounds")
         return math.ceil(size * (1.0 - self.max_size_shrink))
 
     @model_validator(mode="after")
@@ -78,7 +116,9 @@ class ValidateParams(Section):
             ("min_ink_fraction", "max_ink_fraction"),
             ("min_class_share", "max_class_share"),
         ):
-            if getattr(self, low) > getattr(self, high):
+            if None not in (getattr(self, low), getattr(self, high)) and getattr(
+                self, low
+            ) > getattr(self, high):
                 raise ValueError(f"{low} {getattr(self, low)} exceeds {high} {getattr(self, high)}")
         return self
 

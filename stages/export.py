@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from mnistflow.atomic import atomic_file, write_json
+from mnistflow.data.applied_bounds import applied_bounds
 from mnistflow.data.normalization import Normalization
 from mnistflow.data.sources import load_npz
 from mnistflow.entrypoints import run_stage
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--normalization", type=Path, default=Path("data/normalization.json"))
     parser.add_argument("--raw", type=Path, default=Path("data/raw/mnist.npz"))
     parser.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
+    parser.add_argument("--validation", type=Path, default=Path("reports/validation.json"))
     parser.add_argument("--baseline", type=Path, default=Path("release/baseline.json"))
     parser.add_argument("--output", type=Path, default=Path("models/model.onnx"))
     parser.add_argument("--report", type=Path, default=Path("reports/export.json"))
@@ -54,7 +56,9 @@ def main() -> None:
         load_baseline(arguments.baseline),
         params.export,
         params.model.name,
-        model_metadata(params, normalization, inputs),
+        model_metadata(
+            params, normalization, inputs, applied_bounds(arguments.validation, params.checks)
+        ),
     )
     if not verdict.released and params.export.strict:
         raise PipelineInputError(

@@ -10,8 +10,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from mnistflow.data.prepared import prepare, require_passed_validation, save_prepared
+from mnistflow.data.prepared import prepare, save_prepared
 from mnistflow.data.sources import load_npz
+from mnistflow.data.validation_gate import require_passed_validation
 from mnistflow.entrypoints import run_stage
 from mnistflow.params import load_params
 from mnistflow.training.input_shapes import input_shape_for
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--normalization", type=Path, default=Path("data/normalization.json"))
     arguments = parser.parse_args()
     params = load_params(arguments.params)
-    require_passed_validation(arguments.validation)
+    require_passed_validation(arguments.validation, arguments.raw)
     input_shape = input_shape_for(params.model.name)
     raw = load_npz(arguments.raw).as_npz_dict()
     data, normalization = prepare(raw, params.prepare, input_shape)

@@ -1,9 +1,11 @@
-"""Validate stage: Great Expectations checks on the raw dataset; bad data stops the pipeline.
+"""Validate stage: the data checks on the raw dataset; bad data stops the pipeline.
 
 Reads data/raw/mnist.npz as it is (no dtype or shape coercion, so the checks see what is
-really there), writes reports/validation.json (every expectation with its observed value and
-bound; the offline report shows them), and exits 1 with one line per
-failed expectation when any fails, so `dvc repro` stops before prepare.
+really there) and the accepted reference (reference/: profile and label model), writes
+reports/validation.json (every check with its observed value and bound, drift distances,
+estimated label-error rates, near-duplicates, the bounds applied, and the md5 of the data it
+read: prepare refuses a report for other data), and exits 1 with one line per failed check
+when any fails, so `dvc repro` stops before prepare.
 """
 
 from __future__ import annotations
@@ -14,34 +16,70 @@ import sys
 from pathlib import Path
 
 from mnistflow.atomic import write_json
-from mnistflow.data.checks import validate_dataset
+from mnistflow.data.reference import ACCEPT_HINT, load_reference
 from mnistflow.data.sources import read_npz_arrays
+from mnistflow.data.validation import validate_dataset
 from mnistflow.entrypoints import run_stage
+from mnistflow.hashing import md5_of_file
 from mnistflow.params import load_params
 
 logger = logging.getLogger(__name__)
+
+# Checks that compare the data with the accepted reference: failing one may mean the data is
+# a new dataset rather than a broken one, so the error says how to accept it.
+REFERENCE_TABLES = ("drift",)
+REFERENCE_CHECKS = (
+    "split_size",
+    "image_height",
+    "image_width",
+    "mean_intensity",
+    "ink_fraction",
+    "max_pixel",
+    "class_share",
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--raw", type=Path, default=Path("data/raw/mnist.npz"))
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="the accepted reference folder; without it, no drift or label checks and "
+        "MNIST's built-in bounds for what params.yaml leaves null",
+    )
     parser.add_argument("--report", type=Path, default=Path("reports/validation.json"))
     arguments = parser.parse_args()
     params = load_params(arguments.params).checks
+    reference = load_reference(arguments.reference) if arguments.reference else None
     # As stored, unchecked: the expectations must see what is really there.
     arrays = read_npz_arrays(arguments.raw)
-    report = validate_dataset(arrays, params)
-    write_json(arguments.report, report.as_json())
+    data_md5 = md5_of_file(arguments.raw)
+    report = validate_dataset(arrays, params, reference)
+    write_json(
+        arguments.report,
+        {"data": {"path": arguments.raw.as_posix(), "md5": data_md5}, **report.as_json()},
+    )
     if not report.success:
         lines = "\n".join(f"  - {failure.line()}" for failure in report.failures)
+        hint = ""
+        if reference is not None and any(
+            failure.table in REFERENCE_TABLES or failure.name in REFERENCE_CHECKS
+            for failure in report.failures
+        ):
+            hint = (
+                f"\nThe data differs from the reference accepted from data md5 "
+                f"{reference.data_md5}; {ACCEPT_HINT}."
+            )
         print(
             f"error: {arguments.raw} failed {len(report.failures)} of {len(report.results)} "
-            f"data expectations:\n{lines}",
+            f"data checks:\n{lines}{hint}",
             file=sys.stderr,
         )
         sys.exit(1)
-    logger.info("all %d data expectations passed", len(report.results))
+    logger.info("all %d data checks passed", len(report.results))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,18 @@ def test_validate_passes_real_test_images(tmp_path, mnist):
     np.save(path, mnist.x_test[:500])
     result = CliRunner().invoke(app, ["validate", str(path), "--params", PARAMS])
     assert result.exit_code == 0, result.output
-    assert "all 6 checks passed on 500 images" in result.output
+    # 6 per-image checks, then 5 drift measures of the batch against the project's reference.
+    assert "all 11 checks passed on 500 images" in result.output
+    assert "ok   drift_aspect_js        batch" in result.output
+
+
+def test_validate_reports_a_drifting_batch(tmp_path, mnist):
+    path = tmp_path / "faded.npy"
+    np.save(path, (mnist.x_test[:1000] * 0.7).astype(np.uint8))
+    result = CliRunner().invoke(app, ["validate", str(path), "--params", PARAMS])
+    assert result.exit_code == 1
+    assert "FAIL drift_intensity_js     batch" in result.output
+    assert "1 check(s) failed (drift_intensity_js)" in result.output
 
 
 def test_validate_reports_skew_with_counts(tmp_path, mnist):
@@ -25,8 +36,8 @@ def test_validate_reports_skew_with_counts(tmp_path, mnist):
     np.savez(path, x=images)
     result = CliRunner().invoke(app, ["validate", str(path), "--params", PARAMS])
     assert result.exit_code == 1
-    assert "FAIL mean_intensity        30 of 100 images fail" in result.output
-    assert "FAIL max_pixel              5 of 100 images" in result.output
+    assert "FAIL mean_intensity              30 of 100 images fail" in result.output
+    assert "FAIL max_pixel                    5 of 100 images" in result.output
 
 
 def test_validate_wrong_shape_is_one_clear_error(tmp_path):
@@ -91,5 +102,7 @@ def test_predict_flags_with_the_bounds_the_model_carries(
     assert result.exit_code == 0, result.output
     flags = (outside / "out.csv").read_text().splitlines()[1:]
     assert len(flags) == 20 and all("max_pixel" in line for line in flags)
-    # MNIST's default bound (128) would have let every one of them through.
-    assert ValidateParams().min_max_pixel < 200
+    # MNIST's built-in bound (128) would have let every one of them through.
+    from mnistflow.data.builtin_bounds import BUILT_IN
+
+    assert BUILT_IN["min_max_pixel"] < 200

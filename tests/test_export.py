@@ -156,6 +156,9 @@ def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnis
     SCALE.save(tmp_path / "normalization.json")
     (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
     (tmp_path / "baseline.json").write_text("{}")
+    # The bounds validation applied, which the model carries as its input checks.
+    applied = [{"key": "min_max_pixel", "value": 200, "from": "reference"}]
+    (tmp_path / "validation.json").write_text(json.dumps({"bounds": applied}))
     onnx_path = tmp_path / "model.onnx"
 
     def export(strict: bool):
@@ -166,7 +169,8 @@ def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnis
         return subprocess.run(
             [sys.executable, "-m", "stages.export", "--params", str(params), "--model",
              str(model_path), "--normalization", str(tmp_path / "normalization.json"), "--raw",
-             str(raw), "--metrics", str(tmp_path / "metrics.json"), "--baseline",
+             str(raw), "--metrics", str(tmp_path / "metrics.json"), "--validation",
+             str(tmp_path / "validation.json"), "--baseline",
              str(tmp_path / "baseline.json"), "--output", str(onnx_path), "--report",
              str(tmp_path / "export.json")],
             cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
@@ -182,6 +186,7 @@ def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnis
     assert report["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     metadata = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert metadata[REFUSED_KEY] == report["verdict"]
+    assert json.loads(metadata["input_checks"])["min_max_pixel"] == 200
     with pytest.raises(PipelineInputError, match="the export gates refused this model"):
         Predictor(onnx_path)
 

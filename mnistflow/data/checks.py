@@ -48,6 +48,10 @@ class CheckResult:
 @dataclass(frozen=True)
 class ValidationReport:
     results: list[CheckResult] = field(default_factory=list)
+    # Numbers for `dvc metrics show` (drift, label error rates, near-duplicates), placed
+    # before the lists; and sections of details (bounds, per-scope drift, suspicious labels).
+    metrics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -63,6 +67,8 @@ class ValidationReport:
             "success": self.success,
             "checks_total": len(self.results),
             "checks_failed": len(self.failures),
+            **self.metrics,
+            **self.details,
             "expectations": [
                 {
                     "name": result.name,
@@ -271,8 +277,9 @@ def run_checks(
     return ValidationReport(results)
 
 
-def validate_dataset(arrays: dict[str, np.ndarray], params: ValidateParams) -> ValidationReport:
-    """The dataset checks on a labelled dataset, as stored (keys of Keras' mnist.npz)."""
+def gx_dataset_checks(arrays: dict[str, np.ndarray], params: ValidateParams) -> ValidationReport:
+    """The GX checks on a labelled dataset, as stored (keys of Keras' mnist.npz); `params`
+    with its bounds resolved (`mnistflow.data.bounds.resolve_bounds`)."""
     return run_checks(dataset_tables(arrays), dataset_expectations(params))
 
 

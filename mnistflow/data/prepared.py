@@ -6,7 +6,6 @@ format, written by the prepare stage and read by train and evaluate.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,15 +97,3 @@ def load_split(folder: Path, name: str) -> PreparedSplit:
 
 def load_prepared(folder: Path) -> PreparedData:
     return PreparedData(**{name: load_split(folder, name) for name in SPLITS})
-
-
-def require_passed_validation(report: Path) -> None:
-    """Refuse to prepare data that the validate stage did not pass."""
-    try:
-        passed = json.loads(Path(report).read_text(encoding="utf-8"))["success"] is True
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise PipelineInputError(
-            f"{report}: no readable validation result ({error}); run the validate stage first"
-        ) from None
-    if not passed:
-        raise PipelineInputError(f"{report}: the raw data failed validation; not preparing it")

@@ -24,7 +24,7 @@ from mnistflow.constants import (
 )
 from mnistflow.data.normalization import Normalization
 from mnistflow.hashing import sha256_of_file
-from mnistflow.params import ExportParams, ModelName, Params
+from mnistflow.params import ExportParams, ModelName, Params, ValidateParams
 from mnistflow.serving.gates import (
     Baseline,
     ParityReport,
@@ -138,15 +138,19 @@ def _unique(base: str, taken: set[str]) -> str:
 
 
 def model_metadata(
-    params: Params, normalization: Normalization, inputs: dict[str, Path]
+    params: Params,
+    normalization: Normalization,
+    inputs: dict[str, Path],
+    input_checks: ValidateParams | None = None,
 ) -> dict[str, str]:
     """The ONNX file's contract and lineage, from the export stage's declared inputs only:
     the params sections that shaped the model, the sha256 of each file in `inputs`, and the
-    input checks (the `validate` bounds) that `mnistflow predict` flags inputs against, so
-    the model describes itself wherever it is copied."""
+    input checks (the `validate` bounds validation applied, `input_checks`; params' own when
+    not given) that `mnistflow predict` flags inputs against, so the model describes itself
+    wherever it is copied."""
     return {
         "class_names": json.dumps(list(CLASS_NAMES)),
-        "input_checks": json.dumps(params.checks.model_dump(), sort_keys=True),
+        "input_checks": json.dumps((input_checks or params.checks).model_dump(), sort_keys=True),
         "input_name": INPUT_NAME,
         "input_layout": INPUT_DESCRIPTION,
         "input_scale": f"0..{PIXEL_MAX} (uint8); the graph applies the normalization below",
