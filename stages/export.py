@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mnistflow.atomic import atomic_file, write_json
 from mnistflow.data.applied_bounds import applied_bounds
+from mnistflow.data.input_profile import input_profile_metadata
 from mnistflow.data.normalization import Normalization
 from mnistflow.data.sources import load_npz
 from mnistflow.entrypoints import run_stage
@@ -38,6 +39,12 @@ def main() -> None:
     parser.add_argument("--raw", type=Path, default=Path("data/raw/mnist.npz"))
     parser.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     parser.add_argument("--validation", type=Path, default=Path("reports/validation.json"))
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="the accepted reference: its profile travels in the model for predict's drift flags",
+    )
     parser.add_argument("--baseline", type=Path, default=Path("release/baseline.json"))
     parser.add_argument("--output", type=Path, default=Path("models/model.onnx"))
     parser.add_argument("--report", type=Path, default=Path("reports/export.json"))
@@ -57,7 +64,13 @@ def main() -> None:
         params.export,
         params.model.name,
         model_metadata(
-            params, normalization, inputs, applied_bounds(arguments.validation, params.checks)
+            params,
+            normalization,
+            inputs,
+            applied_bounds(arguments.validation, params.checks),
+            input_profile_metadata(arguments.reference, params.checks.drift.model_dump())
+            if arguments.reference
+            else None,
         ),
     )
     if not verdict.released and params.export.strict:

@@ -279,3 +279,36 @@ def test_accept_refuses_data_that_is_not_a_dataset(tmp_path):
     with pytest.raises(PipelineInputError, match="mnist.npz"):
         accept_reference(tmp_path)
     assert not (tmp_path / "reference").exists()
+
+
+def test_predict_flags_chunks_that_drift_from_the_training_data(
+    tmp_path, mnist, small_trained_cnn, slice_reference
+):
+    """The exported model carries the reference's profile; predict judges each chunk."""
+    import csv
+
+    from mnistflow.data.input_profile import input_profile_metadata
+    from mnistflow.data.normalization import fit_normalization
+    from mnistflow.params import Params
+    from mnistflow.serving.export import convert, model_metadata
+    from mnistflow.serving.predict import predict_files
+
+    params = Params()
+    profile = input_profile_metadata(slice_reference.folder, params.checks.drift.model_dump())
+    scale = fit_normalization("scale", None)
+    metadata = model_metadata(params, scale, {}, input_profile=profile)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(convert(small_trained_cnn, scale, 17, metadata).SerializeToString())
+    clean = mnist.x_test[3000:4000]
+    batch = np.concatenate([clean, (clean[:600] * 0.7).astype(np.uint8)])
+    np.save(tmp_path / "batch.npy", batch)
+    output = tmp_path / "predictions.csv"
+    summary = predict_files([tmp_path / "batch.npy"], model, output, chunk_size=500, progress=False)
+    # Chunks 1-2 clean, chunk 3 (1000..1499) faded, chunk 4 (100 images) too small to judge.
+    assert (summary.judged_chunks, summary.drifting_chunks) == (3, 1)
+    assert "1 of 3 chunks drift from the training data" in summary.lines()
+    with open(output, newline="") as handle:
+        flags = [row["flagged"] for row in csv.DictReader(handle)]
+    assert all("drift" not in flag for flag in flags[:1000])
+    assert all("drift_intensity_js" in flag for flag in flags[1000:1500])
+    assert all("drift" not in flag for flag in flags[1500:])

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import yaml
@@ -416,8 +417,6 @@ def test_killed_training_resumes_on_the_next_repro(reproduced):
 
 
 def test_bad_data_stops_at_validate_and_keeps_downstream(reproduced, tmp_path):
-    import numpy as np
-
     workspace, _ = reproduced
     with np.load(workspace / "data" / "raw" / "mnist.npz") as raw:
         arrays = {key: raw[key] for key in raw.files}
@@ -439,3 +438,77 @@ def test_bad_data_stops_at_validate_and_keeps_downstream(reproduced, tmp_path):
     assert "100 unexpected" in output
     for name, content in before.items():
         assert (workspace / name).read_bytes() == content, f"{name} was overwritten"
+
+
+def _transposed(arrays):
+    arrays["x_train"] = np.ascontiguousarray(arrays["x_train"].transpose(0, 2, 1))
+
+
+def _five_percent_label_noise(arrays):
+    rng = np.random.default_rng(0)
+    labels = arrays["y_train"]
+    chosen = rng.choice(len(labels), len(labels) // 20, replace=False)
+    labels[chosen] = (labels[chosen] + rng.integers(1, 10, len(chosen))) % 10
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "named"),
+    [
+        (_transposed, "drift_aspect_js [drift]"),
+        (_five_percent_label_noise, "label_error_rate [train_labels]"),
+    ],
+    ids=["transposed", "label-noise"],
+)
+def test_data_that_means_something_else_stops_at_validate(reproduced, tmp_path, corrupt, named):
+    """Against the project's reference (full MNIST): each failure names its check, and nothing
+    after validate is touched."""
+    workspace, _ = reproduced
+    with np.load(workspace / "data" / "raw" / "mnist.npz") as raw:
+        arrays = {key: raw[key] for key in raw.files}
+    corrupt(arrays)
+    corrupted = tmp_path / "corrupted.npz"
+    np.savez(corrupted, **arrays)
+    downstream = ["data/prepared/train.npz", "models/model.keras", "models/model.onnx"]
+    before = {name: (workspace / name).read_bytes() for name in downstream}
+    set_params(workspace, {"data": {"source": str(corrupted)}})
+    output = dvc("repro", cwd=workspace, expect_failure=True)
+    assert stages_ran(output) == ["ingest", "validate"]
+    assert named in output
+    for name, content in before.items():
+        assert (workspace / name).read_bytes() == content, f"{name} was overwritten"
+    # prepare, run by hand on this data, refuses: the report failed.
+    refused = run(
+        [sys.executable, "-m", "stages.prepare", "--params", "params.yaml"],
+        workspace,
+        expect_failure=True,
+    )
+    assert "failed validation; not preparing it" in refused
+
+
+def test_another_dataset_is_accepted_with_one_command(reproduced):
+    """Fashion-MNIST (a real slice, tests/data) stops at validate with the way forward; one
+    `mnistflow reference accept`, and `dvc repro` trains on it end to end."""
+    workspace, _ = reproduced
+    set_params(workspace, {"data": {"source": "tests/data/fashion_mnist_slice.npz"}})
+    output = dvc("repro", cwd=workspace, expect_failure=True)
+    assert stages_ran(output) == ["ingest", "validate"]
+    assert "drift_mean_image [drift]" in output
+    assert "accept it as the new reference with `mnistflow reference accept`" in output
+
+    accepted = run([sys.executable, "-m", "mnistflow", "reference", "accept"], workspace)
+    # The served model was trained on MNIST, not on this data: cross-validated MLPs judge labels.
+    assert "label model: cross-validated MLPs" in accepted
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())
+    raw_md5 = lock["stages"]["ingest"]["outs"][0]["md5"]
+    meta = yaml.safe_load((workspace / "reference.dvc").read_text())["meta"]
+    assert meta["data_md5"] == raw_md5
+
+    output = dvc("repro", cwd=workspace)
+    assert stages_ran(output) == ["validate", "prepare", "train", "evaluate", "export"]
+    validation = json.loads((workspace / "reports" / "validation.json").read_text())
+    assert validation["success"] is True and validation["data"]["md5"] == raw_md5
+    assert validation["reference"]["data_md5"] == raw_md5
+    assert max(validation["drift"].values()) < 1e-6
+    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.6  # one epoch on 1,800 clothes images
+    assert "Data and pipelines are up to date." in dvc("status", cwd=workspace)

@@ -61,6 +61,27 @@ def profile_distances(current: Profile, reference: Profile) -> list[Distance]:
     return distances
 
 
+def batch_drift(images: np.ndarray, input_profile: dict) -> list[str] | None:
+    """The drift measures over their threshold for a batch of prediction inputs, against the
+    profile an exported model carries (`mnistflow.data.input_profile`); None when the batch
+    is too small to judge or its images have another shape."""
+    from mnistflow.data.profile import batch_profile
+
+    mean_image = np.asarray(input_profile["mean_image"], np.float32)
+    if len(images) < input_profile["min_images"] or images.shape[1:3] != mean_image.shape:
+        return None
+    accepted = ScopeProfile(
+        count=1,
+        mean_image=mean_image,
+        std_image=np.zeros_like(mean_image),
+        histograms={k: np.asarray(v, np.int64) for k, v in input_profile["histograms"].items()},
+        centre=np.asarray(input_profile["centre"], np.float64),
+    )
+    distances = scope_distances(batch_profile(images), accepted)
+    thresholds = input_profile["thresholds"]
+    return [name for name, value in distances.items() if value > thresholds[f"max_{name}"]]
+
+
 def _js_distance(first: np.ndarray, second: np.ndarray) -> float:
     if first.sum() == 0 or second.sum() == 0 or first.shape != second.shape:
         return 1.0

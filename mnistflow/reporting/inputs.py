@@ -94,6 +94,11 @@ class ReportInputs:
     charts: list[Chart] = field(default_factory=list)
     pictures: list[Picture] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    # Per split, the training examples whose labels the label check doubts most.
+    suspicious_labels: list[Picture] = field(default_factory=list)
+    # Drift against the reference: per split, and its worst class, per measure.
+    drift_measures: list[str] = field(default_factory=list)
+    drift_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_json(path: Path) -> Any:
@@ -101,6 +106,64 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def drift_rows(validation: dict[str, Any] | None) -> tuple[list[str], list[dict[str, Any]]]:
+    """(measures, rows): per split its distance per measure, then its worst class's."""
+    scopes = (validation or {}).get("drift_scopes") or []
+    measures = list(dict.fromkeys(entry["measure"] for entry in scopes))
+    rows = []
+    for split in ("train", "test"):
+        whole = {e["measure"]: e["value"] for e in scopes if e["scope"] == split}
+        rows.append({"label": split, "cells": [f"{whole.get(m, 0):.4f}" for m in measures]})
+        worst = []
+        for measure in measures:
+            per_class = [
+                e for e in scopes if e["measure"] == measure and e["scope"].startswith(f"{split}/")
+            ]
+            top = max(per_class, key=lambda e: e["value"], default=None)
+            worst.append(f"{top['value']:.4f} ({top['scope']})" if top else "–")
+        rows.append({"label": f"{split}, worst class", "cells": worst})
+    return measures, rows if scopes else []
+
+
+def suspicious_label_pictures(root: Path, validation: dict[str, Any] | None) -> list[Picture]:
+    """Per split, a grid of the examples validate found most likely mislabelled, captioned
+    with their label and the label model's class. Drawn only from the very data the report
+    validated (its md5), since indices into other data would show other images."""
+    from mnistflow.evaluation.figures import image_grid
+    from mnistflow.hashing import md5_of_file
+
+    raw = root / "data" / "raw" / "mnist.npz"
+    quality = (validation or {}).get("label_quality") or {}
+    splits = {
+        split: values
+        for split, values in (quality.get("splits") or {}).items()
+        if values.get("assessed") and values.get("suspicious")
+    }
+    if not splits or not raw.is_file():
+        return []
+    if md5_of_file(raw) != (validation or {}).get("data", {}).get("md5"):
+        logger.warning("%s is not the data reports/validation.json checked; no pictures", raw)
+        return []
+    pictures = []
+    with np.load(raw, allow_pickle=False) as arrays:
+        for split, values in splits.items():
+            images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+            indices = values["suspicious"][:32]
+            tiles = [1.0 - images[index].astype(np.float32) / 255 for index in indices]
+            captions = [
+                f"label {labels[index]} pred {predicted}"
+                for index, predicted in zip(indices, values["suspicious_predicted"], strict=False)
+            ]
+            picture = image_grid(tiles, captions, 8)
+            with tempfile.TemporaryDirectory() as scratch:
+                path = Path(scratch) / "grid.png"
+                picture.save(path)
+                pictures.append(
+                    Picture(f"Most suspicious {split} labels", split, _png_data_uri(path))
+                )
+    return pictures
 
 
 def git_output(root: Path, *arguments: str) -> str | None:
@@ -296,6 +359,7 @@ def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInpu
     training = read_json(root / REPORTS / "train.json")
     charts, pictures = plots(root, baseline)
     lock_text = lock.read_text(encoding="utf-8") if lock.is_file() else ""
+    validation = read_json(root / REPORTS / "validation.json")
     return ReportInputs(
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         code_revision=git_output(root, "rev-parse", "HEAD"),
@@ -304,7 +368,7 @@ def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInpu
         data_versions=data_versions(lock_text),
         params_changes=params_changes(root, baseline),
         params=yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {},
-        validation=read_json(root / REPORTS / "validation.json"),
+        validation=validation,
         training=training,
         metrics=metric_rows(root, baseline),
         per_class=per_class(root),
@@ -315,4 +379,7 @@ def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInpu
         charts=charts,
         pictures=pictures,
         stages=list(stages or []),
+        suspicious_labels=suspicious_label_pictures(root, validation),
+        drift_measures=drift_rows(validation)[0],
+        drift_rows=drift_rows(validation)[1],
     )

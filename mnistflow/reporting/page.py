@@ -52,6 +52,18 @@ def observed(value: Any) -> str:
         return "; ".join(parts)
     if isinstance(value, dict) and "missing" in value:
         return f"missing {value['missing']}"
+    if isinstance(value, dict) and "max" in value and "scope" in value:  # a drift measure
+        over = f"; over in {', '.join(value['over'])}" if value.get("over") else ""
+        return f"largest {number(value['max'], 4)} ({value['scope']}){over}"
+    if isinstance(value, dict) and "estimated_error_rate" in value:  # label quality
+        return (
+            f"{number(value['estimated_error_rate'], 4)} ({number(value['estimated_errors'])} "
+            f"estimated errors; most in class {value.get('worst_class')})"
+        )
+    if isinstance(value, dict) and ("pairs" in value or "images" in value):  # near-duplicates
+        count = value.get("pairs", value.get("images"))
+        examples = f"; e.g. {value['examples']}" if value.get("examples") else ""
+        return f"{number(count)} {'pairs' if 'pairs' in value else 'images'}{examples}"
     return number(value, 6) if isinstance(value, float) else str(value)
 
 

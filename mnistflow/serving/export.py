@@ -142,13 +142,16 @@ def model_metadata(
     normalization: Normalization,
     inputs: dict[str, Path],
     input_checks: ValidateParams | None = None,
+    input_profile: str | None = None,
 ) -> dict[str, str]:
     """The ONNX file's contract and lineage, from the export stage's declared inputs only:
     the params sections that shaped the model, the sha256 of each file in `inputs`, and the
     input checks (the `validate` bounds validation applied, `input_checks`; params' own when
     not given) that `mnistflow predict` flags inputs against, so the model describes itself
-    wherever it is copied."""
+    wherever it is copied. `input_profile` (the reference's, mnistflow/data/input_profile.py)
+    lets predict flag chunks of inputs that drift from the training data."""
     return {
+        **({"input_profile": input_profile} if input_profile else {}),
         "class_names": json.dumps(list(CLASS_NAMES)),
         "input_checks": json.dumps((input_checks or params.checks).model_dump(), sort_keys=True),
         "input_name": INPUT_NAME,

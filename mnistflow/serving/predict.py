@@ -27,6 +27,7 @@ import numpy as np
 
 from mnistflow.atomic import atomic_file
 from mnistflow.constants import NUM_CLASSES, REFUSED_KEY
+from mnistflow.data.drift import batch_drift
 from mnistflow.data.pixels import uint8_pixels
 from mnistflow.data.summaries import flag_images
 from mnistflow.errors import PipelineInputError
@@ -61,11 +62,30 @@ class SessionOptions:
     device: str = "cpu"  # cpu | cuda
 
 
+def _input_profile(metadata: dict[str, str], model_path: Path) -> dict | None:
+    """The reference profile the model carries for drift flags (models exported before it
+    existed have none)."""
+    if "input_profile" not in metadata:
+        return None
+    try:
+        profile = json.loads(metadata["input_profile"])
+        for key in ("mean_image", "histograms", "centre", "thresholds", "min_images"):
+            profile[key]  # noqa: B018 - presence check
+        return profile
+    except (ValueError, KeyError, TypeError) as error:
+        raise PipelineInputError(
+            f"{model_path}: metadata input_profile is not a valid profile ({error})"
+        ) from None
+
+
 @dataclass
 class PredictionSummary:
     images: int = 0
     seconds: float = 0.0
     flagged: int = 0
+    # Chunks whose inputs drift from the training data (the model's input_profile), of all.
+    drifting_chunks: int = 0
+    judged_chunks: int = 0
     class_counts: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
     errors: list[tuple[str, str]] = field(default_factory=list)
     provider: str = ""
@@ -76,6 +96,9 @@ class PredictionSummary:
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
 
+    def _drift_line(self) -> str:
+        return f"{self.drifting_chunks} of {self.judged_chunks} chunks drift from the training data"
+
     def lines(self) -> list[str]:
         histogram = "  ".join(f"{digit}:{count}" for digit, count in enumerate(self.class_counts))
         return [
@@ -83,6 +106,7 @@ class PredictionSummary:
             f"images/s) on {self.provider}",
             f"predicted classes  {histogram}",
             f"{self.flagged} flagged by the input checks, {len(self.errors)} unreadable input(s)",
+            *([self._drift_line()] if self.judged_chunks else []),
             f"model {self.model_version} (sha256 {self.model_sha256[:16]}…)",
         ]
 
@@ -158,6 +182,7 @@ class Predictor:
         )
         self.version = version or metadata.get("model_version", UNREGISTERED)
         self.input_checks = _input_checks(metadata, model_path)
+        self.input_profile = _input_profile(metadata, model_path)
         input_type = self.session.get_inputs()[0].type
         if input_type != "tensor(uint8)":
             raise PipelineInputError(
@@ -283,8 +308,9 @@ def predict_chunks(
     chunks: Iterator,
     top_k: int,
     params: ValidateParams,
-) -> Iterator[tuple[dict[str, list | np.ndarray], np.ndarray]]:
-    """Per chunk: the output rows as columns, and the predicted classes."""
+) -> Iterator[tuple[dict[str, list | np.ndarray], np.ndarray, list[str] | None]]:
+    """Per chunk: the output rows as columns, the predicted classes, and the drift measures
+    over threshold (None when the chunk was not judged: no profile, or too few images)."""
     for chunk in chunks:
         probabilities = predictor.probabilities(chunk.images)
         ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
@@ -298,10 +324,17 @@ def predict_chunks(
             rows[f"top{rank + 1}_class"] = ranked[:, rank]
             rows[f"top{rank + 1}_prob"] = ranked_probabilities[:, rank]
         rows["flagged"] = flag_images(chunk.images, params)
+        drifting = None
+        if predictor.input_profile is not None:
+            drifting = batch_drift(chunk.images, predictor.input_profile)
+            if drifting:
+                # Drift is a property of the chunk: every row in it carries the measure.
+                marks = ";".join(f"drift_{name}" for name in drifting)
+                rows["flagged"] = [f"{flag};{marks}" if flag else marks for flag in rows["flagged"]]
         rows["error"] = [None] * len(chunk.sources)
         for name, value in predictor.lineage().items():
             rows[name] = [value] * len(chunk.sources)
-        yield rows, ranked[:, 0]
+        yield rows, ranked[:, 0], drifting
 
 
 def predict_files(
@@ -355,8 +388,10 @@ def predict_files(
             tqdm(unit="img", disable=not progress, desc="predict") as bar,
         ):
             chunks = iter_chunks(inputs, chunk_size, summary.errors)
-            for rows, predicted in predict_chunks(predictor, chunks, top_k, params):
+            for rows, predicted, drifting in predict_chunks(predictor, chunks, top_k, params):
                 writer.write(rows)
+                summary.judged_chunks += drifting is not None
+                summary.drifting_chunks += bool(drifting)
                 summary.images += len(predicted)
                 summary.flagged += sum(1 for flag in rows["flagged"] if flag)
                 for digit, count in enumerate(np.bincount(predicted, minlength=NUM_CLASSES)):
