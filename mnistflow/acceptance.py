@@ -91,6 +91,7 @@ def accept_reference(
             logger.info("fitting the cross-validated label model")
             fit_fold_models(arrays["x_train"], arrays["y_train"]).save(staging / FOLD_MODELS)
             kind = "cross-validated MLPs"
+        label_error_rate = _own_label_error_rates(staging, arrays)
         write_json(
             staging / INFO_FILE,
             {
@@ -101,10 +102,26 @@ def accept_reference(
                     "released_model_sha256": sha256_of_file(released) if use_released else None,
                 },
                 "images": {split: profile.splits[split]["size"] for split in profile.splits},
+                # The label check's estimate on this very data: the level later data is
+                # judged against (validate.labels.allowance above it).
+                "label_error_rate": label_error_rate,
             },
         )
     _track_in_dvc(root, data_md5, source)
     return Accepted(folder, data_md5, kind, sum(s["size"] for s in profile.splits.values()))
+
+
+def _own_label_error_rates(folder: Path, arrays: dict) -> dict[str, float]:
+    """Per split, the label check's estimated error rate on the accepted data itself."""
+    from mnistflow.data.label_quality import assess_labels, load_label_model
+
+    model = load_label_model(folder)
+    return {
+        split: assess_labels(
+            split, arrays[f"y_{split}"], model.probabilities(arrays[f"x_{split}"])
+        ).error_rate
+        for split in ("train", "test")
+    }
 
 
 def _released_model_of(model: Path, raw: Path) -> Path | None:

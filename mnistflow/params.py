@@ -57,9 +57,12 @@ class DriftThresholds(Section):
 
 
 class LabelChecks(Section):
-    # Confident learning's estimate of mislabelled examples, per split, out of sample (clean
-    # MNIST: 0.4 % train, 0.2 % test with the cross-validated MLPs; 5 % random noise: 5.0 %).
-    max_error_rate: float = Field(0.02, ge=0.0, le=1.0)
+    # Confident learning's estimate of mislabelled examples, per split, out of sample. null:
+    # the reference's own estimate (its worse split) plus `allowance`, so a harder dataset
+    # whose label model is less sure (Fashion-MNIST: 4.3 %) is judged by its own level (clean
+    # MNIST: 0.36 % train, 0.20 % test; 5 % random noise reads 5.0 %).
+    max_error_rate: float | None = Field(None, ge=0.0, le=1.0)
+    allowance: float = Field(0.02, ge=0.0, le=1.0)
 
 
 class DuplicateChecks(Section):

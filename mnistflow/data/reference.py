@@ -37,6 +37,12 @@ class Reference:
     def data_md5(self) -> str | None:
         return self.info.get("data", {}).get("md5")
 
+    @property
+    def label_error_rate(self) -> float:
+        """The label check's own estimate on the accepted data (its worse split); 0 if unknown."""
+        rates = self.info.get("label_error_rate") or {}
+        return max(rates.values(), default=0.0)
+
     def label_model(self):
         return load_label_model(self.folder)
 

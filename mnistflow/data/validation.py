@@ -32,7 +32,9 @@ def validate_dataset(
     """Every check on a dataset in Keras' mnist.npz layout. Without a reference, the bounds
     are params' or MNIST's built-in ones and drift and label quality are not assessed."""
     profile = reference.profile if reference else None
-    resolved, origins = resolve_bounds(params, profile)
+    resolved, origins = resolve_bounds(
+        params, profile, reference.label_error_rate if reference else 0.0
+    )
     gx_report = gx_dataset_checks(arrays, resolved)
     results = list(gx_report.results)
     current = build_profile(arrays, resolved.duplicates.max_distance)
