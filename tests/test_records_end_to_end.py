@@ -58,11 +58,13 @@ def digests(root: Path) -> dict[str, str]:
     return {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in RESTORED}
 
 
-def save_source(path: Path, arrays: MnistArrays, extra: int = 0) -> None:
+def save_source(path: Path, arrays: MnistArrays, extra: MnistArrays | None = None) -> None:
+    """Write `arrays` as a Keras-style source; `extra` adds its training images (new digits:
+    shifted copies of old ones would be near-duplicates, which validate rightly refuses)."""
     x_train, y_train = arrays.x_train, arrays.y_train
-    if extra:
-        x_train = np.concatenate([x_train, np.roll(x_train[:extra], 1, axis=2)])
-        y_train = np.concatenate([y_train, y_train[:extra]])
+    if extra is not None:
+        x_train = np.concatenate([x_train, extra.x_train])
+        y_train = np.concatenate([y_train, extra.y_train])
     np.savez(path, x_train=x_train, y_train=y_train, x_test=arrays.x_test, y_test=arrays.y_test)
 
 
@@ -71,6 +73,8 @@ def remotes_project(tmp_path_factory, mnist):
     base = tmp_path_factory.mktemp("records")
     small = MnistArrays(mnist.x_train[:1500], mnist.y_train[:1500], mnist.x_test[:500],
                         mnist.y_test[:500])  # fmt: skip
+    more = MnistArrays(mnist.x_train[1500:1800], mnist.y_train[1500:1800], mnist.x_test[:0],
+                       mnist.y_test[:0])  # fmt: skip
     source = base / "digits.npz"
     save_source(source, small)
     workspace = copy_project(base / "project")
@@ -88,7 +92,7 @@ def remotes_project(tmp_path_factory, mnist):
     run(["git", "add", "-A"], workspace)
     run(["git", "commit", "-q", "-m", "remotes"], workspace)
     run(["git", "push", "-q", "origin", "main"], workspace)
-    return {"base": base, "workspace": workspace, "source": source, "small": small}
+    return {"base": base, "workspace": workspace, "source": source, "small": small, "more": more}
 
 
 def dvc_stdout(cwd: Path, *arguments: str) -> str:
@@ -121,7 +125,7 @@ def test_four_runs_three_records_each_restorable(prefect_harness, remotes_projec
 
     pipeline_run()
     # New data at the same place, 300 more training images: DVC sees the source's content.
-    save_source(remotes_project["source"], remotes_project["small"], extra=300)
+    save_source(remotes_project["source"], remotes_project["small"], remotes_project["more"])
     status = dvc("status", cwd=workspace)
     assert "ingest" in status and "modified" in status and str(remotes_project["source"]) in status
     pipeline_run()
