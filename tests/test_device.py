@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mnistflow.errors import PipelineInputError
-from mnistflow.training.device import GpuInfo, detect_gpus, plan_devices
+from mnistflow.training.device import GpuInfo, detect_cpu_flags, detect_gpus, plan_devices
 
 H100 = GpuInfo("NVIDIA H100", (9, 0))
 T4 = GpuInfo("Tesla T4", (7, 5))
@@ -50,6 +50,64 @@ def test_explicit_toggles_win():
     assert plan.precision_policy == "float32" and plan.jit_compile is False
     cpu_plan = plan_devices("auto", True, True, [])
     assert cpu_plan.precision_policy == "mixed_bfloat16" and cpu_plan.jit_compile is True
+
+
+ZEN4 = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})
+SAPPHIRE_RAPIDS = frozenset({"avx2", "avx512f", "amx_bf16", "amx_int8"})
+SKYLAKE = frozenset({"avx2", "avx512f"})
+
+
+def test_auto_takes_bf16_on_cpus_with_native_bf16_only():
+    assert plan_devices("auto", "auto", "auto", [], ZEN4).precision_policy == "mixed_bfloat16"
+    assert plan_devices("cpu", "auto", "auto", [H100], SAPPHIRE_RAPIDS).precision_policy == (
+        "mixed_bfloat16"
+    )
+    assert plan_devices("auto", "auto", "auto", [], SKYLAKE).precision_policy == "float32"
+    # A GPU run is planned by the GPU, whatever the host CPU has.
+    assert plan_devices("auto", "auto", "auto", [H100], ZEN4).precision_policy == ("mixed_float16")
+    assert plan_devices("auto", "auto", "auto", [P100], ZEN4).precision_policy == "float32"
+
+
+def test_named_precisions_and_false_win_over_the_hardware():
+    assert plan_devices("auto", "bf16", "auto", [], SKYLAKE).precision_policy == "mixed_bfloat16"
+    assert plan_devices("auto", "bf16", "auto", [H100]).precision_policy == "mixed_bfloat16"
+    assert plan_devices("auto", "fp16", "auto", [T4]).precision_policy == "mixed_float16"
+    assert plan_devices("auto", False, "auto", [], ZEN4).precision_policy == "float32"
+
+
+def test_fp16_on_a_cpu_is_a_clear_error():
+    with pytest.raises(PipelineInputError, match=r"train.mixed_precision: 'fp16' on a CPU.*bf16"):
+        plan_devices("cpu", "fp16", "auto", [H100], ZEN4)
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16 avx512_vnni\n\n")
+    assert detect_cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16", "avx512_vnni"}
+    assert detect_cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_a_bf16_trained_model_is_saved_computing_in_float32():
+    import keras
+    import numpy as np
+
+    from mnistflow.params import ModelParams
+    from mnistflow.training.models import build_model, float32_copy
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        trained = build_model((28, 28, 1), 10, ModelParams())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    copy = float32_copy(trained)
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    assert all(
+        np.array_equal(a, b) for a, b in zip(trained.get_weights(), copy.get_weights(), strict=True)
+    )
+    images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    # bf16 keeps 8 bits of mantissa: the float32 copy computes the same function, closer.
+    assert np.abs(copy.predict(images, verbose=0) - trained.predict(images, verbose=0)).max() < 0.05
+    assert float32_copy(copy) is copy
 
 
 def test_gpu_requested_but_absent_is_a_clear_error():

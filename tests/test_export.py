@@ -87,7 +87,8 @@ def test_parity_gate_trips_on_a_perturbed_weight(trained):
     onnx_bytes = convert(model, SCALE, 17, METADATA).SerializeToString()
     weights = model.get_weights()
     perturbed = [w.copy() for w in weights]
-    perturbed[-2][0, 3] += 0.05  # one weight of the output layer, after export
+    # One bias of the output layer, after export (a kernel weight could meet a dead unit).
+    perturbed[-1][3] += 0.05
     model.set_weights(perturbed)
     try:
         report = parity(model, onnx_bytes, images, SCALE)
@@ -171,8 +172,8 @@ def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnis
              str(model_path), "--normalization", str(tmp_path / "normalization.json"), "--raw",
              str(raw), "--metrics", str(tmp_path / "metrics.json"), "--validation",
              str(tmp_path / "validation.json"), "--baseline",
-             str(tmp_path / "baseline.json"), "--output", str(onnx_path), "--report",
-             str(tmp_path / "export.json")],
+             str(tmp_path / "baseline.json"), "--output", str(onnx_path), "--int8-output",
+             str(tmp_path / "model.int8.onnx"), "--report", str(tmp_path / "export.json")],
             cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
         )  # fmt: skip
 

@@ -102,6 +102,9 @@ def test_learning_rate_schedules():
     assert rates(name="exponential", decay_rate=0.5) == pytest.approx([1, 0.5, 0.25, 0.125, 1 / 16])
     cosine = rates(name="cosine", min_learning_rate=0.1)
     assert cosine[0] == 1.0 and cosine[-1] == pytest.approx(0.1) and cosine == sorted(cosine)[::-1]
+    one_cycle = rates(name="one_cycle", warmup_epochs=2, min_learning_rate=0.01)
+    assert one_cycle[:3] == pytest.approx([0.1, 0.55, 1.0])
+    assert one_cycle[2:] == sorted(one_cycle[2:])[::-1] and one_cycle[-1] == pytest.approx(0.01)
 
 
 def test_schedule_reaches_the_optimizer(small_data):
@@ -167,6 +170,58 @@ def test_epoch_order_depends_on_seed_and_epoch_only(small_data):
     # Each epoch is a permutation of all the data, and epochs differ in order.
     assert sorted(map(bytes, from_start[0])) == sorted(map(bytes, y))
     assert not np.array_equal(from_start[0], from_start[1])
+
+
+def test_augmentation_is_stateless_per_batch_and_keeps_labels(small_data):
+    from mnistflow.params import AugmentationParams
+
+    x, y = small_data.train.x[:200], small_data.train.y[:200]
+    shifts = AugmentationParams(enabled=True, max_shift=2.0, max_rotation=10.0)
+
+    def batches(first_epoch, augmentation):
+        return list(training_dataset(x, y, 50, 5, first_epoch, 3, augmentation))
+
+    plain, moved, resumed = batches(0, None), batches(0, shifts), batches(1, shifts)
+    for (plain_x, plain_y), (moved_x, moved_y) in zip(plain, moved, strict=True):
+        np.testing.assert_array_equal(plain_y.numpy(), moved_y.numpy())
+        difference = np.abs(plain_x.numpy() - moved_x.numpy())
+        assert difference.max() > 0.3  # the digits moved ...
+        # ... but stayed digits: about as much ink, still on a dark background.
+        assert abs(moved_x.numpy().mean() - plain_x.numpy().mean()) < 0.02
+        assert moved_x.numpy()[:, 0, 0].max() < 0.05
+    # A resumed run sees the very batches, augmentation included, of an uninterrupted one.
+    per_epoch = steps_per_epoch(len(x), 50)
+    for whole, again in zip(moved[per_epoch:], resumed, strict=True):
+        np.testing.assert_array_equal(whole[0].numpy(), again[0].numpy())
+    again = batches(0, shifts)
+    np.testing.assert_array_equal(again[0][0].numpy(), moved[0][0].numpy())
+
+
+def test_the_batch_norm_cnn_trains_and_saves_in_float32(small_data, tmp_path):
+    import keras
+
+    from mnistflow.params import AugmentationParams
+
+    params = QUICK.model_copy(
+        update={
+            "epochs": 3,
+            "batch_size": 32,
+            "mixed_precision": "bf16",
+            "augmentation": AugmentationParams(enabled=True),
+        }
+    )
+    result = train(small_data, ModelParams(name="cnn_bn"), params)
+    assert result.plan.precision_policy == "mixed_bfloat16"
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in result.model.layers)
+    assert {layer.dtype_policy.name for layer in result.model.layers} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"  # put back after training
+    assert result.history[-1]["val_accuracy"] > 0.8  # 3 epochs on 1,080 images
+    save_model_reproducibly(result.model, tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    probabilities = loaded.predict(small_data.test.x[:50], verbose=0)
+    np.testing.assert_allclose(
+        probabilities, result.model.predict(small_data.test.x[:50], verbose=0), atol=1e-6
+    )
 
 
 def test_saved_model_is_byte_reproducible_and_loads(small_data, tmp_path):

@@ -1,7 +1,8 @@
 """What a training run ran on: devices, TensorFlow/CUDA/cuDNN versions, and a fingerprint.
 
-The fingerprint hashes the interpreter, the OS, the CPU model, the devices and every installed
-distribution's version, so two runs whose metrics differ can be told apart by environment.
+The fingerprint hashes the interpreter, the devices (GPU models; "CPU" for a CPU run) and every
+installed distribution's version, so two runs whose metrics differ can be told apart by
+environment. The host's CPU model and OS go to the log, not into this hashed report.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ def environment_report(plan: DevicePlan, gpus: list[GpuInfo]) -> dict[str, str]:
             for gpu in gpus[: plan.gpu_count]
         )
     else:
-        devices = f"CPU: {cpu_model()}"
+        # Not the CPU's model name nor the kernel's version: hosts of one machine kind differ
+        # in both while computing the same weights, and this report is a hashed DVC output
+        # (a fresh run on another host would change dvc.lock). host_description() logs them.
+        devices = "CPU"
     report = {
         "devices": devices,
         "python": platform.python_version(),
-        "platform": platform.platform(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
@@ -63,3 +66,8 @@ def environment_report(plan: DevicePlan, gpus: list[GpuInfo]) -> dict[str, str]:
     )
     report["fingerprint"] = digest.hexdigest()[:16]
     return report
+
+
+def host_description() -> str:
+    """The host a run trained on, for the log: CPU model and OS."""
+    return f"{cpu_model()}, {platform.platform()}"

@@ -14,6 +14,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "softmax": (PIXELS_PER_IMAGE,),
     "mlp": (PIXELS_PER_IMAGE,),
     "cnn": (IMAGE_SIZE, IMAGE_SIZE, 1),
+    "cnn_bn": (IMAGE_SIZE, IMAGE_SIZE, 1),
 }
 
 

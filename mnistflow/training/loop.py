@@ -27,9 +27,16 @@ from mnistflow.training.checkpoints import (
     training_code_digest,
 )
 from mnistflow.training.dataset import evaluation_dataset, steps_per_epoch, training_dataset
-from mnistflow.training.device import DevicePlan, GpuInfo, apply_plan, detect_gpus, plan_devices
-from mnistflow.training.environment import environment_report
-from mnistflow.training.models import build_model
+from mnistflow.training.device import (
+    DevicePlan,
+    GpuInfo,
+    apply_plan,
+    detect_cpu_flags,
+    detect_gpus,
+    plan_devices,
+)
+from mnistflow.training.environment import environment_report, host_description
+from mnistflow.training.models import build_model, float32_copy
 from mnistflow.training.optimization import (
     learning_rate_at,
     make_metrics,
@@ -134,7 +141,13 @@ def fit(
     """Epochs first_epoch..params.epochs-1 on the seeded per-epoch shuffle of the data."""
     model.fit(
         training_dataset(
-            data.train.x, data.train.y, global_batch, params.seed, first_epoch, params.epochs
+            data.train.x,
+            data.train.y,
+            global_batch,
+            params.seed,
+            first_epoch,
+            params.epochs,
+            params.augmentation if params.augmentation.enabled else None,
         ),
         steps_per_epoch=steps_per_epoch(len(data.train.x), global_batch),
         initial_epoch=first_epoch,
@@ -150,12 +163,12 @@ def fit(
 def place(params: TrainParams):
     """(device plan, visible GPUs, distribution strategy, global batch), seeds set."""
     gpus = detect_gpus()
-    plan = plan_devices(params.device, params.mixed_precision, params.xla, gpus)
+    plan = plan_devices(params.device, params.mixed_precision, params.xla, gpus, detect_cpu_flags())
     strategy = apply_plan(plan)
     seed_everything(params.seed)
     replicas = strategy.num_replicas_in_sync
     global_batch = params.batch_size * replicas
-    logger.info("training on %s", plan.describe())
+    logger.info("training on %s (host: %s)", plan.describe(), host_description())
     if replicas > 1:
         logger.info(
             "batch size %d per replica × %d replicas = global batch %d",
@@ -190,6 +203,25 @@ def train(
     extra_callbacks: tuple = (),
 ) -> TrainResult:
     """Fit the model; with `checkpoint_folder`, resume from and checkpoint into it."""
+    import keras
+
+    # place() sets Keras' process-wide precision policy; it is put back afterwards, so models
+    # built later in the same process (tests, notebooks) are not silently mixed precision.
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(data, model_params, params, checkpoint_folder, live_folder, extra_callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(
+    data: PreparedData,
+    model_params: ModelParams,
+    params: TrainParams,
+    checkpoint_folder: Path | None,
+    live_folder: Path | None,
+    extra_callbacks: tuple,
+) -> TrainResult:
     plan, gpus, strategy, global_batch = place(params)
     model = compiled_model(data.train.x.shape[1:], model_params, params, plan, strategy)
     run_id = run_fingerprint(model_params, params, data, plan) if checkpoint_folder else ""
@@ -221,7 +253,7 @@ def train(
     logger.info("best epoch %d of %d: %s %.4f", state.best_epoch, state.epochs_done,
                 params.monitor, best)  # fmt: skip
     return TrainResult(
-        model=model,
+        model=float32_copy(model),
         history=state.history,
         best_epoch=state.best_epoch,
         plan=plan,

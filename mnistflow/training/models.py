@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from mnistflow.constants import INPUT_NAME, OUTPUT_NAME
-from mnistflow.params import CnnParams, MlpParams, ModelParams
+from mnistflow.params import CnnBnParams, CnnParams, MlpParams, ModelParams
 from mnistflow.training.input_shapes import input_shape_for
+
+BATCH_NORM_MOMENTUM = 0.9
 
 
 def cnn_features(inputs, params: CnnParams):
@@ -19,6 +21,31 @@ def cnn_features(inputs, params: CnnParams):
     features = layers.Flatten()(features)
     features = layers.Dense(params.dense_units, activation="relu")(features)
     return layers.Dropout(params.dense_dropout_rate)(features)
+
+
+def cnn_bn_features(inputs, params: CnnBnParams):
+    """Conv-BN-ReLU blocks with pooling, then Dense-BN-ReLU-Dropout. Convolutions before a
+    BatchNormalization carry no bias (its offset takes that role)."""
+    from keras import layers
+
+    def normalized(features):
+        # Momentum 0.9 rather than Keras' 0.99: the moving statistics the exported model
+        # infers with settle within ~50 steps, so short runs (a small slice, a few epochs)
+        # evaluate with the statistics they trained with.
+        return layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM)(features)
+
+    features = inputs
+    for filters in params.block_filters:
+        for _ in range(params.convs_per_block):
+            features = layers.Conv2D(filters, params.kernel_size, use_bias=False)(features)
+            features = normalized(features)
+            features = layers.Activation("relu")(features)
+        features = layers.MaxPooling2D(pool_size=2)(features)
+    features = layers.Flatten()(features)
+    features = layers.Dense(params.dense_units, use_bias=False)(features)
+    features = normalized(features)
+    features = layers.Activation("relu")(features)
+    return layers.Dropout(params.dropout_rate)(features)
 
 
 def mlp_features(inputs, params: MlpParams):
@@ -49,6 +76,8 @@ def build_model(input_shape: tuple[int, ...], num_classes: int, params: ModelPar
     inputs = keras.Input(shape=input_shape, name=INPUT_NAME)
     if params.name == "cnn":
         features = cnn_features(inputs, params.cnn)
+    elif params.name == "cnn_bn":
+        features = cnn_bn_features(inputs, params.cnn_bn)
     elif params.name == "mlp":
         features = mlp_features(inputs, params.mlp)
     else:
@@ -59,3 +88,41 @@ def build_model(input_shape: tuple[int, ...], num_classes: int, params: ModelPar
         features
     )
     return keras.Model(inputs, outputs, name=f"mnist_{params.name}")
+
+
+def _float32_policies(config):
+    """`config` with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(
+            config.get("config", {}).get("name", "")
+        ).startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(item) for item in config]
+    return config
+
+
+def float32_copy(model):
+    """The same model and weights computing in float32.
+
+    Mixed precision is a training device: the variables are float32 throughout, only the
+    arithmetic is bf16/fp16. The saved model computes in float32, so evaluate measures what
+    export ships (onnxruntime has no bf16 convolutions on CPUs) and the parity gate compares
+    like with like."""
+    import keras
+
+    if not any(
+        getattr(layer.dtype_policy, "name", "float32").startswith("mixed_")
+        for layer in model.layers
+    ):
+        return model
+    # Layers that name no policy (the input layer) take the global one: float32 here.
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = keras.Model.from_config(_float32_policies(model.get_config()))
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    copy.set_weights(model.get_weights())
+    return copy

@@ -42,10 +42,20 @@ def learning_rate_at(epoch: int, params: TrainParams) -> float:
     if schedule.name == "exponential":
         return base * schedule.decay_rate**epoch
     if schedule.name == "cosine":
-        progress = epoch / max(params.epochs - 1, 1)
-        floor = schedule.min_learning_rate
-        return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return _cosine(base, schedule.min_learning_rate, epoch, params.epochs)
+    if schedule.name == "one_cycle":
+        warmup = min(schedule.warmup_epochs, params.epochs - 1)
+        if epoch < warmup:
+            start = base / 10
+            return start + (base - start) * epoch / warmup
+        return _cosine(base, schedule.min_learning_rate, epoch - warmup, params.epochs - warmup)
     return base
+
+
+def _cosine(base: float, floor: float, epoch: int, epochs: int) -> float:
+    """From `base` at epoch 0 down to `floor` at the last of `epochs`, along half a cosine."""
+    progress = epoch / max(epochs - 1, 1)
+    return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def seed_everything(seed: int) -> None:

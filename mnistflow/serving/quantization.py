@@ -1,0 +1,280 @@
+"""An int8 ONNX model next to the float32 one: onnxruntime's static quantization, calibrated on
+training images, released only through its own gate.
+
+Static quantization (onnxruntime.quantization.quantize_static, QDQ format) stores weights as
+int8 per output channel and activations as uint8 with scales fixed by calibration, so on CPUs
+with AVX-512 VNNI the convolutions and the dense layers run as integer kernels (QLinearConv,
+QGemm). Activations are uint8 and weights int8 ("U8S8"), the combination onnxruntime's x86
+kernels are fastest at. Every op the quantizer knows is quantized (pooling, reshapes and
+transposes then move one byte per value instead of four) except the softmax: probabilities
+keep float32 resolution, so top-k lists and scores stay meaningful.
+
+The gate compares the int8 model with the float32 one on the whole test set, both run by
+onnxruntime: the accuracy drop must stay within `export.int8.max_accuracy_drop`. Calibration
+uses training images only (a seeded sample), never the test images that judge it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from mnistflow.constants import INPUT_NAME, OUTPUT_NAME, REFUSED_KEY
+from mnistflow.errors import PipelineInputError
+from mnistflow.hashing import sha256_of_file
+from mnistflow.params import Int8Params
+from mnistflow.serving.gates import Verdict
+
+logger = logging.getLogger(__name__)
+
+PRECISION_KEY = "precision"
+QUANTIZED_FROM_KEY = "quantized_from_sha256"
+CALIBRATION_KEY = "calibration"
+CALIBRATION_BATCH = 100
+GATE_BATCH = 1024
+# Metadata keys onnxruntime's tools add about themselves; the model's own contract stays.
+TOOL_METADATA = ("onnx.infer", "onnx.quant.pre_process")
+
+
+def calibration_images(train_images: np.ndarray, params: Int8Params) -> np.ndarray:
+    """A seeded sample of training images (never test images) to fix activation ranges."""
+    count = min(params.calibration_images, len(train_images))
+    chosen = np.random.default_rng(params.calibration_seed).choice(
+        len(train_images), size=count, replace=False
+    )
+    return np.ascontiguousarray(train_images[np.sort(chosen)])
+
+
+def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
+    """The int8 (QDQ) model of `fp32_bytes`, with its metadata plus what it was made from.
+
+    The same inputs give the same bytes: MinMax calibration is a pure function of the images,
+    and the float32 graph's names are already canonical (mnistflow.serving.export)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(
+                [
+                    {INPUT_NAME: calibration[start : start + CALIBRATION_BATCH]}
+                    for start in range(0, len(calibration), CALIBRATION_BATCH)
+                ]
+            )
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    if len(calibration) == 0:
+        raise ValueError("int8 calibration needs at least one training image")
+    source = onnx.load_model_from_string(fp32_bytes)
+    softmax_nodes = [node.name for node in source.graph.node if node.op_type == "Softmax"]
+    # quantize_static works on files; a private folder keeps its temporaries (the calibration
+    # model it writes beside them) out of the workspace.
+    with tempfile.TemporaryDirectory(prefix="mnistflow-int8-") as folder:
+        fp32_path, prepared, int8_path = (Path(folder) / name for name in ("a", "b", "c"))
+        fp32_path.write_bytes(fp32_bytes)
+        # Shape inference and constant folding, as onnxruntime recommends before quantizing;
+        # symbolic shape inference would need sympy, and the graph's shapes are static anyway.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            Batches(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=softmax_nodes,
+        )
+        quantized = onnx.load_model(str(int8_path))
+    kept = [entry for entry in quantized.metadata_props if entry.key not in TOOL_METADATA]
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(kept)
+    quantized.metadata_props.add(key=PRECISION_KEY, value="int8")
+    quantized.metadata_props.add(
+        key=QUANTIZED_FROM_KEY, value=hashlib.sha256(fp32_bytes).hexdigest()
+    )
+    quantized.metadata_props.add(
+        key=CALIBRATION_KEY,
+        value=json.dumps(
+            {"images": len(calibration), "split": "train", "method": "minmax"}, sort_keys=True
+        ),
+    )
+    return quantized.SerializeToString()
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """The int8 model against the float32 one on the whole test set (both by onnxruntime)."""
+
+    accuracy: float
+    fp32_accuracy: float
+    argmax_agreement: float  # with the float32 model
+    max_abs_diff: float  # of the probabilities
+    images: int
+    calibration_images: int
+    int8_seconds: float
+    fp32_seconds: float
+
+    @property
+    def accuracy_drop(self) -> float:
+        return round(self.fp32_accuracy - self.accuracy, 6)
+
+    def as_json(self) -> dict:
+        """What reports/export.json records (timings go to the log: they change every run)."""
+        return {
+            "accuracy": self.accuracy,
+            "fp32_accuracy": self.fp32_accuracy,
+            "accuracy_drop": self.accuracy_drop,
+            "argmax_agreement": self.argmax_agreement,
+            "max_abs_diff": self.max_abs_diff,
+            "images": self.images,
+            "calibration_images": self.calibration_images,
+        }
+
+
+def _probabilities(model_bytes: bytes, images: np.ndarray) -> tuple[np.ndarray, float]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(
+        model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    started = time.perf_counter()
+    probabilities = np.concatenate(
+        [
+            session.run([OUTPUT_NAME], {INPUT_NAME: images[start : start + GATE_BATCH]})[0]
+            for start in range(0, len(images), GATE_BATCH)
+        ]
+    )
+    return probabilities, time.perf_counter() - started
+
+
+def compare_int8(
+    fp32_bytes: bytes,
+    int8_bytes: bytes,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    calibration_count: int,
+) -> Int8Report:
+    if len(test_images) != len(test_labels) or len(test_images) == 0:
+        raise ValueError(
+            f"the int8 gate needs test images with their labels; got {len(test_images)} "
+            f"images and {len(test_labels)} labels"
+        )
+    fp32, fp32_seconds = _probabilities(fp32_bytes, test_images)
+    int8, int8_seconds = _probabilities(int8_bytes, test_images)
+    labels = np.asarray(test_labels).astype(np.int64)
+    return Int8Report(
+        accuracy=round(float((int8.argmax(axis=1) == labels).mean()), 6),
+        fp32_accuracy=round(float((fp32.argmax(axis=1) == labels).mean()), 6),
+        argmax_agreement=round(float((int8.argmax(axis=1) == fp32.argmax(axis=1)).mean()), 6),
+        max_abs_diff=round(float(np.abs(int8 - fp32).max()), 6),
+        images=len(labels),
+        calibration_images=calibration_count,
+        int8_seconds=round(int8_seconds, 3),
+        fp32_seconds=round(fp32_seconds, 3),
+    )
+
+
+def int8_refusals(report: Int8Report, params: Int8Params) -> list[str]:
+    """Why the int8 model may not be served beside the float32 one; empty when it may."""
+    if report.accuracy_drop > params.max_accuracy_drop:
+        return [
+            f"int8 test accuracy {report.accuracy:.4f} is {report.accuracy_drop:.4f} below "
+            f"float32's {report.fp32_accuracy:.4f} (export.int8.max_accuracy_drop "
+            f"{params.max_accuracy_drop:.4f})"
+        ]
+    return []
+
+
+def int8_path_for(fp32_path: Path) -> Path:
+    """Where the int8 model of `fp32_path` lives: models/model.onnx -> models/model.int8.onnx."""
+    fp32_path = Path(fp32_path)
+    return fp32_path.with_name(f"{fp32_path.stem}.int8{fp32_path.suffix}")
+
+
+def gated_int8(
+    fp32_bytes: bytes, raw, params: Int8Params, fp32_verdict: Verdict
+) -> tuple[bytes, Int8Report, Verdict]:
+    """Quantize the float32 candidate, compare it on the test set, and decide.
+
+    `raw` holds the ingested splits (training images calibrate, test images judge). The int8
+    model is always made and measured, so a refused one is recorded with the same figures; it
+    is released only beside a released float32 model."""
+    calibration = calibration_images(raw.x_train, params)
+    int8_bytes = quantize_int8(fp32_bytes, calibration)
+    report = compare_int8(fp32_bytes, int8_bytes, raw.x_test, raw.y_test, len(calibration))
+    reasons = int8_refusals(report, params)
+    if not fp32_verdict.released:
+        reasons.append("the float32 model it was made from was not released")
+    return int8_bytes, report, Verdict(not reasons, tuple(reasons))
+
+
+Precision = Literal["auto", "int8", "fp32"]
+
+
+@dataclass(frozen=True)
+class ServedPrecision:
+    path: Path
+    precision: Literal["int8", "fp32"]
+    why: str
+
+
+def choose_precision(model_path: Path, precision: Precision) -> ServedPrecision:
+    """The model file to serve for `precision`: the float32 file as given, or its int8 sibling.
+
+    `auto` takes the int8 model when one is released beside the float32 one (made from those
+    very bytes, not refused by its gate): it is the faster at every batch size on CPUs with
+    VNNI (benchmarks/results/precision.md) and its gate bounds the accuracy it may lose."""
+    model_path = Path(model_path)
+    if precision == "fp32":
+        return ServedPrecision(model_path, "fp32", "asked for")
+    int8_path = int8_path_for(model_path)
+    problem = _int8_problem(model_path, int8_path)
+    if problem is None:
+        why = "asked for" if precision == "int8" else "the fastest released (auto)"
+        return ServedPrecision(int8_path, "int8", why)
+    if precision == "int8":
+        raise PipelineInputError(f"--precision int8: {problem}; use --precision fp32")
+    return ServedPrecision(model_path, "fp32", f"auto: {problem}")
+
+
+def _int8_problem(fp32_path: Path, int8_path: Path) -> str | None:
+    """Why `int8_path` may not be served for `fp32_path`; None when it may."""
+    import onnx
+
+    if not int8_path.is_file():
+        return f"no int8 model at {int8_path}"
+    if not fp32_path.is_file():
+        return f"{fp32_path} does not exist"
+    try:
+        metadata = {
+            entry.key: entry.value
+            for entry in onnx.load_model(str(int8_path), load_external_data=False).metadata_props
+        }
+    except Exception as error:  # noqa: BLE001 - onnx raises protobuf's and its own errors
+        return f"{int8_path} is not a readable ONNX model ({type(error).__name__})"
+    if REFUSED_KEY in metadata:
+        return f"{int8_path} was refused by its gate ({metadata[REFUSED_KEY]})"
+    if metadata.get(QUANTIZED_FROM_KEY) != sha256_of_file(fp32_path):
+        return f"{int8_path} was not made from {fp32_path} (another export)"
+    return None
