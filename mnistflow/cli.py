@@ -79,15 +79,18 @@ def _orchestrated_project() -> Path:
 
 
 def parse_overrides(assignments: list[str]) -> dict[str, object]:
-    """["train.epochs=3", ...] → {"train.epochs": 3}; values are read as YAML scalars."""
+    """["train.epochs=3", ...] → {"train.epochs": 3}; values are read as YAML scalars (as
+    params.yaml is: `1e-05` is a number)."""
     import yaml
+
+    from mnistflow.params import ParamsLoader
 
     overrides = {}
     for assignment in assignments:
         key, separator, value = assignment.partition("=")
         if not separator or not key:
             raise typer.BadParameter(f"{assignment!r}: expected key=value, e.g. train.epochs=3")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = yaml.load(value, Loader=ParamsLoader)  # a SafeLoader
     return overrides
 
 

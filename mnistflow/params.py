@@ -8,6 +8,7 @@ This module imports nothing heavy, so reading params never loads TensorFlow.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -301,11 +302,37 @@ class Params(Section):
     export: ExportParams = Field(default_factory=ExportParams)
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does.
+
+    PyYAML implements YAML 1.1, where a float needs a dot before its exponent, so `1e-05`
+    is a string; DVC writes params with ruamel.yaml (YAML 1.2), and `dvc exp run -S x=0.00001`
+    writes exactly `1e-05` into params.yaml."""
+
+
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
+
+
 def read_params_file(path: Path = DEFAULT_PARAMS_PATH) -> dict[str, Any]:
     """params.yaml as a plain mapping, before validation."""
     try:
         with open(path, encoding="utf-8") as handle:
-            content = yaml.safe_load(handle)
+            content = yaml.load(handle, Loader=ParamsLoader)  # a SafeLoader: plain data only
     except FileNotFoundError:
         raise PipelineInputError(f"{path}: params file not found") from None
     except yaml.YAMLError as error:

@@ -28,8 +28,14 @@ class Preset:
 
 
 def format_value(value: Any) -> str:
-    """A value as DVC's --set-param reads it (YAML): strings bare, the rest as JSON."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """A value as DVC's --set-param reads it (YAML): strings bare, the rest as JSON, except
+    floats, which YAML 1.1 (PyYAML, DVC) reads as numbers only with a dot before any exponent:
+    JSON's `1e-05` would come back as the string '1e-05'."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return yaml.safe_dump(value).split("\n", 1)[0]
+    return json.dumps(value)
 
 
 def load_presets(path: Path) -> dict[str, Preset]:

@@ -68,3 +68,14 @@ def test_missing_sections_take_defaults_and_bad_files_are_named(tmp_path):
         load_params(path)
     with pytest.raises(PipelineInputError, match="params file not found"):
         load_params(tmp_path / "absent.yaml")
+
+
+def test_floats_dvc_writes_without_a_dot_are_numbers(tmp_path):
+    """`dvc exp run -S train.lr_schedule.min_learning_rate=0.00001` writes `1e-05` (YAML
+    1.2); PyYAML's YAML 1.1 would read it as a string."""
+    from mnistflow.params import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr_schedule:\n    min_learning_rate: 1e-05\n  seed: 42\n")
+    params = load_params(path)
+    assert params.train.lr_schedule.min_learning_rate == 1e-05 and params.train.seed == 42

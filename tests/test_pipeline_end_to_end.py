@@ -199,6 +199,10 @@ def test_the_report_is_complete_offline_and_agrees_with_the_reports(reproduced):
     export = json.loads((workspace / "reports" / "export.json").read_text())
     assert export["verdict"] in sections["release"] and export["onnx_sha256"] in html
     assert f'data-released="{str(export["released"]).lower()}"' in html
+    # The int8 model's own verdict and figures beside the float32 one's.
+    assert export["int8"]["verdict"] in sections["release"]
+    assert f'data-int8-released="{str(export["int8"]["released"]).lower()}"' in html
+    assert export["int8"]["onnx_sha256"] in sections["release"]
     # DVC's three plot definitions as inline SVG (curves in training, confusion matrix in
     # evaluation), and both pictures of this run and of the baseline (the last commit).
     assert sections["training"].count("<svg") == 2 and sections["evaluation"].count("<svg") == 1

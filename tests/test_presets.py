@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import parse_params, read_params_file
@@ -57,6 +58,9 @@ def test_dvc_command_quotes_lists_as_yaml():
     assert command.startswith("dvc exp run ")
     assert "-S 'model.mlp.hidden_units=[12, 8]'" in command
     assert format_value("sgd") == "sgd" and format_value(True) == "true"
+    # YAML 1.1 needs a dot before the exponent to read a float back as a number.
+    assert format_value(1e-05) == "1.0e-05" and yaml.safe_load(format_value(1e-05)) == 1e-05
+    assert format_value(0.003) == "0.003"
 
 
 def test_unknown_preset_lists_the_known_ones():
