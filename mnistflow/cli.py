@@ -407,8 +407,8 @@ def predict(
         str,
         typer.Option(
             help="auto: the fastest released model (int8 when one is released beside the "
-            "float32 one, else fp32); int8: its int8 model (models/model.int8.onnx beside "
-            "models/model.onnx); fp32: the file as given."
+            "float32 one and the CPU has VNNI or AMX, else fp32); int8: its int8 model "
+            "(models/model.int8.onnx beside models/model.onnx); fp32: the file as given."
         ),
     ] = "auto",
     top_k: Annotated[
@@ -440,6 +440,7 @@ def predict(
     Inputs that cannot be read or trusted are skipped, each with a row whose `error` column
     says why; the rest is delivered (exit code 1 then; 2 for usage errors, before any work).
     """
+    from mnistflow.cpu_features import detect_cpu_flags
     from mnistflow.serving.predict import SessionOptions, predict_files
     from mnistflow.serving.quantization import choose_precision
 
@@ -447,7 +448,7 @@ def predict(
         typer.echo(f"error: --precision {precision}: expected auto, int8 or fp32", err=True)
         raise typer.Exit(2)
     with reported_input_errors(), _model_file(model) as (model_path, version):
-        served = choose_precision(model_path, precision)
+        served = choose_precision(model_path, precision, device, detect_cpu_flags())
         typer.echo(f"model: {served.path} ({served.precision}; {served.why})")
         summary = predict_files(
             inputs,

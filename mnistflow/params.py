@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mnistflow.constants import IMAGE_SIZE
 from mnistflow.errors import PipelineInputError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
@@ -162,6 +163,20 @@ class CnnBnParams(Section):
     kernel_size: int = Field(3, gt=0)
     dense_units: int = Field(128, gt=0)
     dropout_rate: float = Field(0.4, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _blocks_fit_the_image(self) -> CnnBnParams:
+        # Unpadded convolutions shrink each side by kernel_size - 1, pooling halves it.
+        side = IMAGE_SIZE
+        for _ in self.block_filters:
+            side = (side - self.convs_per_block * (self.kernel_size - 1)) // 2
+            if side < 1:
+                raise ValueError(
+                    f"block_filters {self.block_filters} with convs_per_block "
+                    f"{self.convs_per_block} and kernel_size {self.kernel_size} shrink a "
+                    f"{IMAGE_SIZE}x{IMAGE_SIZE} image to nothing; use fewer blocks or convolutions"
+                )
+        return self
 
 
 class MlpParams(Section):

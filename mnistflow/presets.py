@@ -28,9 +28,9 @@ class Preset:
 
 
 def format_value(value: Any) -> str:
-    """A value as DVC's --set-param reads it (YAML): strings bare, the rest as JSON, except
-    floats, which YAML 1.1 (PyYAML, DVC) reads as numbers only with a dot before any exponent:
-    JSON's `1e-05` would come back as the string '1e-05'."""
+    """A value for DVC's --set-param: strings bare, the rest as JSON, except floats, written
+    with a dot before any exponent (`1.0e-05`, not JSON's `1e-05`), so that a YAML 1.1 reader
+    of the command or of the params it writes (PyYAML) reads a number too."""
     if isinstance(value, str):
         return value
     if isinstance(value, float):

@@ -9,9 +9,11 @@ output) with the refusal in its metadata, which serving refuses. The int8 model 
 beside a newly released float32 one only when its accuracy stays within
 export.int8.max_accuracy_drop of float32's; refused, it is written marked refused (predict then
 serves float32), and when the float32 model is kept, the int8 one that pairs with it is kept too.
+export.strict concerns the float32 model only: an int8 refusal never fails the stage.
 
-Every input is declared in dvc.yaml: the model, the normalization, the raw test images, the
-test metrics, the baseline and the params. Nothing is read from git or dvc.lock.
+Every input is declared in dvc.yaml: the model, the normalization, the raw data (test images
+judge both models, training images calibrate the int8 one), the test metrics, the baseline
+and the params. Nothing is read from git or dvc.lock.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from mnistflow.errors import PipelineInputError, require_file
 from mnistflow.params import load_params
 from mnistflow.serving.export import gated_export, marked_refused, model_metadata
 from mnistflow.serving.gates import Verdict, load_baseline, read_accuracy
-from mnistflow.serving.quantization import gated_int8
+from mnistflow.serving.quantization import Int8Report, gated_int8
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +90,13 @@ def main() -> None:
     int8_bytes, int8_report, int8_verdict = gated_int8(onnx_bytes, raw, params.export.int8, verdict)
     served = write_served(arguments.output, onnx_bytes, verdict, keep_previous=True)
     # A kept float32 model keeps the int8 model made from it; a new one never pairs with an
-    # old int8 file.
+    # old int8 file. Where quantization failed there is no int8 candidate: the float32 one
+    # stands in, marked refused (DVC needs the output; serving refuses it and falls back).
     served_int8 = write_served(
-        arguments.int8_output, int8_bytes, int8_verdict, keep_previous=not verdict.released
+        arguments.int8_output,
+        onnx_bytes if int8_bytes is None else int8_bytes,
+        int8_verdict,
+        keep_previous=not verdict.released,
     )
     write_json(
         arguments.report,
@@ -103,7 +109,7 @@ def main() -> None:
             "onnx_sha256": hashlib.sha256(served).hexdigest(),
             "candidate_onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "int8": {
-                **int8_report.as_json(),
+                **(int8_report.as_json() if int8_report else {}),
                 **int8_verdict.as_json(),
                 "onnx_sha256": hashlib.sha256(served_int8).hexdigest(),
             },
@@ -121,17 +127,25 @@ def main() -> None:
         report.onnxruntime_seconds,
         report.keras_seconds,
     )
-    (logger.info if int8_verdict.released else logger.warning)(
+    log_int8(arguments.int8_output, int8_report, int8_verdict)
+
+
+def log_int8(output: Path, report: Int8Report | None, verdict: Verdict) -> None:
+    log = logger.info if verdict.released else logger.warning
+    if report is None:
+        log("%s: %s", output, verdict.describe())
+        return
+    log(
         "%s: %s; test accuracy %.4f (float32 %.4f), argmax agreement %.4f with float32 "
         "(onnxruntime on %d test images: int8 %.2f s, float32 %.2f s)",
-        arguments.int8_output,
-        int8_verdict.describe(),
-        int8_report.accuracy,
-        int8_report.fp32_accuracy,
-        int8_report.argmax_agreement,
-        int8_report.images,
-        int8_report.int8_seconds,
-        int8_report.fp32_seconds,
+        output,
+        verdict.describe(),
+        report.accuracy,
+        report.fp32_accuracy,
+        report.argmax_agreement,
+        report.images,
+        report.int8_seconds,
+        report.fp32_seconds,
     )
 
 

@@ -14,23 +14,30 @@ from typer.testing import CliRunner
 
 from mnistflow.cli import app
 from mnistflow.constants import REFUSED_KEY
+from mnistflow.cpu_features import detect_cpu_flags
 from mnistflow.data.normalization import Normalization
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import Int8Params
 from mnistflow.serving.gates import Verdict
 from mnistflow.serving.quantization import (
+    CPU_INT8_FLAGS,
     PRECISION_KEY,
     QUANTIZED_FROM_KEY,
+    Int8Report,
     calibration_images,
     choose_precision,
     compare_int8,
     gated_int8,
     int8_path_for,
+    int8_refusals,
     quantize_int8,
 )
 from tests.project_root import PROJECT_ROOT
 
 SCALE = Normalization(kind="scale", offset=0.0, scale=255.0)
+VNNI = frozenset({"avx512_vnni"})
+# What `mnistflow predict --precision auto` picks on this machine's CPU.
+AUTO_HERE = "int8" if detect_cpu_flags() & CPU_INT8_FLAGS else "fp32"
 
 
 def metadata_of(model_bytes: bytes) -> dict[str, str]:
@@ -101,21 +108,46 @@ def test_the_gate_refuses_an_int8_model_that_loses_accuracy(fp32_bytes, mnist_sl
     assert not paired.released and "float32 model it was made from" in paired.describe()
 
 
+def test_the_refusal_is_the_drop_against_the_bound():
+    def report(accuracy: float) -> Int8Report:
+        return Int8Report(accuracy, 0.99, 0.99, 0.1, 10000, 1000, 0.1, 0.2)
+
+    params = Int8Params(max_accuracy_drop=0.002)
+    assert int8_refusals(report(0.989), params) == []
+    assert int8_refusals(report(0.995), params) == []  # better than float32
+    (reason,) = int8_refusals(report(0.9879), params)
+    assert "0.0021 below float32's 0.9900" in reason
+
+
+def test_a_failed_quantization_is_a_refusal_not_a_crash(mnist_slice):
+    int8_bytes, report, verdict = gated_int8(b"not onnx", mnist_slice, Int8Params(), Verdict(True))
+    assert int8_bytes is None and report is None
+    assert not verdict.released and "int8 quantization failed" in verdict.describe()
+
+
 def test_precision_choice_follows_what_was_released(fp32_bytes, int8_bytes, tmp_path):
     fp32_path = tmp_path / "model.onnx"
     fp32_path.write_bytes(fp32_bytes)
-    assert choose_precision(fp32_path, "auto").precision == "fp32"  # none beside it
+    assert choose_precision(fp32_path, "auto", "cpu", VNNI).precision == "fp32"  # none beside
     with pytest.raises(PipelineInputError, match="--precision int8: no int8 model at"):
-        choose_precision(fp32_path, "int8")
+        choose_precision(fp32_path, "int8", "cpu", VNNI)
     int8_path = int8_path_for(fp32_path)
     assert int8_path.name == "model.int8.onnx"
     int8_path.write_bytes(int8_bytes)
-    chosen = choose_precision(fp32_path, "auto")
+    chosen = choose_precision(fp32_path, "auto", "cpu", VNNI)
     assert (chosen.path, chosen.precision) == (int8_path, "int8")
-    assert choose_precision(fp32_path, "fp32").path == fp32_path
+    assert choose_precision(fp32_path, "fp32", "cpu", VNNI).path == fp32_path
+    # No integer dot-product units, or a GPU: auto serves float32; int8 is still there to ask.
+    assert "no VNNI or AMX" in choose_precision(fp32_path, "auto", "cpu", frozenset()).why
+    assert choose_precision(fp32_path, "auto", "cuda", VNNI).precision == "fp32"
+    assert choose_precision(fp32_path, "int8", "cpu", frozenset()).path == int8_path
+    # The int8 file itself, given: served as int8, never passed off as float32.
+    assert choose_precision(int8_path, "auto").precision == "int8"
+    with pytest.raises(PipelineInputError, match="is an int8 model"):
+        choose_precision(int8_path, "fp32")
     # Another float32 export beside an old int8 file: they do not pair.
     fp32_path.write_bytes(fp32_bytes + b"\x00")
-    assert "was not made from" in choose_precision(fp32_path, "auto").why
+    assert "was not made from" in choose_precision(fp32_path, "auto", "cpu", VNNI).why
 
 
 def run_export(tmp_path, raw, params_text: str) -> subprocess.CompletedProcess:
@@ -166,10 +198,24 @@ def test_export_stage_serves_int8_beside_float32_only_through_its_gate(
 
     auto = predict()
     assert auto.exit_code == 0, auto.output
-    assert f"model: {int8_path} (int8; the fastest released (auto))" in auto.output
-    int8_sha = hashlib.sha256(int8_path.read_bytes()).hexdigest()
-    assert int8_sha in (tmp_path / "out.csv").read_text()
+    if AUTO_HERE == "int8":
+        assert f"model: {int8_path} (int8; the fastest released (auto))" in auto.output
+        int8_sha = hashlib.sha256(int8_path.read_bytes()).hexdigest()
+        assert int8_sha in (tmp_path / "out.csv").read_text()
+    else:
+        assert "(fp32; auto: this CPU has no VNNI or AMX int8 units)" in auto.output
     assert "(fp32; asked for)" in predict("--precision", "fp32").output
+    assert "(int8; asked for)" in predict("--precision", "int8").output
+
+    # A refused float32 model keeps the released pair: the int8 model is still served.
+    served = fp32_path.read_bytes(), int8_path.read_bytes()
+    kept = run_export(tmp_path, raw, "export:\n  min_accuracy:\n    cnn: 0.99\n")
+    assert kept.returncode == 0, kept.stderr
+    assert (fp32_path.read_bytes(), int8_path.read_bytes()) == served
+    report = json.loads((tmp_path / "export.json").read_text())
+    assert not report["released"] and not report["int8"]["released"]
+    assert report["int8"]["onnx_sha256"] == hashlib.sha256(served[1]).hexdigest()
+    assert "(int8; asked for)" in predict("--precision", "int8").output
 
     # Training images that are blank calibrate nothing: the int8 gate refuses, float32 is
     # still released, and serving falls back to it.
@@ -186,10 +232,8 @@ def test_export_stage_serves_int8_beside_float32_only_through_its_gate(
     forced = predict("--precision", "int8")
     assert forced.exit_code == 2 and "refused by its gate" in forced.output
 
-    # A refused float32 model keeps the pair that was served.
-    served = fp32_path.read_bytes(), int8_path.read_bytes()
-    kept = run_export(tmp_path, raw, "export:\n  min_accuracy:\n    cnn: 0.99\n")
-    assert kept.returncode == 0, kept.stderr
-    assert (fp32_path.read_bytes(), int8_path.read_bytes()) == served
-    report = json.loads((tmp_path / "export.json").read_text())
-    assert not report["released"] and not report["int8"]["released"]
+    # A refused float32 model with no int8 file yet: one is written, marked refused.
+    int8_path.unlink()
+    first = run_export(tmp_path, raw, "export:\n  min_accuracy:\n    cnn: 0.99\n")
+    assert first.returncode == 0, first.stderr
+    assert REFUSED_KEY in metadata_of(int8_path.read_bytes())

@@ -195,6 +195,10 @@ def test_augmentation_is_stateless_per_batch_and_keeps_labels(small_data):
         np.testing.assert_array_equal(whole[0].numpy(), again[0].numpy())
     again = batches(0, shifts)
     np.testing.assert_array_equal(again[0][0].numpy(), moved[0][0].numpy())
+    # Every batch draws its own transforms: one image repeated moves differently in each.
+    repeated = np.repeat(x[:1], 100, axis=0)
+    twice = list(training_dataset(repeated, y[:100], 50, 5, 0, 1, shifts))
+    assert not np.array_equal(twice[0][0].numpy()[0], twice[1][0].numpy()[0])
 
 
 def test_the_batch_norm_cnn_trains_and_saves_in_float32(small_data, tmp_path):

@@ -19,9 +19,11 @@ from mnistflow.params import PrepareParams
 from mnistflow.training.input_shapes import input_shape_for
 from tests.project_root import PROJECT_ROOT
 
+# bf16 named, not auto: resume and determinism are pinned in bf16 on every host (auto takes
+# float32 on CPUs without AMX); the determinism test runs float32 as well.
 PARAMS = {
     "model": {"name": "cnn"},
-    "train": {"epochs": 3, "batch_size": 64, "device": "cpu"},
+    "train": {"epochs": 3, "batch_size": 64, "device": "cpu", "mixed_precision": "bf16"},
 }
 
 
@@ -35,16 +37,22 @@ def workspace(tmp_path_factory, mnist_slice) -> Path:
     )
     save_prepared(data, folder / "prepared")
     (folder / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    float32 = {**PARAMS, "train": {**PARAMS["train"], "mixed_precision": False}}
+    (folder / "float32-params.yaml").write_text(yaml.safe_dump(float32))
     return folder
 
 
 def run_train(
-    workspace: Path, run: str, kill_after_epoch: int | None = None, code: Path = PROJECT_ROOT
+    workspace: Path,
+    run: str,
+    kill_after_epoch: int | None = None,
+    code: Path = PROJECT_ROOT,
+    params: str = "params.yaml",
 ):
     """The train stage in a subprocess, importing the project (mnistflow, stages) from `code`."""
     out = workspace / run
     arguments = [
-        "--params", str(workspace / "params.yaml"),
+        "--params", str(workspace / params),
         "--data", str(workspace / "prepared"),
         "--model", str(out / "model.keras"),
         "--live", str(out / "live"),
@@ -104,11 +112,15 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace):
     assert summary["best_val_accuracy"] == reference_summary["best_val_accuracy"]
 
 
-def test_two_runs_give_identical_weights_and_metrics(workspace):
-    first = run_train(workspace, "first")
-    second = run_train(workspace, "second")
+@pytest.mark.parametrize("precision", ["bf16", "float32"])
+def test_two_runs_give_identical_weights_and_metrics(workspace, precision):
+    params = "params.yaml" if precision == "bf16" else "float32-params.yaml"
+    first = run_train(workspace, f"first-{precision}", params=params)
+    second = run_train(workspace, f"second-{precision}", params=params)
     assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
-    a, b = workspace / "first", workspace / "second"
+    policy = "mixed_bfloat16" if precision == "bf16" else "float32"
+    assert f"precision={policy}" in first.stderr
+    a, b = workspace / f"first-{precision}", workspace / f"second-{precision}"
     assert (a / "model.keras").read_bytes() == (b / "model.keras").read_bytes()
     assert (a / "live" / "metrics.json").read_text() == (b / "live" / "metrics.json").read_text()
     assert epoch_rows(a / "live") == epoch_rows(b / "live")

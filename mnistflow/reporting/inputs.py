@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.cpu_features import cpu_model, detect_cpu_flags
 from mnistflow.evaluation.metrics import per_class_metrics
 from mnistflow.lineage import code_changes, data_versions, output_paths
+from mnistflow.params import read_params_file
 
 logger = logging.getLogger(__name__)
 
@@ -310,9 +312,9 @@ def environment(training: dict[str, Any] | None) -> dict[str, str]:
     found: dict[str, str] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu cores": str(os.cpu_count()),
-        "cpu features": ", ".join(flag for flag in CPU_FLAGS if flag in _cpu_flags()) or "-",
+        "cpu features": ", ".join(flag for flag in CPU_FLAGS if flag in detect_cpu_flags()) or "-",
     }
     for library in LIBRARIES:
         try:
@@ -326,30 +328,8 @@ def environment(training: dict[str, Any] | None) -> dict[str, str]:
     return found
 
 
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return ""
-
-
-def _cpu_model() -> str:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "-"
-
-
-def _cpu_flags() -> set[str]:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInputs:
     """Everything the report shows, for the project at `root`."""
-    import yaml
 
     from mnistflow.records import LOCK_FILE
 
@@ -367,7 +347,7 @@ def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInpu
         baseline=baseline,
         data_versions=data_versions(lock_text),
         params_changes=params_changes(root, baseline),
-        params=yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {},
+        params=read_params_file(root / "params.yaml"),
         validation=validation,
         training=training,
         metrics=metric_rows(root, baseline),

@@ -40,6 +40,8 @@ QUANTIZED_FROM_KEY = "quantized_from_sha256"
 CALIBRATION_KEY = "calibration"
 CALIBRATION_BATCH = 100
 GATE_BATCH = 1024
+# CPU flags (Linux names) of integer dot-product units onnxruntime's u8×s8 kernels use.
+CPU_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 # Metadata keys onnxruntime's tools add about themselves; the model's own contract stays.
 TOOL_METADATA = ("onnx.infer", "onnx.quant.pre_process")
 
@@ -56,8 +58,9 @@ def calibration_images(train_images: np.ndarray, params: Int8Params) -> np.ndarr
 def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
     """The int8 (QDQ) model of `fp32_bytes`, with its metadata plus what it was made from.
 
-    The same inputs give the same bytes: MinMax calibration is a pure function of the images,
-    and the float32 graph's names are already canonical (mnistflow.serving.export)."""
+    The same inputs on one CPU kind give the same bytes: MinMax calibration is a pure function
+    of the images and of onnxruntime's float32 kernels, and the float32 graph's names are
+    already canonical (mnistflow.serving.export)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -84,8 +87,8 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
         raise ValueError("int8 calibration needs at least one training image")
     source = onnx.load_model_from_string(fp32_bytes)
     softmax_nodes = [node.name for node in source.graph.node if node.op_type == "Softmax"]
-    # quantize_static works on files; a private folder keeps its temporaries (the calibration
-    # model it writes beside them) out of the workspace.
+    # quant_pre_process reads and writes files, and quantize_static writes one; a private
+    # folder keeps them and the calibration model out of the workspace.
     with tempfile.TemporaryDirectory(prefix="mnistflow-int8-") as folder:
         fp32_path, prepared, int8_path = (Path(folder) / name for name in ("a", "b", "c"))
         fp32_path.write_bytes(fp32_bytes)
@@ -214,15 +217,22 @@ def int8_path_for(fp32_path: Path) -> Path:
 
 def gated_int8(
     fp32_bytes: bytes, raw, params: Int8Params, fp32_verdict: Verdict
-) -> tuple[bytes, Int8Report, Verdict]:
+) -> tuple[bytes | None, Int8Report | None, Verdict]:
     """Quantize the float32 candidate, compare it on the test set, and decide.
 
     `raw` holds the ingested splits (training images calibrate, test images judge). The int8
     model is always made and measured, so a refused one is recorded with the same figures; it
-    is released only beside a released float32 model."""
+    is released only beside a released float32 model. A quantization that fails (an op the
+    quantizer cannot handle) refuses the int8 model with the reason instead of failing the
+    export, whose float32 model does not depend on it: (None, None, refusal)."""
     calibration = calibration_images(raw.x_train, params)
-    int8_bytes = quantize_int8(fp32_bytes, calibration)
-    report = compare_int8(fp32_bytes, int8_bytes, raw.x_test, raw.y_test, len(calibration))
+    try:
+        int8_bytes = quantize_int8(fp32_bytes, calibration)
+        report = compare_int8(fp32_bytes, int8_bytes, raw.x_test, raw.y_test, len(calibration))
+    except Exception as error:  # noqa: BLE001 - onnxruntime's tools raise many kinds
+        logger.exception("int8 quantization failed")
+        reason = f"int8 quantization failed ({type(error).__name__}: {error})"
+        return None, None, Verdict(False, (reason,))
     reasons = int8_refusals(report, params)
     if not fp32_verdict.released:
         reasons.append("the float32 model it was made from was not released")
@@ -239,17 +249,33 @@ class ServedPrecision:
     why: str
 
 
-def choose_precision(model_path: Path, precision: Precision) -> ServedPrecision:
-    """The model file to serve for `precision`: the float32 file as given, or its int8 sibling.
+def choose_precision(
+    model_path: Path,
+    precision: Precision,
+    device: str = "cpu",
+    cpu_flags: frozenset[str] = frozenset(),
+) -> ServedPrecision:
+    """The model file to serve for `precision`: the file as given, or its int8 sibling.
 
     `auto` takes the int8 model when one is released beside the float32 one (made from those
-    very bytes, not refused by its gate): it is the faster at every batch size on CPUs with
-    VNNI (benchmarks/results/precision.md) and its gate bounds the accuracy it may lose."""
+    very bytes, not refused by its gate) and the CPU has integer dot-product units (VNNI or
+    AMX): there it is the faster at every batch size (benchmarks/results/precision.md) and its
+    gate bounds the accuracy it may lose. Without them onnxruntime's u8×s8 kernels can
+    saturate 16-bit intermediates, so the gate's figures, measured on such a CPU, would not
+    hold; a GPU runs the float32 model."""
     model_path = Path(model_path)
+    if _metadata(model_path).get(PRECISION_KEY) == "int8":
+        if precision == "fp32":
+            raise PipelineInputError(
+                f"--precision fp32: {model_path} is an int8 model; give the float32 file"
+            )
+        return ServedPrecision(model_path, "int8", "the file given is int8")
     if precision == "fp32":
         return ServedPrecision(model_path, "fp32", "asked for")
     int8_path = int8_path_for(model_path)
     problem = _int8_problem(model_path, int8_path)
+    if precision == "auto" and problem is None:
+        problem = _int8_hardware_problem(device, cpu_flags)
     if problem is None:
         why = "asked for" if precision == "int8" else "the fastest released (auto)"
         return ServedPrecision(int8_path, "int8", why)
@@ -258,21 +284,34 @@ def choose_precision(model_path: Path, precision: Precision) -> ServedPrecision:
     return ServedPrecision(model_path, "fp32", f"auto: {problem}")
 
 
-def _int8_problem(fp32_path: Path, int8_path: Path) -> str | None:
-    """Why `int8_path` may not be served for `fp32_path`; None when it may."""
+def _int8_hardware_problem(device: str, cpu_flags: frozenset[str]) -> str | None:
+    if device != "cpu":
+        return f"the int8 model is for CPUs, not {device}"
+    if not cpu_flags & CPU_INT8_FLAGS:
+        return "this CPU has no VNNI or AMX int8 units"
+    return None
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """The ONNX file's metadata; empty when it is absent or unreadable (serving says why)."""
     import onnx
 
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - onnx raises protobuf's and its own errors
+        return {}
+    return {entry.key: entry.value for entry in model.metadata_props}
+
+
+def _int8_problem(fp32_path: Path, int8_path: Path) -> str | None:
+    """Why `int8_path` may not be served for `fp32_path`; None when it may."""
     if not int8_path.is_file():
         return f"no int8 model at {int8_path}"
     if not fp32_path.is_file():
         return f"{fp32_path} does not exist"
-    try:
-        metadata = {
-            entry.key: entry.value
-            for entry in onnx.load_model(str(int8_path), load_external_data=False).metadata_props
-        }
-    except Exception as error:  # noqa: BLE001 - onnx raises protobuf's and its own errors
-        return f"{int8_path} is not a readable ONNX model ({type(error).__name__})"
+    metadata = _metadata(int8_path)
+    if not metadata:
+        return f"{int8_path} is not a readable ONNX model"
     if REFUSED_KEY in metadata:
         return f"{int8_path} was refused by its gate ({metadata[REFUSED_KEY]})"
     if metadata.get(QUANTIZED_FROM_KEY) != sha256_of_file(fp32_path):

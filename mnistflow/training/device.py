@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from mnistflow.errors import PipelineInputError
@@ -19,10 +18,12 @@ logger = logging.getLogger(__name__)
 
 # Tensor cores, where float16 pays off, arrived with Volta (compute capability 7.0).
 MIXED_PRECISION_MIN_CAPABILITY = (7, 0)
-# CPU flags (Linux /proc/cpuinfo names) of native bfloat16 arithmetic: AVX-512 BF16 (dot
-# products, e.g. AMD Zen 4, Intel Cooper Lake) and AMX (Intel Sapphire Rapids on). oneDNN runs
-# bf16 convolutions and matmuls on them; elsewhere it emulates bf16 and loses time.
-CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# The CPU flag (Linux /proc/cpuinfo name) under which auto trains in bf16: AMX's bf16 tiles
+# (Intel Sapphire Rapids on), where benchmarks/results/precision.md measured 1.5x float32's
+# images/s at the same test accuracy. AVX-512 BF16 alone (AMD Zen 4, Intel Cooper Lake) has
+# bf16 dot products too, but no gain was measured there: auto keeps float32 on it until one
+# is (train.mixed_precision: bf16 asks for it).
+CPU_BF16_FLAGS = frozenset({"amx_bf16"})
 PRECISION_POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -105,21 +106,7 @@ def _precision(
             for gpu in used_gpus
         )
         return "fp16" if capable else "float32"
-    # benchmarks/results/precision.md: on AVX-512 BF16 the tutorial CNN trains faster in bf16
-    # with the same test accuracy; without native bf16 it would only be emulated.
     return "bf16" if cpu_flags & CPU_BF16_FLAGS else "float32"
-
-
-def detect_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags as Linux names them; empty where /proc/cpuinfo is absent."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
 
 
 def detect_gpus() -> list[GpuInfo]:

@@ -11,19 +11,9 @@ import hashlib
 import importlib.metadata
 import json
 import platform
-from pathlib import Path
 
+from mnistflow.cpu_features import cpu_model
 from mnistflow.training.device import DevicePlan, GpuInfo
-
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    try:
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def installed_distributions() -> list[str]:

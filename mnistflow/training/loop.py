@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.cpu_features import detect_cpu_flags
 from mnistflow.data.prepared import PreparedData
 from mnistflow.params import ModelParams, TrainParams
 from mnistflow.training.checkpoints import (
@@ -31,7 +32,6 @@ from mnistflow.training.device import (
     DevicePlan,
     GpuInfo,
     apply_plan,
-    detect_cpu_flags,
     detect_gpus,
     plan_devices,
 )

@@ -93,10 +93,14 @@ def build_model(input_shape: tuple[int, ...], num_classes: int, params: ModelPar
 def _float32_policies(config):
     """`config` with every mixed-precision dtype policy replaced by float32."""
     if isinstance(config, dict):
-        if config.get("class_name") == "DTypePolicy" and str(
-            config.get("config", {}).get("name", "")
-        ).startswith("mixed_"):
-            return {**config, "config": {**config["config"], "name": "float32"}}
+        # Keras has called the class DTypePolicy and FloatDTypePolicy; the name tells.
+        inner = config.get("config")
+        if (
+            str(config.get("class_name", "")).endswith("DTypePolicy")
+            and isinstance(inner, dict)
+            and str(inner.get("name", "")).startswith("mixed_")
+        ):
+            return {**config, "config": {**inner, "name": "float32"}}
         return {key: _float32_policies(value) for key, value in config.items()}
     if isinstance(config, list):
         return [_float32_policies(item) for item in config]
