@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The throughput benchmark's FLOP count: a sibling script (Python puts this folder on sys.path).
+from predict_throughput import flops_per_image
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 RAW = ROOT / "data" / "raw" / "mnist.npz"
@@ -151,19 +154,6 @@ def training_runs(runs: int, images: int, epochs: int) -> dict[str, list[dict]]:
             print(f"train {name:>7} run {run + 1}: {figures['images_per_second']:7.0f} images/s, "
                   f"test accuracy {figures['test_accuracy']:.4f}", flush=True)  # fmt: skip
     return results
-
-
-def flops_per_image(model) -> float:
-    """Forward multiply-adds ×2 of the Conv2D and Dense layers."""
-    total = 0
-    for layer in model.layers:
-        kind = layer.__class__.__name__
-        if kind == "Conv2D":
-            height, width, filters = layer.output.shape[1:]
-            total += 2 * height * width * filters * np.prod(layer.kernel.shape[:-1])
-        elif kind == "Dense":
-            total += 2 * np.prod(layer.kernel.shape)
-    return float(total)
 
 
 def serving(repeats: int) -> tuple[dict, dict, float]:
