@@ -211,7 +211,8 @@ def test_promoted_version_is_fetched_and_served_by_name(
     assert stamped["code_revision"] == parent and json.loads(stamped["code_changes"]) == []
     raw = next(o for o in lock["stages"]["ingest"]["outs"] if o["path"] == "data/raw/mnist.npz")
     assert json.loads(stamped["data_versions"])["data/raw/mnist.npz"] == raw["md5"]
-    exported = next(o for o in lock["stages"]["export"]["outs"])["md5"]
+    outs = lock["stages"]["export"]["outs"]
+    exported = next(o for o in outs if o["path"] == "models/model.onnx")["md5"]
     assert hashlib.md5(without_lineage(served)).hexdigest() == exported
 
     np.save(tmp_path / "digits.npy", remotes_project["small"].x_test[:20])

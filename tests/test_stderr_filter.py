@@ -75,9 +75,12 @@ def test_ctrl_c_reaches_the_stage_and_its_last_words_are_kept():
             "    sys.exit(130)\n"
         ),
     )
+    # A shell's background job (`make test &`) ignores SIGINT and children inherit that; a
+    # terminal's foreground stage does not, so the stage starts with the default disposition.
     stage = subprocess.Popen(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert stage.stdout.readline() == b"ready\n"
     os.killpg(stage.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to its foreground

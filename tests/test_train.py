@@ -222,6 +222,10 @@ def test_the_batch_norm_cnn_trains_and_saves_in_float32(small_data, tmp_path):
     assert result.history[-1]["val_accuracy"] > 0.8  # 3 epochs on 1,080 images
     save_model_reproducibly(result.model, tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
+    # Compiled as trained (loss, metrics, optimizer state), ready for evaluate().
+    assert loaded.compiled and len(loaded.optimizer.variables) > 1
+    scores = loaded.evaluate(small_data.test.x[:50], small_data.test.y[:50], verbose=0)
+    assert np.isfinite(scores).all()
     probabilities = loaded.predict(small_data.test.x[:50], verbose=0)
     np.testing.assert_allclose(
         probabilities, result.model.predict(small_data.test.x[:50], verbose=0), atol=1e-6

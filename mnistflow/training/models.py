@@ -108,7 +108,7 @@ def _float32_policies(config):
 
 
 def float32_copy(model):
-    """The same model and weights computing in float32.
+    """The same model, weights and compilation computing in float32.
 
     Mixed precision is a training device: the variables are float32 throughout, only the
     arithmetic is bf16/fp16. The saved model computes in float32, so evaluate measures what
@@ -129,4 +129,10 @@ def float32_copy(model):
     finally:
         keras.mixed_precision.set_global_policy(policy)
     copy.set_weights(model.get_weights())
+    if model.compiled:
+        # Compiled like the original, optimizer state included, so the saved file loads ready
+        # for evaluate() or further training, as a float32 run's does.
+        copy.compile_from_config(model.get_compile_config())
+        for target, source in zip(copy.optimizer.variables, model.optimizer.variables, strict=True):
+            target.assign(source)
     return copy
