@@ -27,6 +27,7 @@ from mnistflow.data.reference import INFO_FILE, REFERENCE_DIR
 from mnistflow.data.sources import load_npz
 from mnistflow.errors import PipelineInputError
 from mnistflow.hashing import md5_of_file, sha256_of_file
+from mnistflow.serving.quantization import int8_path_for, int8_problem
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ def _own_label_error_rates(folder: Path, arrays: dict) -> dict[str, float]:
 
 
 def _released_model_of(model: Path, raw: Path) -> Path | None:
-    """The served ONNX model when it was released and trained on exactly `raw`, else None."""
+    """The served ONNX model (its int8 model where one pairs with it) when it was released and
+    trained on exactly `raw`, else None."""
     if not model.is_file():
         return None
     try:
@@ -141,7 +143,10 @@ def _released_model_of(model: Path, raw: Path) -> Path | None:
         return None
     if REFUSED_KEY in metadata or inputs.get("raw_data") != sha256_of_file(raw):
         return None
-    return model
+    # Its int8 model, where one was released beside it, judges labels as well (the int8 gate
+    # bounds its accuracy) at a quarter of the size and twice the speed.
+    int8 = int8_path_for(model)
+    return model if int8_problem(model, int8) else int8
 
 
 def _track_in_dvc(root: Path, data_md5: str, source: str | None) -> None:

@@ -9,6 +9,9 @@ class shares, the range of each per-image summary (bounds are inferred from them
 
 Stored as two files, neither of them a pickle: `profile.npz` (the arrays, np.savez, read with
 allow_pickle=False) and `profile.json` (the numbers); both byte-identical for the same data.
+The per-image hashes are not stored: validate searches near-duplicates within the data it
+checks, and from the reference needs only its counts (in `splits`), so a stored copy would be
+2.2 MB of data nothing reads.
 """
 
 from __future__ import annotations
@@ -168,8 +171,6 @@ def save_profile(profile: Profile, folder: Path) -> None:
         for histogram, counts in scope.histograms.items():
             arrays[f"{name}/hist_{histogram}"] = counts
         numbers["scopes"][name] = {"count": scope.count}
-    for split, hashes in profile.hashes.items():
-        arrays[f"{split}/hashes"] = hashes
     folder = Path(folder)
     with atomic_file(folder / "profile.npz") as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
@@ -192,8 +193,7 @@ def load_profile(folder: Path) -> Profile:
             )
             for name, values in numbers["scopes"].items()
         }
-        hashes = {split: arrays[f"{split}/hashes"] for split in SPLITS}
-        return Profile(scopes=scopes, splits=numbers["splits"], hashes=hashes)
+        return Profile(scopes=scopes, splits=numbers["splits"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PipelineInputError(
             f"{folder}: not a readable reference profile ({type(error).__name__}: {error}); "

@@ -273,7 +273,7 @@ def choose_precision(
     if precision == "fp32":
         return ServedPrecision(model_path, "fp32", "asked for")
     int8_path = int8_path_for(model_path)
-    problem = _int8_problem(model_path, int8_path)
+    problem = int8_problem(model_path, int8_path)
     if precision == "auto" and problem is None:
         problem = _int8_hardware_problem(device, cpu_flags)
     if problem is None:
@@ -303,7 +303,7 @@ def _metadata(path: Path) -> dict[str, str]:
     return {entry.key: entry.value for entry in model.metadata_props}
 
 
-def _int8_problem(fp32_path: Path, int8_path: Path) -> str | None:
+def int8_problem(fp32_path: Path, int8_path: Path) -> str | None:
     """Why `int8_path` may not be served for `fp32_path`; None when it may."""
     if not int8_path.is_file():
         return f"no int8 model at {int8_path}"
