@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-# The throughput benchmark's FLOP count: a sibling script (Python puts this folder on sys.path).
-from predict_throughput import flops_per_image
+# The throughput benchmark's FLOP count and results writer: a sibling script (Python puts this
+# folder on sys.path).
+from predict_throughput import best_rate, flops_per_image, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 RAW = ROOT / "data" / "raw" / "mnist.npz"
 BATCHES = (1, 64, 1024)
 IMAGES_AT_BATCH = {1: 1000, 64: 10000, 1024: 10000}
@@ -78,16 +78,6 @@ rates = [len(data.train.x) / seconds for seconds in ended[1:]]
 print(json.dumps({"images_per_second": float(np.median(rates)), "test_accuracy": accuracy,
                   "policy": result.plan.precision_policy}))
 """
-
-
-def best_rate(multiply, operations: float, repeats: int = 5) -> float:
-    multiply()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        multiply()
-        times.append(time.perf_counter() - started)
-    return operations / min(times)
 
 
 def peaks(size: int = 2048) -> dict[str, float]:
@@ -306,10 +296,7 @@ def main() -> None:
         "images/s).",
         f"Images/second, {os.cpu_count()} CPUs.",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "precision.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "precision.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("precision", result, lines)
 
 
 if __name__ == "__main__":

@@ -66,16 +66,18 @@ def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> dict[str, flo
         model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
     engines = {"numpy": lambda: a @ b, "onnxruntime": lambda: session.run(None, {"a": a, "b": b})}
-    rates = {}
-    for name, multiply in engines.items():
+    return {name: best_rate(multiply, 2 * size**3, repeats) for name, multiply in engines.items()}
+
+
+def best_rate(multiply, operations: float, repeats: int = 5) -> float:
+    """Operations per second of the fastest of `repeats` calls, after one warm-up call."""
+    multiply()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
         multiply()
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            multiply()
-            times.append(time.perf_counter() - started)
-        rates[name] = 2 * size**3 / min(times)
-    return rates
+        times.append(time.perf_counter() - started)
+    return operations / min(times)
 
 
 def rate(run_batch, images: np.ndarray, batch: int) -> float:
@@ -213,9 +215,14 @@ def main() -> None:
             f"for 1,000,000 ({large[0] / small[0]:.2f}×, target ≤ 1.5×); 1,000,000 images took "
             f"{large[1]:.0f} s end to end."
         )
+    write_results("predict_throughput", result, lines)
+
+
+def write_results(name: str, figures: dict, lines: list[str]) -> None:
+    """benchmarks/results/NAME.json (the figures) and NAME.md (the lines), and print the lines."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "predict_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "predict_throughput.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
