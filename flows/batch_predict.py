@@ -156,11 +156,25 @@ def write_partition(
     return len(table), images, errors
 
 
+# Deployment parameters are untrusted: each number has a range that bounds memory and processes.
+PARAMETER_BOUNDS = {"shards": (1, 64), "top_k": (1, 10), "chunk_size": (1, 65536),
+                    "dask_workers": (1, 32)}  # fmt: skip
+
+
+def check_bounds(**values: int) -> None:
+    for name, value in values.items():
+        low, high = PARAMETER_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise PipelineInputError(
+                f"parameter {name}={value!r}: expected an integer from {low} to {high}; refused"
+            )
+
+
 @flow(name="batch-predict")
 def batch_predict(
     inbox: str = "data/inbox",
     output: str = "predictions/inbox",
-    model: str = str(EXPORTED_MODEL),
+    model: str = registry.SERVED,
     shards: int = 4,
     top_k: int = 3,
     chunk_size: int = 1024,
@@ -182,6 +196,9 @@ def batch_predict(
     project = find_project_root(Path(root) if root else None)
     inbox_dir = confined_path(project, inbox, "inbox")
     output_dir = confined_path(project, output, "output")
+    check_bounds(shards=shards, top_k=top_k, chunk_size=chunk_size, dask_workers=dask_workers)
+    if model == registry.SERVED:
+        model = registry.served_model(project)
     from_registry = model.startswith(registry.ARTIFACT)
     model_path = None if from_registry else confined_path(project, model, "model")
     if model_path is not None and not model_path.is_relative_to(project / MODELS_FOLDER):

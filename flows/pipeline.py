@@ -16,7 +16,9 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 
 from mnistflow import dvc_runs, records, registry
+from mnistflow.deployment_requests import checked_request
 from mnistflow.project import find_project_root, stage_names
+from mnistflow.publishing import publishing
 from mnistflow.reporting.summary import record_line
 from mnistflow.writer_lock import DEFAULT_WAIT_SECONDS, describe_holder, exclusive_writer
 
@@ -126,25 +128,33 @@ def training_pipeline(
     root: str | None = None,
     experiment_name: str | None = None,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    publish: bool | None = None,
 ) -> dict[str, Any]:
     """Reproduce the DVC pipeline stage by stage, or as a DVC experiment when overridden.
 
     `root` defaults to the project around the working directory (or $MNISTFLOW_ROOT). One run
     writes to a workspace at a time: another waits up to `wait_seconds` for it, then fails
     naming it. A killed run releases the workspace at once, and its processes are stopped.
+    The run is recorded locally; it is pushed and its model registered only when `publish`
+    (None: as the clone is set, mnistflow/publishing.py). This flow trusts its caller (the
+    CLI); deployments run `nightly`, which checks what an API caller may ask.
     """
     # DVC prints its own messages; stop them reaching Prefect's handlers a second time.
     logging.getLogger("dvc").propagate = False
     logger = get_run_logger()
     root = str(find_project_root(Path(root) if root else None))
+    publish = publishing(Path(root), publish)
     with exclusive_writer(Path(root), wait_seconds, report=logger.warning) as previous:
         if previous:
             logger.warning("the previous run (%s) did not finish", describe_holder(previous))
         if overrides:
             experiment = run_experiment(overrides, root, experiment_name)
-            if experiment["experiment"]:
+            experiment["pushed_to"] = []
+            if experiment["experiment"] and publish:
                 experiment["pushed_to"] = list(
-                    records.push_experiment(Path(root), experiment["experiment"])
+                    records.push_experiment(
+                        Path(root), experiment["experiment"], experiment["revision"]
+                    )
                 )
             return {"experiment": experiment}
         stages = []
@@ -154,7 +164,7 @@ def training_pipeline(
             )
             # The task's state names the outcome; .result() re-raises a failure, ending the run.
             stages.append(retried(stage, root, return_state=True).result())
-        record = record_and_register(root)
+        record = record_and_register(root, publish)
         summary = write_report(root, stages)
     publish_artifacts(stages, summary, record)
     ran = [s["stage"] for s in stages if s["ran"]]
@@ -164,21 +174,41 @@ def training_pipeline(
     return {"stages": stages, "record": record, "summary": summary}
 
 
+@flow(name="nightly")
+def nightly(
+    overrides: dict[str, Any] | None = None,
+    experiment_name: str | None = None,
+) -> dict[str, Any]:
+    """The deployed pipeline: what anyone who can reach the Prefect API may start.
+
+    Its parameters are an untrusted request (mnistflow/deployment_requests.py): only a few
+    training keys within bounds, never the data, hashes, paths, kernels or code. It runs in the
+    worker's project, waits the default time for the workspace, and publishes only where that
+    clone is set to (never because a caller asked).
+    """
+    request = checked_request(overrides, experiment_name)
+    return training_pipeline(
+        overrides=request.overrides or None, experiment_name=request.experiment_name
+    )
+
+
 @task(task_run_name="record-run")
-def record_and_register(root: str) -> dict[str, Any] | None:
-    """Record the run as a DVC experiment (pushed where remotes exist) when it changed an
-    output, and register its model when the gates released a new one."""
+def record_and_register(root: str, publish: bool) -> dict[str, Any] | None:
+    """Record the run as a DVC experiment when it changed an output; when publishing, push it
+    and register its model when the gates released a new one."""
     logger = get_run_logger()
     name = records.record_name()
     # The stamped model a new version points at is made before the record, which holds it.
     release = None
-    if records.has_changes_to_record(Path(root)):
+    if publish and records.has_changes_to_record(Path(root)):
         try:
             release = registry.prepare_release(Path(root), name)
         except Exception:  # noqa: BLE001 - the record matters more than the registration
             logger.exception("the model cannot be prepared for the registry; recording anyway")
     try:
-        record = records.record_run(Path(root), name, extra=[release] if release else [])
+        record = records.record_run(
+            Path(root), name, extra=[release] if release else [], publish=publish
+        )
     finally:
         if release:
             registry.clear_release(Path(root))
@@ -186,19 +216,24 @@ def record_and_register(root: str) -> dict[str, Any] | None:
         logger.info("nothing new to record: dvc.lock matches the baseline commit")
         return None
     # Idempotent: a registration that failed last time (remote down) happens now.
-    version = registry.register_release(Path(root), record)
+    version = registry.register_release(Path(root), record) if publish else None
     if not record.new and version is None and not record.pushed_to:
         logger.info("nothing new to record: dvc.lock matches %s", record.name)
         return None
     logger.info(
         "recorded %s; %s",
         record.describe(),
-        f"registered {registry.ARTIFACT} {version.version}" if version else "no new model version",
+        f"registered {registry.ARTIFACT} {version.version}"
+        if version
+        else "no new model version"
+        if publish
+        else "not published (this clone does not publish; README: Who publishes)",
     )
     return {
         "experiment": record.name,
         "revision": record.revision,
         "new": record.new,
+        "published": publish,
         "pushed_to": list(record.pushed_to),
         "version": version.version if version else None,
     }

@@ -111,6 +111,15 @@ def run(
         float,
         typer.Option(help="Seconds to wait while another run holds the workspace, then fail."),
     ] = DEFAULT_WAIT_SECONDS,
+    publish: Annotated[
+        bool | None,
+        typer.Option(
+            "--publish/--no-publish",
+            help="Push the record and data, and register a released model (default: as the "
+            "clone is set: git config mnistflow.publish true).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the training pipeline as a Prefect flow (one task per DVC stage).
 
@@ -132,6 +141,7 @@ def run(
         root=str(root),
         experiment_name=name,
         wait_seconds=wait,
+        publish=publish,
         return_state=True,
     )
     if not state.is_completed():
@@ -277,8 +287,13 @@ def _model_file(model: str) -> Iterator[tuple[Path, str | None]]:
     from the project's DVC cache or remote into a temporary folder for the block."""
     import tempfile
 
-    from mnistflow.registry import ARTIFACT, fetch_to_temporary
+    from mnistflow.registry import ARTIFACT, SERVED, fetch_to_temporary, served_model
 
+    if model == SERVED:
+        root = _project_root()
+        model = served_model(root)
+        if not model.startswith(ARTIFACT):
+            model = str(root / model)
     if Path(model).exists() or not model.startswith(ARTIFACT):
         yield Path(model), None
         return
@@ -389,6 +404,42 @@ def promote(
 
 
 @app.command()
+def verify(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A git revision, a recorded run (dvc exp list) or a registry version "
+            "(mnist-classifier@v0.2.0, mnist-classifier:prod)."
+        ),
+    ] = "HEAD",
+    keep: Annotated[
+        bool, typer.Option(help="Keep the temporary replay (its path is printed).")
+    ] = False,
+) -> None:
+    """Replay TARGET on this machine and compare every output with its dvc.lock.
+
+    Prints, per output, identical or differs; for a model that differs, its agreement with the
+    recorded one and the metric deltas; and both sides' compute fingerprints. Exit code 0 only
+    when every output is identical, 1 when one differs, 2 when it cannot replay.
+    """
+    from mnistflow.stderr_filter import filter_stderr, noise_patterns
+    from mnistflow.verification import describe
+    from mnistflow.verification import verify as replay_and_compare
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    filter_stderr(noise_patterns())
+    root = _project_root()
+    with reported_input_errors():
+        result = replay_and_compare(
+            root, target, report=lambda line: typer.echo(line, err=True), keep=keep
+        )
+    for line in describe(result):
+        typer.echo(line)
+    if not result.identical:
+        raise typer.Exit(1)
+
+
+@app.command()
 def predict(
     inputs: Annotated[
         list[Path], typer.Argument(help="Files or folders: .npz, .npy, IDX, or images.")
@@ -399,10 +450,11 @@ def predict(
     model: Annotated[
         str,
         typer.Option(
-            help="An ONNX file, or a registry model: mnist-classifier:prod (a stage) or "
-            "mnist-classifier@v0.2.0 (a version) of the project around the working directory."
+            help="served: the registry's prod version, else the project's own export when its "
+            "gates released it; or a registry model: mnist-classifier:prod (a stage), "
+            "mnist-classifier@v0.2.0 (a version); or an ONNX file."
         ),
-    ] = "models/model.onnx",
+    ] = "served",
     precision: Annotated[
         str,
         typer.Option(

@@ -28,9 +28,12 @@ Metric = Literal["accuracy", "precision", "recall"]
 DeviceRequest = Literal["auto", "cpu", "gpu"]
 Toggle = bool | Literal["auto"]
 # false: float32; bf16 / fp16: that mixed precision; true: the device's own (fp16 on GPUs,
-# bf16 on CPUs); auto: fp16 on GPUs with tensor cores, bf16 on CPUs with native bf16 (AVX-512
-# BF16 or AMX), float32 elsewhere (mnistflow/training/device.py).
+# bf16 on CPUs); auto: fp16 on GPUs with tensor cores, float32 on every CPU (bf16 rounds
+# differently on AMX than on AVX-512 BF16 hosts, so it is asked for, never picked by the host;
+# mnistflow/training/device.py).
 MixedPrecision = bool | Literal["auto", "bf16", "fp16"]
+# oneDNN's ISA cap for TensorFlow on CPUs (mnistflow/compute.py); native: no cap.
+CpuIsa = Literal["avx2", "avx512_core", "native"]
 NormalizationKind = Literal["scale", "standardize"]
 
 
@@ -261,6 +264,15 @@ class TrainParams(Section):
         return self
 
 
+class ComputeParams(Section):
+    """How the numbers are computed where the host could choose (mnistflow/compute.py)."""
+
+    # Which oneDNN kernels TensorFlow may dispatch to on a CPU: they round differently, so
+    # this is an input like any param. avx512_core: the same bytes on every AVX-512 host of this
+    # machine kind (AMD Zen 4, Intel with AMX); native: the host's best (bytes differ by host).
+    cpu_isa: CpuIsa = "avx512_core"
+
+
 class EvaluateParams(Section):
     batch_size: int = Field(1024, gt=0)
 
@@ -308,6 +320,7 @@ class Params(Section):
     """The whole params.yaml; a missing section takes its defaults."""
 
     data: DataParams = Field(default_factory=DataParams)
+    compute: ComputeParams = Field(default_factory=ComputeParams)
     # "validate" would shadow BaseModel.validate: the section is read under its YAML name.
     checks: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     prepare: PrepareParams = Field(default_factory=PrepareParams)

@@ -1,4 +1,5 @@
-"""Every run that changes an output is recorded: as a DVC experiment, pushed where remotes exist.
+"""Every run that changes an output is recorded: as a DVC experiment in this repository, and
+pushed to the remotes only where the clone publishes (mnistflow/publishing.py).
 
 Why experiments (`dvc exp save`) rather than commits on a branch: they are DVC's own record of
 a run — code revision (the baseline commit), params, dvc.lock with every data and model hash,
@@ -7,8 +8,12 @@ diff`, restored by `dvc exp apply` + `dvc pull`, and shared by `dvc exp push`, w
 git ref and the DVC-cached data together. They never move the user's branch.
 
 A run that changed nothing (its dvc.lock equals the baseline commit's or the newest record's)
-records nothing new; but a record whose push failed last time (remote down) is pushed now, so
-a transient failure never leaves a run unshared.
+records nothing new; but where the clone publishes, a record whose push failed last time
+(remote down) is pushed now, so a transient failure never leaves a run unshared.
+
+Pushing data: DVC resolves a relative remote URL from the folder it works in, which for `dvc
+exp push` is a temporary copy (a cache once landed in /mnistflow-dvc-remote). The data is
+therefore pushed from the workspace itself, with the remote's URL resolved from the project.
 """
 
 from __future__ import annotations
@@ -99,15 +104,18 @@ def record_name(now: datetime | None = None) -> str:
     return "run-" + (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
-def record_run(root: Path, name: str | None = None, extra: Sequence[str] = ()) -> RunRecord | None:
-    """`dvc exp save` the workspace when it holds a new result; push it where remotes exist.
+def record_run(
+    root: Path, name: str | None = None, extra: Sequence[str] = (), publish: bool = False
+) -> RunRecord | None:
+    """`dvc exp save` the workspace when it holds a new result; push it to the remotes when
+    `publish`.
 
     Git-tracked outputs a fresh repository has not committed yet (metrics, plots, dvc.lock)
     are included, so the record is complete, and so are the untracked files `extra` names
     (the registry's stamped model, mnistflow/registry.py).
     """
     if not has_changes_to_record(root):
-        return _newest_unless_stale(root)
+        return _newest_unless_stale(root, publish)
     name = name or record_name()
     with dvc_workspace(root) as repo:
         untracked = set(git(root, "ls-files", "--others", "--exclude-standard").splitlines())
@@ -121,7 +129,7 @@ def record_run(root: Path, name: str | None = None, extra: Sequence[str] = ()) -
             or any(path == out or path.startswith(f"{out}/") for out in relative)
         )
         revision = repo.experiments.save(name=name, include_untracked=include or None)
-        pushed = _publish(root, repo, name)
+        pushed = _publish(root, repo, name, revision) if publish else ()
     record = RunRecord(name, revision, pushed)
     logger.info("recorded %s", record.describe())
     return record
@@ -138,35 +146,51 @@ def current_record_ref(root: Path) -> tuple[str, str] | None:
     return found
 
 
-def _newest_unless_stale(root: Path) -> RunRecord | None:
-    """The newest record when the workspace still holds its result, pushed if it never was."""
+def _newest_unless_stale(root: Path, publish: bool) -> RunRecord | None:
+    """The newest record when the workspace still holds its result; when publishing, pushed
+    if it never was."""
     found = current_record_ref(root)
     if found is None:
         return None
     ref, revision = found
     remote = git_remote(root)
-    if remote and not git(root, "ls-remote", remote, ref).strip():
+    if publish and remote and not git(root, "ls-remote", remote, ref).strip():
         with dvc_workspace(root) as repo:
-            pushed = _publish(root, repo, ref.rsplit("/", 1)[-1])
+            pushed = _publish(root, repo, ref.rsplit("/", 1)[-1], revision)
     else:
         pushed = ()
     return RunRecord(ref.rsplit("/", 1)[-1], revision, pushed, new=False)
 
 
-def _publish(root: Path, repo, name: str) -> tuple[str, ...]:
-    """The git ref to the git remote and the data to the DVC remote, where configured."""
+def _publish(root: Path, repo, name: str, revision: str) -> tuple[str, ...]:
+    """The git ref to the git remote and the record's data to the DVC remote, where configured."""
     dvc_remote = repo.config["core"].get("remote")
     remote = git_remote(root)
-    if remote:
-        repo.experiments.push(remote, [name], push_cache=bool(dvc_remote))
-        return (f"git remote {remote}",) + ((f"DVC remote {dvc_remote}",) if dvc_remote else ())
+    pushed: tuple[str, ...] = ()
     if dvc_remote:
-        repo.push()
-        return (f"DVC remote {dvc_remote}",)
-    return ()
+        push_data(root, repo, dvc_remote, revision)
+        pushed += (f"DVC remote {dvc_remote}",)
+    if remote:
+        # The data went first: a record others can see always has its data on the remote.
+        repo.experiments.push(remote, [name], push_cache=False)
+        pushed = (f"git remote {remote}",) + pushed
+    return pushed
 
 
-def push_experiment(root: Path, name: str) -> tuple[str, ...]:
-    """Push an experiment `dvc exp run` recorded, where remotes are configured."""
+def push_data(root: Path, repo, remote_name: str, revision: str) -> None:
+    """`dvc push` of what `revision` tracks, from the workspace, to the remote's URL resolved
+    from the project (a relative URL is relative to .dvc/, where the config file lives)."""
+    from dvc.repo import Repo
+
+    url = repo.config["remote"][remote_name]["url"]
+    if "://" not in url and not Path(url).is_absolute():
+        url = str((Path(root) / ".dvc" / url).resolve())
+    overridden = {"remote": {remote_name: {"url": url}}}
+    with Repo(str(root), config=overridden) as resolved:
+        resolved.push(remote=remote_name, revs=[revision], workspace=False)
+
+
+def push_experiment(root: Path, name: str, revision: str) -> tuple[str, ...]:
+    """Push an experiment `dvc exp run` recorded to the remotes (the caller decides to)."""
     with dvc_workspace(root) as repo:
-        return _publish(root, repo, name)
+        return _publish(root, repo, name, revision)

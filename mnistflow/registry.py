@@ -19,6 +19,7 @@ declared input: the gate compares against what is served, not against git HEAD.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -43,6 +44,9 @@ EXPORTED_MODEL = "models/model.onnx"
 EXPORT_REPORT = "reports/export.json"
 METRICS = "reports/metrics.json"
 BASELINE = Path("release") / "baseline.json"
+# The registry stage whose version is served by default, and the name that asks for it.
+SERVED_STAGE = "prod"
+SERVED = "served"
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def version_in_stage(root: Path, stage: str) -> ModelVersion | None:
     return ModelVersion(found.version, found.commit_hexsha) if found else None
 
 
-def _exported_model_hash(lock_text: str | None) -> str | None:
+def exported_model_hash(lock_text: str | None) -> str | None:
     """The md5 a dvc.lock records for the export stage's model."""
     if lock_text is None:
         return None
@@ -122,8 +126,8 @@ def _has_new_release(root: Path) -> bool:
     if not json.loads(report.read_text(encoding="utf-8")).get("released"):
         return False
     latest = latest_version(root)
-    exported = _exported_model_hash(lock.read_text(encoding="utf-8"))
-    return latest is None or exported != _exported_model_hash(
+    exported = exported_model_hash(lock.read_text(encoding="utf-8"))
+    return latest is None or exported != exported_model_hash(
         file_at_revision(root, latest.revision, LOCK_FILE)
     )
 
@@ -282,6 +286,14 @@ def _shown(root: Path) -> list[dict]:
         return []
 
 
+def versions_newest_first(root: Path) -> list[ModelVersion]:
+    """Every registered version, the highest first."""
+    from gto.versions import SemVer
+
+    found = _versions(root)
+    return [found[v] for v in sorted(found, key=lambda v: SemVer(v), reverse=True)]
+
+
 def _versions(root: Path) -> dict[str, ModelVersion]:
     return {
         row["version"]: ModelVersion(row["version"], row["commit_hexsha"]) for row in _shown(root)
@@ -310,6 +322,15 @@ def fetch_model(root: Path, version: ModelVersion, target: Path) -> Path:
     path = _artifact_path(root, version.revision)
     with Repo(str(root), rev=version.revision) as repo, repo.dvcfs.open(path, "rb") as source:
         model_bytes = source.read()
+    # The cache or remote that delivered the bytes is not what vouches for them: git does.
+    expected = _recorded_md5(root, version.revision, path)
+    actual = hashlib.md5(model_bytes).hexdigest()
+    if expected is None or actual != expected:
+        raise PipelineInputError(
+            f"{ARTIFACT} {version.version} ({version.revision[:7]}): {path} has md5 {actual}, "
+            f"but git records {expected or 'none'} for it at that revision; refusing to serve "
+            "bytes the registry did not register"
+        )
     stamped = {
         entry.key: entry.value for entry in onnx.load_from_string(model_bytes).metadata_props
     }
@@ -321,6 +342,23 @@ def fetch_model(root: Path, version: ModelVersion, target: Path) -> Path:
         )
     target.write_bytes(model_bytes)
     return target
+
+
+def _recorded_md5(root: Path, revision: str, path: str) -> str | None:
+    """The md5 git holds for `path` at `revision`: its .dvc file's, or the export stage's
+    entry in dvc.lock (versions registered before stamping)."""
+    if path == EXPORTED_MODEL:
+        return exported_model_hash(file_at_revision(root, revision, LOCK_FILE))
+    tracked = yaml.safe_load(file_at_revision(root, revision, f"{path}.dvc") or "") or {}
+    outs = tracked.get("outs") or [{}]
+    return outs[0].get("md5") if isinstance(outs[0], dict) else None
+
+
+def served_model(root: Path) -> str:
+    """What `served` names for predict and the inbox: the registry's prod version when one is
+    assigned, else the workspace's own export (which serving refuses unless its gates
+    released it). Never a file kept in place by a refused run: export writes its candidate."""
+    return f"{ARTIFACT}:{SERVED_STAGE}" if version_in_stage(root, SERVED_STAGE) else EXPORTED_MODEL
 
 
 def _artifact_path(root: Path, revision: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mnistflow.atomic import write_json, write_text
 from mnistflow.constants import PIXEL_MAX
+from mnistflow.cpu_kernels import apply_cpu_kernels
 from mnistflow.data.normalization import Normalization
 from mnistflow.data.prepared import load_split
 from mnistflow.entrypoints import run_stage
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--weights-image", type=Path, default=Path("reports/first_layer.png"))
     arguments = parser.parse_args()
     params = load_params(arguments.params)
+    # Before TensorFlow loads: which kernels run is a declared input (mnistflow/cpu_kernels.py).
+    apply_cpu_kernels(params)
     require_file(arguments.model)
     import keras
 

@@ -1,19 +1,18 @@
 """Export stage: models/model.keras → models/model.onnx (float32) and models/model.int8.onnx
-(static int8 quantization of it), each released only when its gates pass.
+(static int8 quantization of it), each judged by its gates.
 
-The gates decide release, not recording: a refused model leaves the served models/model.onnx
-as it was and the stage succeeds, with the verdict in reports/export.json (`released`,
-`verdict`), so the run is recorded and visible in `dvc exp show`. export.strict fails it.
-Where the workspace has no models/model.onnx yet, a refused model is written (DVC needs the
-output) with the refusal in its metadata, which serving refuses. The int8 model is served
-beside a newly released float32 one only when its accuracy stays within
-export.int8.max_accuracy_drop of float32's; refused, it is written marked refused (predict then
-serves float32), and when the float32 model is kept, the int8 one that pairs with it is kept too.
-export.strict concerns the float32 model only: an int8 refusal never fails the stage.
+A pure function of its declared inputs: both files are always this run's candidates, whatever
+the workspace held before. A refused candidate is written with the refusal in its metadata
+(serving refuses it) and the verdict in reports/export.json (`released`, `verdict`); the stage
+succeeds, so the run is recorded and visible in `dvc exp show` (export.strict fails it
+instead). What is served is the registry's decision, not a file this stage keeps in place
+(README: which model predict and the inbox serve). The int8 model is released only beside a
+released float32 one and within export.int8.max_accuracy_drop of its accuracy; where
+quantization failed, the float32 candidate stands in for it, marked refused.
 
 Every input is declared in dvc.yaml: the model, the normalization, the raw data (test images
-judge both models, training images calibrate the int8 one), the test metrics, the baseline
-and the params. Nothing is read from git or dvc.lock.
+judge both models, training images calibrate the int8 one), the test metrics, the baseline,
+the compute fingerprint and the params. Nothing is read from git or dvc.lock.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import logging
 from pathlib import Path
 
 from mnistflow.atomic import atomic_file, write_json
+from mnistflow.cpu_kernels import apply_cpu_kernels
 from mnistflow.data.applied_bounds import applied_bounds
 from mnistflow.data.input_profile import input_profile_metadata
 from mnistflow.data.normalization import Normalization
@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=Path("reports/export.json"))
     arguments = parser.parse_args()
     params = load_params(arguments.params)
+    # Before TensorFlow loads: which kernels run is a declared input (mnistflow/cpu_kernels.py).
+    apply_cpu_kernels(params)
     require_file(arguments.model)
     import keras
 
@@ -85,18 +87,12 @@ def main() -> None:
     if not verdict.released and params.export.strict:
         raise PipelineInputError(
             f"the gates refused the model ({verdict.describe()}); export.strict is set; "
-            f"{arguments.output} is left as it was"
+            f"nothing is written"
         )
     int8_bytes, int8_report, int8_verdict = gated_int8(onnx_bytes, raw, params.export.int8, verdict)
-    served = write_served(arguments.output, onnx_bytes, verdict, keep_previous=True)
-    # A kept float32 model keeps the int8 model made from it; a new one never pairs with an
-    # old int8 file. Where quantization failed there is no int8 candidate: the float32 one
-    # stands in, marked refused (DVC needs the output; serving refuses it and falls back).
-    served_int8 = write_served(
-        arguments.int8_output,
-        onnx_bytes if int8_bytes is None else int8_bytes,
-        int8_verdict,
-        keep_previous=not verdict.released,
+    served = write_candidate(arguments.output, onnx_bytes, verdict)
+    served_int8 = write_candidate(
+        arguments.int8_output, onnx_bytes if int8_bytes is None else int8_bytes, int8_verdict
     )
     write_json(
         arguments.report,
@@ -104,10 +100,8 @@ def main() -> None:
             **report.as_json(),
             **verdict.as_json(),
             "opset": params.export.opset,
-            # What consumers verify the served model against (the inbox flow does), and the
-            # candidate's own hash, which differs when the gates kept the previous model.
+            # What consumers verify the written model against (the inbox flow does).
             "onnx_sha256": hashlib.sha256(served).hexdigest(),
-            "candidate_onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "int8": {
                 **(int8_report.as_json() if int8_report else {}),
                 **int8_verdict.as_json(),
@@ -149,18 +143,15 @@ def log_int8(output: Path, report: Int8Report | None, verdict: Verdict) -> None:
     )
 
 
-def write_served(output: Path, candidate: bytes, verdict: Verdict, keep_previous: bool) -> bytes:
-    """Write what `output` serves after this run and return its bytes: the candidate when
-    released; else the previous file when asked to keep it and one exists; else the candidate
-    marked refused (DVC needs the output and the run must be recorded; serving refuses it)."""
-    if not verdict.released and keep_previous and output.is_file():
-        return output.read_bytes()
-    served = candidate if verdict.released else marked_refused(candidate, verdict)
+def write_candidate(output: Path, candidate: bytes, verdict: Verdict) -> bytes:
+    """Write this run's candidate to `output`, marked refused when its gates refused it (DVC
+    needs the output and the run must be recorded; serving refuses it); return the bytes."""
+    written = candidate if verdict.released else marked_refused(candidate, verdict)
     if not verdict.released:
-        logger.warning("%s now holds the refused model, marked as refused (not served)", output)
+        logger.warning("%s holds the refused candidate, marked as refused (not served)", output)
     with atomic_file(output) as temporary:
-        temporary.write_bytes(served)
-    return served
+        temporary.write_bytes(written)
+    return written
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mnistflow.atomic import atomic_file, write_json
+from mnistflow.cpu_kernels import apply_cpu_kernels
 from mnistflow.data.prepared import load_prepared
 from mnistflow.entrypoints import run_stage
 from mnistflow.params import load_params
@@ -24,6 +25,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, default=Path(".checkpoints/train"))
     arguments = parser.parse_args()
     params = load_params(arguments.params)
+    # Before TensorFlow loads: which kernels run is a declared input (mnistflow/cpu_kernels.py).
+    apply_cpu_kernels(params)
     result = train(
         load_prepared(arguments.data),
         params.model,

@@ -148,7 +148,9 @@ def test_baseline_file(tmp_path):
         load_baseline(tmp_path / "absent.json")
 
 
-def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnist_slice, tmp_path):
+def test_export_stage_writes_a_refused_candidate_whatever_the_workspace_held(
+    trained, mnist_slice, tmp_path
+):
     model, _ = trained
     model_path = tmp_path / "model.keras"
     model.save(model_path)
@@ -191,20 +193,22 @@ def test_export_stage_records_a_refusal_and_keeps_the_served_model(trained, mnis
     with pytest.raises(PipelineInputError, match="the export gates refused this model"):
         Predictor(onnx_path)
 
+    # A workspace that held another model: the output is the same refused candidate, byte for
+    # byte (export is a function of its inputs, not of what the workspace held before).
+    first_bytes = onnx_path.read_bytes()
     onnx_path.write_bytes(b"previous model")
     recorded = export(strict=False)
     assert recorded.returncode == 0, recorded.stderr
     assert "not released: quality: test accuracy 0.5000" in recorded.stderr
-    assert onnx_path.read_bytes() == b"previous model"
+    assert onnx_path.read_bytes() == first_bytes
     report = json.loads((tmp_path / "export.json").read_text())
     assert report["released"] is False and "below export.min_accuracy.cnn" in report["verdict"]
-    assert report["onnx_sha256"] == hashlib.sha256(b"previous model").hexdigest()
-    assert report["candidate_onnx_sha256"] != report["onnx_sha256"]
+    assert report["onnx_sha256"] == hashlib.sha256(first_bytes).hexdigest()
     assert report["argmax_agreement"] == 1.0
 
     (tmp_path / "export.json").unlink()
     strict = export(strict=True)
     assert strict.returncode == 2 and "Traceback" not in strict.stderr
     assert "the gates refused the model" in strict.stderr
-    assert onnx_path.read_bytes() == b"previous model"
+    assert onnx_path.read_bytes() == first_bytes
     assert not (tmp_path / "export.json").exists()

@@ -191,28 +191,44 @@ def dvc_json(root: Path, *arguments: str) -> Any:
 
 def choose_baseline(root: Path) -> Baseline | None:
     """The registry's prod version, else its latest version, else the last commit; named
-    by its git tag (or HEAD), which is what DVC's diffs and chart legends then show."""
+    by its git tag (or HEAD), which is what DVC's diffs and chart legends then show.
+
+    Never the run itself: a candidate whose dvc.lock records the workspace's own model (the
+    version this run just registered, or the commit it reproduced) is passed over."""
     from gto.exceptions import GTOException
 
     from mnistflow import registry
+    from mnistflow.records import LOCK_FILE, file_at_revision
 
+    lock = root / LOCK_FILE
+    own_model = registry.exported_model_hash(
+        lock.read_text(encoding="utf-8") if lock.is_file() else None
+    )
+
+    def is_this_run(revision: str) -> bool:
+        recorded = registry.exported_model_hash(file_at_revision(root, revision, LOCK_FILE))
+        return own_model is not None and recorded == own_model
+
+    candidates: list[Baseline] = []
     try:
         prod = registry.version_in_stage(root, "prod")
-        latest = registry.latest_version(root)
+        if prod and not is_this_run(prod.revision):
+            candidates.append(Baseline(
+                f"{registry.ARTIFACT} {prod.version} (prod)", f"{registry.ARTIFACT}@{prod.version}"
+            ))  # fmt: skip
+        for version in registry.versions_newest_first(root):
+            if not is_this_run(version.revision):
+                candidates.append(Baseline(
+                    f"{registry.ARTIFACT} {version.version} (latest other version)",
+                    f"{registry.ARTIFACT}@{version.version}",
+                ))  # fmt: skip
+                break
     except GTOException as error:
         logger.warning("the registry cannot be read (%s); comparing with the last commit", error)
-        prod = latest = None
-    if prod:
-        return Baseline(
-            f"{registry.ARTIFACT} {prod.version} (prod)", f"{registry.ARTIFACT}@{prod.version}"
-        )
-    if latest:
-        return Baseline(
-            f"{registry.ARTIFACT} {latest.version} (latest version)",
-            f"{registry.ARTIFACT}@{latest.version}",
-        )
     head = git_output(root, "rev-parse", "--short", "HEAD")
-    return Baseline(f"last commit {head}", "HEAD") if head else None
+    if head and not is_this_run("HEAD"):
+        candidates.append(Baseline(f"last commit {head}", "HEAD"))
+    return candidates[0] if candidates else None
 
 
 def metric_rows(root: Path, baseline: Baseline | None) -> list[MetricRow]:

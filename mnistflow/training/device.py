@@ -18,12 +18,10 @@ logger = logging.getLogger(__name__)
 
 # Tensor cores, where float16 pays off, arrived with Volta (compute capability 7.0).
 MIXED_PRECISION_MIN_CAPABILITY = (7, 0)
-# The CPU flag (Linux /proc/cpuinfo name) under which auto trains in bf16: AMX's bf16 tiles
-# (Intel Sapphire Rapids on), where benchmarks/results/precision.md measured 1.5x float32's
-# images/s at the same test accuracy. AVX-512 BF16 alone (AMD Zen 4, Intel Cooper Lake) has
-# bf16 dot products too, but no gain was measured there: auto keeps float32 on it until one
-# is (train.mixed_precision: bf16 asks for it).
-CPU_BF16_FLAGS = frozenset({"amx_bf16"})
+# On CPUs auto means float32, whatever the CPU has: bf16 on AMX measured 1.5x float32's
+# images/s (benchmarks/results/precision.md), but AMX and AVX-512 BF16 round differently, so
+# a dvc.lock made on one host would not reproduce on the other. bf16 is an explicit choice
+# (train.mixed_precision: bf16), recorded in params and in reports/compute.json.
 PRECISION_POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -54,7 +52,6 @@ def plan_devices(
     mixed_precision: MixedPrecision,
     xla: Toggle,
     gpus: list[GpuInfo],
-    cpu_flags: frozenset[str] = frozenset(),
 ) -> DevicePlan:
     if device == "gpu" and not gpus:
         raise PipelineInputError(
@@ -63,7 +60,7 @@ def plan_devices(
         )
     on_gpu = device != "cpu" and bool(gpus)
     used_gpus = gpus if on_gpu else []
-    policy = PRECISION_POLICIES[_precision(mixed_precision, used_gpus, cpu_flags)]
+    policy = PRECISION_POLICIES[_precision(mixed_precision, used_gpus)]
 
     # XLA fuses kernels well on GPUs; on CPUs it mostly adds compile time.
     jit_compile = on_gpu if xla == "auto" else bool(xla)
@@ -83,9 +80,7 @@ def plan_devices(
     )
 
 
-def _precision(
-    mixed_precision: MixedPrecision, used_gpus: list[GpuInfo], cpu_flags: frozenset[str]
-) -> str:
+def _precision(mixed_precision: MixedPrecision, used_gpus: list[GpuInfo]) -> str:
     """float32, bf16 or fp16 for the request on this hardware."""
     if mixed_precision is False:
         return "float32"
@@ -106,7 +101,7 @@ def _precision(
             for gpu in used_gpus
         )
         return "fp16" if capable else "float32"
-    return "bf16" if cpu_flags & CPU_BF16_FLAGS else "float32"
+    return "float32"
 
 
 def detect_gpus() -> list[GpuInfo]:

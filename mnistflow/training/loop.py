@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from mnistflow.constants import NUM_CLASSES
-from mnistflow.cpu_features import detect_cpu_flags
 from mnistflow.data.prepared import PreparedData
 from mnistflow.params import ModelParams, TrainParams
 from mnistflow.training.checkpoints import (
@@ -163,7 +162,7 @@ def fit(
 def place(params: TrainParams):
     """(device plan, visible GPUs, distribution strategy, global batch), seeds set."""
     gpus = detect_gpus()
-    plan = plan_devices(params.device, params.mixed_precision, params.xla, gpus, detect_cpu_flags())
+    plan = plan_devices(params.device, params.mixed_precision, params.xla, gpus)
     strategy = apply_plan(plan)
     seed_everything(params.seed)
     replicas = strategy.num_replicas_in_sync

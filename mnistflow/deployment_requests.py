@@ -1,0 +1,119 @@
+"""What a Prefect API caller may ask of a deployed pipeline run: an untrusted request, checked.
+
+Anyone who can reach the Prefect API can start a deployment with parameters of their choosing.
+So a deployed run takes only training choices, each within bounds; nothing a caller passes
+may change what is read, deserialised or executed:
+
+- no `data.*` (a source is a file or URL the worker would read, and a pickle's hash given by
+  the same caller as the pickle proves nothing), no `validate.*`, `compute.*`, `export.*`
+  (the data checks, the kernels and the release gates are the project's, in git);
+- no paths and no project root: the worker's own clone is the project;
+- numbers bounded, so a request cannot occupy the worker for days or exhaust memory;
+- an experiment name from a plain alphabet (it becomes a git ref).
+
+Anything else is refused with a message naming the key and what is allowed. A pydantic model
+rather than hand-written checks: the same strict, key-named errors as params.yaml's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mnistflow.errors import PipelineInputError
+from mnistflow.params import ModelName
+
+# The override keys a deployment run accepts, as dotted params.yaml keys, with their bounds.
+# Extending it is a code change, reviewed like one.
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _ModelOverrides(_Request):
+    name: ModelName | None = None
+
+
+class _TrainOverrides(_Request):
+    epochs: int | None = Field(None, ge=1, le=100)
+    batch_size: int | None = Field(None, ge=8, le=4096)
+    learning_rate: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    optimizer: Literal["adam", "sgd", "rmsprop", "adadelta"] | None = None
+
+
+class _PrepareOverrides(_Request):
+    # Fewer images for a quick check; never more than the data has (the stage refuses that).
+    max_train_images: int | None = Field(None, ge=100, le=10_000_000)
+    max_test_images: int | None = Field(None, ge=100, le=10_000_000)
+
+
+class _Overrides(_Request):
+    model: _ModelOverrides = Field(default_factory=_ModelOverrides)
+    train: _TrainOverrides = Field(default_factory=_TrainOverrides)
+    prepare: _PrepareOverrides = Field(default_factory=_PrepareOverrides)
+
+
+class _Name(_Request):
+    experiment_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class DeploymentRequest:
+    overrides: dict[str, Any]
+    experiment_name: str | None
+
+
+def allowed_keys() -> list[str]:
+    """The dotted keys a deployment run may override."""
+    return [
+        f"{section}.{key}"
+        for section, field in _Overrides.model_fields.items()
+        for key in field.annotation.model_fields  # type: ignore[union-attr]
+    ]
+
+
+def checked_request(overrides: Any, experiment_name: Any) -> DeploymentRequest:
+    """The request's overrides as flat `section.key` params, or a PipelineInputError that says
+    which key is refused and what is allowed."""
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, dict):
+        raise PipelineInputError(
+            f"parameter overrides: expected a mapping of params keys to values, found "
+            f"{type(overrides).__name__}; refused"
+        )
+    nested: dict[str, dict[str, Any]] = {}
+    problems = []
+    for key, value in overrides.items():
+        section, _, name = str(key).partition(".")
+        if not isinstance(key, str) or not name or "." in name:
+            problems.append(f"{key!r}: not one of the keys a deployment run may override")
+            continue
+        nested.setdefault(section, {})[name] = value
+    try:
+        _Overrides.model_validate(nested)
+    except ValidationError as error:
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"][:2])
+            if item["type"] == "extra_forbidden":
+                problems.append(f"{key}: not one of the keys a deployment run may override")
+            else:
+                problems.append(f"{key}: {item['msg']}, found {item.get('input')!r}")
+    try:
+        _Name.model_validate({"experiment_name": experiment_name})
+    except ValidationError:
+        problems.append(
+            f"experiment_name {experiment_name!r}: expected letters, digits, '-' or '_' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    if problems:
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        raise PipelineInputError(
+            f"deployment parameters refused:\n{lines}\n"
+            f"a deployment run may override only: {', '.join(allowed_keys())}"
+        )
+    return DeploymentRequest(dict(overrides), experiment_name)
