@@ -41,7 +41,7 @@ def test_every_problem_is_listed_at_once():
         parse_params({"train": {"epochs": "x"}, "evaluate": {"batch_size": -1}, "bogus": {}})
     message = str(caught.value)
     assert "train.epochs" in message and "evaluate.batch_size" in message
-    assert "bogus: unknown key; expected one of: data, validate, prepare" in message
+    assert "bogus: unknown key; expected one of: data, compute, validate, prepare" in message
 
 
 def test_cross_field_rules():

@@ -31,7 +31,7 @@ def test_a_module_the_stage_never_imports_is_caught():
 
 def test_the_layers_reach_the_stages_they_should():
     module = PROJECT_ROOT / "mnistflow"
-    everything = {"ingest", "validate", "prepare", "train", "evaluate", "export"}
+    everything = {"compute", "ingest", "validate", "prepare", "train", "evaluate", "export"}
     assert stages_importing(PROJECT_ROOT, module / "params.py") == everything
     # `python -m stages.<name>` runs the package's __init__ first.
     assert stages_importing(PROJECT_ROOT, PROJECT_ROOT / "stages" / "__init__.py") == everything
@@ -43,6 +43,10 @@ def test_the_layers_reach_the_stages_they_should():
     }
     assert stages_importing(PROJECT_ROOT, module / "serving" / "gates.py") == {"export"}
     assert stages_importing(PROJECT_ROOT, module / "training" / "models.py") == {"train"}
+    # The kernel cap is applied by every stage that computes with TensorFlow.
+    assert stages_importing(PROJECT_ROOT, module / "cpu_kernels.py") == {
+        "compute", "train", "evaluate", "export"
+    }  # fmt: skip
     # Prediction code is not part of the pipeline: editing it re-runs nothing.
     assert stages_importing(PROJECT_ROOT, module / "serving" / "predict.py") == set()
 
