@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnistflow.data.ingest import ingest
+from mnistflow.data.ingest import ingest, trusted_pickles
 from mnistflow.entrypoints import run_stage
 from mnistflow.params import load_params
 
@@ -15,7 +15,9 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--output", type=Path, default=Path("data/raw/mnist.npz"))
     arguments = parser.parse_args()
-    ingest(load_params(arguments.params).data, arguments.output)
+    # Which pickles may be loaded is decided by the committed params, not the working copy.
+    trusted = trusted_pickles(arguments.params)
+    ingest(load_params(arguments.params).data, arguments.output, trusted)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,17 @@ import threading
 import pytest
 from prefect.client.orchestration import get_client
 
-from flows.pipeline import stage_names, training_pipeline
+from flows.pipeline import nightly, stage_names, training_pipeline
 from mnistflow.params import DEFAULT_SOURCE
 from tests.conftest import OFFLINE_WHEEL
-from tests.test_pipeline_end_to_end import STAGES, copy_project, dvc, run, set_params
+from tests.test_pipeline_end_to_end import (
+    STAGES,
+    copy_project,
+    dvc,
+    dvc_up_to_date,
+    run,
+    set_params,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +60,14 @@ def run_artifacts(flow_run_id) -> dict[str, object]:
 
 
 def test_stage_order_comes_from_dvc_yaml(workspace):
-    assert stage_names(workspace) == list(STAGES)
+    assert stage_names(workspace) == ["compute", *STAGES]
 
 
 def test_first_run_runs_every_stage_then_second_skips_all(workspace):
     first = training_pipeline(root=str(workspace), return_state=True)
     assert first.is_completed()
     result = first.result()
-    assert [s["stage"] for s in result["stages"]] == list(STAGES)
+    assert [s["stage"] for s in result["stages"]] == ["compute", *STAGES]
     assert all(s["ran"] for s in result["stages"])
     assert set(task_states(first.state_details.flow_run_id).values()) == {"Ran"}
     artifacts = run_artifacts(first.state_details.flow_run_id)
@@ -73,12 +80,13 @@ def test_first_run_runs_every_stage_then_second_skips_all(workspace):
     assert str(report) in artifacts["pipeline-summary"] and report.is_file()
     assert result["summary"]["report"] == str(report)
     # The flow and `dvc repro` are one thing: DVC agrees nothing is left to do.
-    assert "up to date" in dvc("status", cwd=workspace).lower()
+    assert dvc_up_to_date(workspace)
     run(["git", "add", "-A"], workspace)
     run(["git", "commit", "-q", "-m", "reproduced by the flow"], workspace)
 
     second = training_pipeline(root=str(workspace), return_state=True)
-    assert [s["ran"] for s in second.result()["stages"]] == [False] * len(STAGES)
+    # compute resolves this host's kernels on every run; it changed nothing, so nothing re-ran.
+    assert [s["ran"] for s in second.result()["stages"]] == [True] + [False] * len(STAGES)
     assert set(task_states(second.state_details.flow_run_id).values()) == {"Up to date"}
 
 
@@ -137,7 +145,7 @@ def test_two_simultaneous_runs_end_cleanly(workspace):
     )
     # One run did the work; the other waited for the writer slot and found nothing to do.
     assert ran == [(), ("evaluate",)]
-    assert "up to date" in dvc("status", cwd=workspace).lower()
+    assert dvc_up_to_date(workspace)
 
 
 def test_failing_stage_fails_the_flow_and_stops_the_rest(workspace, tmp_path):
@@ -149,3 +157,21 @@ def test_failing_stage_fails_the_flow_and_stops_the_rest(workspace, tmp_path):
     states = task_states(state.state_details.flow_run_id)
     assert states.get("ingest") == "Failed"
     assert not set(states) & {"validate", "prepare", "train", "evaluate", "export"}
+
+
+def test_the_deployed_flow_refuses_what_a_caller_may_not_choose(workspace, tmp_path):
+    """Anyone who can reach the API can start `nightly`: a pickle of their own with its own
+    hash, a path, or absurd epochs is refused before any stage runs."""
+    evil = tmp_path / "mnist.pkl.gz"
+    evil.write_bytes(b"a pickle that would run code")
+    lock = (workspace / "dvc.lock").read_bytes()
+    for overrides in (
+        {"data.source": str(evil), "data.sha256": "0" * 64},
+        {"train.epochs": 10**6},
+        {"compute.cpu_isa": "native"},
+    ):
+        state = nightly(overrides=overrides, return_state=True)
+        assert state.is_failed()
+        assert "deployment parameters refused" in state.message, state.message
+        assert task_states(state.state_details.flow_run_id) == {}
+    assert (workspace / "dvc.lock").read_bytes() == lock

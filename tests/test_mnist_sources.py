@@ -75,17 +75,21 @@ def test_pickle_with_unknown_checksum_is_never_unpickled(tmp_path):
     marker = tmp_path / "code-ran"
     hostile = tmp_path / "mnist.pkl.gz"
     hostile.write_bytes(gzip.compress(pickle.dumps(_WritesAFile(marker))))
-    with pytest.raises(PipelineInputError, match="sha256 mismatch") as caught:
+    with pytest.raises(PipelineInputError, match="does not trust") as caught:
         mnist_sources.load_path(hostile)
     assert str(hostile) in str(caught.value)
+    # Its own hash, given by whoever gave the file (params, a deployment request), is no check.
+    own_hash = hashlib.sha256(hostile.read_bytes()).hexdigest()
+    with pytest.raises(PipelineInputError, match="does not trust"):
+        mnist_sources.load_path(hostile, own_hash)
     assert not marker.exists()
 
 
-def test_pickle_with_user_declared_checksum_is_loaded(tmp_path, mnist_slice):
+def own_pickle(mnist_slice) -> bytes:
     def flat(images):
         return (images.reshape(len(images), -1).astype(np.float32) / 256).astype(np.float32)
 
-    content = gzip.compress(
+    return gzip.compress(
         pickle.dumps(
             (
                 (flat(mnist_slice.x_train[:2000]), mnist_slice.y_train[:2000].astype(np.int64)),
@@ -94,10 +98,57 @@ def test_pickle_with_user_declared_checksum_is_loaded(tmp_path, mnist_slice):
             )
         )
     )
+
+
+def test_pickle_trusted_by_the_committed_params_is_loaded(tmp_path, mnist_slice):
+    content = own_pickle(mnist_slice)
     path = tmp_path / "own.pkl.gz"
     path.write_bytes(content)
-    loaded = mnist_sources.load_path(path, hashlib.sha256(content).hexdigest())
+    digest = hashlib.sha256(content).hexdigest()
+    loaded = mnist_sources.load_path(path, digest, trusted_pickles=frozenset({digest}))
     assert_same(loaded, mnist_slice)
+
+
+def test_the_ingest_stage_trusts_only_the_committed_pickle_hash(tmp_path, mnist_slice):
+    """The committed params.yaml vouches for a pickle; the same hash in the working copy only
+    (an experiment, a deployment request, an uncommitted edit) does not."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.project_root import PROJECT_ROOT
+
+    content = own_pickle(mnist_slice)
+    source = tmp_path / "own.pkl.gz"
+    source.write_bytes(content)
+    digest = hashlib.sha256(content).hexdigest()
+    params = tmp_path / "params.yaml"
+    identity = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+    def git(*arguments: str) -> None:
+        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True,
+                       env={**os.environ, **identity})  # fmt: skip
+
+    def ingest() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "stages.ingest", "--params", str(params), "--output",
+             str(tmp_path / "raw.npz")],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
+    git("init", "-q")
+    params.write_text(f"data:\n  source: {source}\n  sha256: null\n")
+    git("add", "params.yaml")
+    git("commit", "-q", "-m", "no pickle trusted")
+    params.write_text(f"data:\n  source: {source}\n  sha256: {digest}\n")
+    refused = ingest()
+    assert refused.returncode == 2 and "does not trust" in refused.stderr, refused.stderr
+    assert not (tmp_path / "raw.npz").exists()
+    git("commit", "-q", "-am", "trust this pickle")
+    accepted = ingest()
+    assert accepted.returncode == 0, accepted.stderr
+    assert (tmp_path / "raw.npz").is_file()
 
 
 def test_the_wheel_is_a_source_like_any_path(mnist):

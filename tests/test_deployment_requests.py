@@ -1,0 +1,60 @@
+"""A deployment run is an untrusted request: only bounded training keys get through."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnistflow.deployment_requests import allowed_keys, checked_request
+from mnistflow.errors import PipelineInputError
+
+
+def test_bounded_training_overrides_pass():
+    request = checked_request({"train.epochs": 3, "model.name": "mlp"}, "quick-check_1")
+    assert request.overrides == {"train.epochs": 3, "model.name": "mlp"}
+    assert request.experiment_name == "quick-check_1"
+    assert checked_request(None, None).overrides == {}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # What reads, deserialises or executes: the data, its hash, paths, kernels, gates.
+        {"data.source": "/tmp/evil.pkl.gz", "data.sha256": "0" * 64},
+        {"data.sha256": "0" * 64},
+        {"compute.cpu_isa": "native"},
+        {"export.allow_regression": True},
+        {"validate.max_error_rate": 1.0},
+        {"train.checkpoints": "/etc"},
+        # Absurd numbers.
+        {"train.epochs": 100000},
+        {"train.epochs": 0},
+        {"train.batch_size": 10**9},
+        {"train.epochs": True},
+        {"train.epochs": "12"},
+        {"model.name": "__import__('os')"},
+        # Shapes that are not dotted keys.
+        {"train": {"epochs": 3}},
+        {"train.lr_schedule.name": "step"},
+    ],
+)
+def test_everything_else_is_refused_naming_the_key(overrides):
+    with pytest.raises(PipelineInputError) as caught:
+        checked_request(overrides, None)
+    message = str(caught.value)
+    assert "deployment parameters refused" in message
+    assert next(iter(overrides)) in message or "train" in message
+    assert "train.epochs" in message  # the allowed keys are listed
+
+
+def test_non_mappings_and_bad_names_are_refused():
+    with pytest.raises(PipelineInputError, match="expected a mapping"):
+        checked_request(["train.epochs=3"], None)
+    for name in ("../../refs/heads/main", "a" * 65, "-x", "name with space", 7):
+        with pytest.raises(PipelineInputError, match="experiment_name"):
+            checked_request({}, name)
+
+
+def test_the_allowed_keys_hold_nothing_that_reads_or_runs():
+    keys = allowed_keys()
+    assert "train.epochs" in keys and "model.name" in keys
+    assert not [key for key in keys if key.split(".")[0] in ("data", "compute", "export")]
