@@ -174,7 +174,7 @@ def training_pipeline(
     return {"stages": stages, "record": record, "summary": summary}
 
 
-@flow(name="nightly")
+@flow(name="nightly-pipeline")
 def nightly(
     overrides: dict[str, Any] | None = None,
     experiment_name: str | None = None,

@@ -141,9 +141,11 @@ def test_two_simultaneous_runs_end_cleanly(workspace):
         thread.join()
     assert all(state.is_completed() for state in states)
     ran = sorted(
-        tuple(s["stage"] for s in state.result()["stages"] if s["ran"]) for state in states
+        tuple(s["stage"] for s in state.result()["stages"] if s["ran"] and s["stage"] != "compute")
+        for state in states
     )
-    # One run did the work; the other waited for the writer slot and found nothing to do.
+    # One run did the work; the other waited for the writer slot and found nothing to do
+    # (beyond resolving the compute fingerprint, which every run does).
     assert ran == [(), ("evaluate",)]
     assert dvc_up_to_date(workspace)
 

@@ -141,13 +141,23 @@ def test_prefect_cli_deploys_to_a_work_pool_and_a_worker_runs_it(
 
     prefect("work-pool", "create", "mnistflow", "--type", "process", cwd=workspace, env=env)
     deployed = prefect("--no-prompt", "deploy", "--all", cwd=workspace, env=env)
-    assert "training-pipeline/nightly" in deployed and "batch-predict/inbox" in deployed
+    assert "nightly-pipeline/nightly" in deployed and "batch-predict/inbox" in deployed
     listed = prefect("deployment", "ls", cwd=workspace, env=env)
-    assert "training-pipeline/nightly" in listed and "batch-predict/inbox" in listed
+    assert "nightly-pipeline/nightly" in listed and "batch-predict/inbox" in listed
     prefect("flow-run", "ls", cwd=workspace, env=env)
 
     prefect("deployment", "run", "batch-predict/inbox", cwd=workspace, env=env)
+    # An API caller's own pickle with its own hash: refused by the flow before any stage runs.
+    hostile = tmp_path / "mnist.pkl.gz"
+    hostile.write_bytes(b"a pickle that would run code")
+    request = json.dumps({"data.source": str(hostile), "data.sha256": "0" * 64})
+    prefect("deployment", "run", "nightly-pipeline/nightly", "--params",
+            json.dumps({"overrides": json.loads(request)}), cwd=workspace, env=env)  # fmt: skip
     prefect("worker", "start", "--pool", "mnistflow", "--run-once", cwd=workspace, env=env)
+    refused = flow_runs(prefect_server["PREFECT_API_URL"], "nightly-pipeline")
+    assert [run["state_type"] for run in refused] == ["FAILED"], refused
+    assert "deployment parameters refused" in refused[0]["state"]["message"]
+    assert not (workspace / "data" / "raw" / "mnist.npz").exists()
 
     # The worker exits 0 whatever the run's end: ask the server for the state.
     runs = flow_runs(prefect_server["PREFECT_API_URL"], "batch-predict")
