@@ -13,6 +13,7 @@ identical however it was run.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from mnistflow import registry
-from mnistflow.atomic import atomic_file
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.durable import durable_file
 from mnistflow.errors import PipelineInputError
 from mnistflow.project import find_project_root
 from mnistflow.serving import inbox as inbox_records
@@ -34,7 +35,16 @@ from mnistflow.writer_lock import exclusive_lock
 MODELS_FOLDER = Path("models")
 EXPORTED_MODEL = MODELS_FOLDER / "model.onnx"
 EXPORT_REPORT = Path("reports") / "export.json"
-INBOX_LOCK = ".inbox.lock"
+# Runs on one output folder are serialised by a lock kept in the project's .dvc/tmp/, not in the
+# output folder, where whoever may write predictions could plant a file or a link in its place.
+INBOX_LOCKS = Path(".dvc") / "tmp" / "inbox-locks"
+
+
+def inbox_lock(project: Path, output_dir: Path) -> Path:
+    import hashlib
+
+    digest = hashlib.sha256(os.fsencode(output_dir)).hexdigest()[:16]
+    return project / INBOX_LOCKS / f"{digest}.lock"
 
 
 def shard_inputs(files: list, shards: int) -> list[list]:
@@ -144,7 +154,7 @@ def write_partition(
         "content_sha256", pa.array([owner.content_sha256 for owner in owners], pa.string())
     )
     table = table.append_column("predicted_at", pa.array([predicted_at] * len(table), pa.string()))
-    with atomic_file(target) as temporary:
+    with durable_file(target) as temporary:
         pq.write_table(table, temporary)
     images: dict[str, int] = {}
     errors: dict[str, str] = {}
@@ -211,9 +221,9 @@ def batch_predict(
     if not inbox_dir.is_dir():
         raise PipelineInputError(f"{inbox_dir}: the inbox folder does not exist")
     output_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(output_dir / INBOX_LOCK, report=logger.warning):
+    with exclusive_lock(inbox_lock(project, output_dir), report=logger.warning):
         records = inbox_records.read_manifest(output_dir)
-        inbox_records.remove_uncommitted_partitions(output_dir, records)
+        inbox_records.set_aside_uncommitted_partitions(output_dir, records)
         with tempfile.TemporaryDirectory(prefix="batch-predict-") as scratch:
             if from_registry:
                 fetched, model_version = registry.fetch_to_temporary(project, model, Path(scratch))
@@ -275,3 +285,22 @@ def batch_predict(
         inbox, len(todo), len(files), summary["images"], summary["errors"], partition,
     )  # fmt: skip
     return summary
+
+
+@flow(name="inbox-predictions")
+def inbox_predictions(repredict: bool = False) -> dict[str, Any]:
+    """The deployed inbox: what anyone who can reach the Prefect API may start.
+
+    A caller chooses nothing but `repredict`: the inbox (data/inbox), the output
+    (predictions/inbox), the model (`served`: the registry's prod version, else the project's
+    released export) and the project (the worker's) are the operator's. Where the operator
+    gives the worker MNISTFLOW_DASK_ADDRESS (listed in MNISTFLOW_DASK_ADDRESSES too), the shards
+    run on that cluster.
+    """
+    address = os.environ.get("MNISTFLOW_DASK_ADDRESS") or None
+    return batch_predict(
+        model=registry.SERVED,
+        repredict=bool(repredict),
+        dask=address is not None,
+        dask_address=address,
+    )

@@ -184,11 +184,15 @@ def nightly(
     Its parameters are an untrusted request (mnistflow/deployment_requests.py): only a few
     training keys within bounds, never the data, hashes, paths, kernels or code. It runs in the
     worker's project, waits the default time for the workspace, and publishes only where that
-    clone is set to (never because a caller asked).
+    clone is set to (never because a caller asked; a caller's experiment is never published).
     """
     request = checked_request(overrides, experiment_name)
+    # A caller's experiment stays in the worker's clone: only the scheduled pipeline itself
+    # publishes, where the clone is set to.
     return training_pipeline(
-        overrides=request.overrides or None, experiment_name=request.experiment_name
+        overrides=request.overrides or None,
+        experiment_name=request.experiment_name,
+        publish=False if request.overrides else None,
     )
 
 

@@ -6,10 +6,12 @@ What decides that here is not in the data or the code: the device (CPU or GPU), 
 format (float32, bf16, fp16), XLA, which oneDNN kernels TensorFlow dispatches to (an AVX2
 convolution rounds differently from an AVX-512 one; oneDNN off means Eigen's kernels, other
 bytes again), which kernels onnxruntime's MLAS picks (by the same CPU features), how many
-threads split a reduction, and the library releases. So:
+threads split a reduction, and the library releases (and Python's). So:
 
-- The choices a project makes are params (`compute.cpu_isa`, `train.device`,
+- The choices a project makes are params (`compute.cpu_isa`, `compute.threads`, `train.device`,
   `train.mixed_precision`, `train.xla`), recorded in dvc.lock like any other.
+- The intra-op thread count is a param too (`compute.threads`): measured here, it decides the
+  bytes, not the number of cores the host has.
 - `platform_fingerprint` resolves them against this host into a small JSON document, which
   the `compute` stage writes on every `dvc repro` (always_changed) to reports/compute.json.
   The stages whose bytes it can change list that file under their deps: on a host that would
@@ -30,6 +32,7 @@ TensorFlow is asked.
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -40,17 +43,11 @@ from mnistflow.cpu_kernels import effective_onednn_isa, onednn_enabled, onnxrunt
 from mnistflow.params import Params
 
 # The releases whose arithmetic or serialisation reaches a hashed output (pyproject pins them).
-BYTE_DETERMINING_LIBRARIES = ("tensorflow", "keras", "numpy", "onnx", "onnxruntime", "tf2onnx")
+BYTE_DETERMINING_LIBRARIES = (
+    "tensorflow", "keras", "numpy", "onnx", "onnxruntime", "tf2onnx", "scipy", "cleanlab",
+    "scikit-learn", "pillow", "h5py",
+)  # fmt: skip
 NVIDIA_DRIVER = Path("/proc/driver/nvidia/gpus")
-
-
-def cpu_threads() -> int:
-    """The cores this process may run on: TensorFlow and onnxruntime size their pools by it,
-    and a reduction split over other thread counts may round differently."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def nvidia_driver_present(driver: Path = NVIDIA_DRIVER) -> bool:
@@ -71,17 +68,26 @@ def library_versions(names: tuple[str, ...] = BYTE_DETERMINING_LIBRARIES) -> dic
 
 
 def training_plan_description(params: Params) -> dict[str, Any]:
-    """Device, number format and XLA as the train stage will resolve them here."""
+    """Device, number format and XLA as the train stage will resolve them here, and every GPU
+    TensorFlow sees (evaluate and export predict on one even when training is asked to run on
+    the CPU), with the CUDA and cuDNN releases it was built with."""
     from mnistflow.training.device import detect_gpus, plan_devices
 
-    gpus = detect_gpus() if params.train.device != "cpu" and nvidia_driver_present() else []
+    gpus = detect_gpus() if nvidia_driver_present() else []
     plan = plan_devices(params.train.device, params.train.mixed_precision, params.train.xla, gpus)
-    return {
+    described: dict[str, Any] = {
         "device": plan.device,
-        "gpus": sorted(gpu.name for gpu in gpus) if plan.device == "gpu" else [],
+        "gpus": sorted(gpu.name for gpu in gpus),
         "precision": plan.precision_policy,
         "xla": plan.jit_compile,
     }
+    if gpus:
+        import tensorflow as tf
+
+        build = tf.sysconfig.get_build_info()
+        described["cuda"] = str(build.get("cuda_version"))
+        described["cudnn"] = str(build.get("cudnn_version"))
+    return described
 
 
 def platform_fingerprint(
@@ -101,7 +107,8 @@ def platform_fingerprint(
             if onednn
             else "Eigen (TF_ENABLE_ONEDNN_OPTS=0)"
         ),
+        "tensorflow_threads": params.compute.threads,
         "onnxruntime_cpu_kernels": onnxruntime_float_kernels(flags),
-        "cpu_threads": cpu_threads(),
+        "python": platform.python_version(),
         "libraries": library_versions(),
     }

@@ -88,14 +88,23 @@ def onnxruntime_float_kernels(cpu_flags: frozenset[str]) -> str:
     return "sse2"
 
 
-def apply_cpu_kernels(params: Params, environment: dict[str, str] | None = None) -> str:
-    """Cap oneDNN's ISA for this process as params.compute asks; returns the effective ISA.
+# Environment variables that change oneDNN's float32 arithmetic behind the params' back (an
+# "fpmath mode" lets float32 primitives compute in bf16 or tf32): a stage removes them.
+ARITHMETIC_OVERRIDES = ("ONEDNN_DEFAULT_FPMATH_MODE", "TF_SET_ONEDNN_FPMATH_MODE")
 
-    Must run before TensorFlow is imported: oneDNN reads the variable once."""
+
+def apply_cpu_kernels(params: Params, environment: dict[str, str] | None = None) -> str:
+    """Set this process's CPU arithmetic as params.compute declares it: oneDNN's ISA cap and
+    TensorFlow's intra-op thread count, with no fpmath override. Returns the effective ISA.
+
+    Must run before TensorFlow is imported: both are read once, at start-up."""
     env = os.environ if environment is None else environment
     if "tensorflow" in sys.modules and environment is None:
         raise RuntimeError("apply_cpu_kernels must run before TensorFlow is imported")
     isa = effective_onednn_isa(params.compute.cpu_isa, detect_cpu_flags(), env)
     if isa in ONEDNN_ISAS:
         env["ONEDNN_MAX_CPU_ISA"] = isa.upper()
+    env["TF_NUM_INTRAOP_THREADS"] = str(params.compute.threads)
+    for variable in ARITHMETIC_OVERRIDES:
+        env.pop(variable, None)
     return isa

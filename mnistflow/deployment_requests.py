@@ -93,6 +93,9 @@ def checked_request(overrides: Any, experiment_name: Any) -> DeploymentRequest:
         if not isinstance(key, str) or not name or "." in name:
             problems.append(f"{key!r}: not one of the keys a deployment run may override")
             continue
+        if value is None:
+            problems.append(f"{key}: expected a value, found null")
+            continue
         nested.setdefault(section, {})[name] = value
     try:
         _Overrides.model_validate(nested)

@@ -53,7 +53,12 @@ def changed_stages(root: Path | str, stage: str) -> list[str]:
     """`dvc status --with-deps <stage>`: the stages up to `stage` whose inputs changed since
     their outputs were made (empty when its outputs are current)."""
     with dvc_workspace(root) as repo:
-        return sorted(name.split(":")[-1] for name in repo.status(targets=[stage], with_deps=True))
+        status = repo.status(targets=[stage], with_deps=True)
+    # An always_changed stage (compute) reports "always changed" on every status: that is its
+    # nature, not a change. What it writes, if different, shows in the stages depending on it.
+    return sorted(
+        name.split(":")[-1] for name, entries in status.items() if entries != ["always changed"]
+    )
 
 
 def untracked_source_override(root: Path | str) -> dict[str, str]:

@@ -271,6 +271,10 @@ class ComputeParams(Section):
     # this is an input like any param. avx512_core: the same bytes on every AVX-512 host of this
     # machine kind (AMD Zen 4, Intel with AMX); native: the host's best (bytes differ by host).
     cpu_isa: CpuIsa = "avx512_core"
+    # TensorFlow's intra-op threads on a CPU: how a reduction is split decides its rounding, so
+    # the count is fixed here rather than taken from the host's cores (the same bytes on any
+    # core count; 2: the cores of this machine kind).
+    threads: int = Field(2, ge=1, le=256)
 
 
 class EvaluateParams(Section):

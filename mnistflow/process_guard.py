@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import select
 import subprocess
 import sys
@@ -43,16 +44,40 @@ def process_identity(pid: int | None = None) -> str:
     return f"{pid}:{fields[19]}"
 
 
+def is_dead_owner(owner: str) -> bool:
+    """`owner` is a well-formed "<pid>:<start ticks>" mark of a process that no longer runs."""
+    if not re.fullmatch(r"[1-9][0-9]{0,9}:[0-9]{1,20}", owner):
+        return False
+    pid = int(owner.split(":", 1)[0])
+    try:
+        return process_identity(pid) != owner
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _start_ticks(identity: str) -> int:
+    return int(identity.split(":", 1)[1])
+
+
 def marked_processes(owner: str, exclude: Iterable[int] = ()) -> list[psutil.Process]:
-    """The live processes whose environment carries `owner` as their owner mark."""
+    """The live processes of this user whose environment carries `owner` as their owner mark
+    and that started after the owner did (a child cannot be older than its parent)."""
     skipped = {os.getpid(), *exclude}
     found = []
+    owner_started = _start_ticks(owner) if re.fullmatch(r"[0-9]+:[0-9]+", owner) else None
     for process in psutil.process_iter():
         if process.pid in skipped:
             continue
         try:
-            if process.environ().get(OWNER_VARIABLE) == owner:
-                found.append(process)
+            if process.environ().get(OWNER_VARIABLE) != owner:
+                continue
+            if process.uids().real != os.getuid():
+                continue
+            if owner_started is not None and (
+                _start_ticks(process_identity(process.pid)) < owner_started
+            ):
+                continue
+            found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found

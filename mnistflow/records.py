@@ -172,21 +172,27 @@ def _publish(root: Path, repo, name: str, revision: str) -> tuple[str, ...]:
         pushed += (f"DVC remote {dvc_remote}",)
     if remote:
         # The data went first: a record others can see always has its data on the remote.
-        repo.experiments.push(remote, [name], push_cache=False)
+        result = repo.experiments.push(remote, [name], push_cache=False)
+        refused = [ref for status in ("diverged", "failed") for ref in result.get(status) or []]
+        if refused:
+            # DVC reports a ref the remote would not take instead of raising: say so, or the
+            # record would count as pushed and never be retried.
+            raise PipelineInputError(
+                f"git remote {remote} did not take {', '.join(refused)} (it holds another "
+                "commit under that name); the record stays local"
+            )
         pushed = (f"git remote {remote}",) + pushed
     return pushed
 
 
 def push_data(root: Path, repo, remote_name: str, revision: str) -> None:
     """`dvc push` of what `revision` tracks, from the workspace, to the remote's URL resolved
-    from the project (a relative URL is relative to .dvc/, where the config file lives)."""
+    from the project (mnistflow/dvc_remotes.py)."""
     from dvc.repo import Repo
 
-    url = repo.config["remote"][remote_name]["url"]
-    if "://" not in url and not Path(url).is_absolute():
-        url = str((Path(root) / ".dvc" / url).resolve())
-    overridden = {"remote": {remote_name: {"url": url}}}
-    with Repo(str(root), config=overridden) as resolved:
+    from mnistflow.dvc_remotes import resolved_remote_config
+
+    with Repo(str(root), config=resolved_remote_config(root)) as resolved:
         resolved.push(remote=remote_name, revs=[revision], workspace=False)
 
 

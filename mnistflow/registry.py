@@ -319,9 +319,22 @@ def fetch_model(root: Path, version: ModelVersion, target: Path) -> Path:
     import onnx
     from dvc.repo import Repo
 
+    from mnistflow.dvc_remotes import resolved_remote_config
+
     path = _artifact_path(root, version.revision)
-    with Repo(str(root), rev=version.revision) as repo, repo.dvcfs.open(path, "rb") as source:
-        model_bytes = source.read()
+    config = resolved_remote_config(root)
+    try:
+        with (
+            Repo(str(root), rev=version.revision, config=config) as repo,
+            repo.dvcfs.open(path, "rb") as source,
+        ):
+            model_bytes = source.read()
+    except Exception as error:  # noqa: BLE001 - DVC raises many kinds; say which version
+        raise PipelineInputError(
+            f"{ARTIFACT} {version.version} ({version.revision[:7]}): {path} is in neither this "
+            f"clone's DVC cache nor its remote ({type(error).__name__}: {error}); `dvc pull` "
+            "from a remote that has it, or ask whoever registered it to push it"
+        ) from None
     # The cache or remote that delivered the bytes is not what vouches for them: git does.
     expected = _recorded_md5(root, version.revision, path)
     actual = hashlib.md5(model_bytes).hexdigest()
@@ -358,6 +371,8 @@ def served_model(root: Path) -> str:
     """What `served` names for predict and the inbox: the registry's prod version when one is
     assigned, else the workspace's own export (which serving refuses unless its gates
     released it). Never a file kept in place by a refused run: export writes its candidate."""
+    if not (Path(root) / ".git").exists():  # not a git repository: there is no registry
+        return EXPORTED_MODEL
     return f"{ARTIFACT}:{SERVED_STAGE}" if version_in_stage(root, SERVED_STAGE) else EXPORTED_MODEL
 
 

@@ -107,8 +107,8 @@ def recorded_outputs(lock_text: str) -> list[tuple[str, str, str | None]]:
 def detached_worktree(root: Path, revision: str, keep: bool = False) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="mnistflow-verify-"))
     worktree = folder / "replay"
-    git(root, "worktree", "add", "--detach", "--quiet", str(worktree), revision)
     try:
+        git(root, "worktree", "add", "--detach", "--quiet", str(worktree), revision)
         yield worktree
     finally:
         if not keep:
@@ -134,51 +134,70 @@ def _dvc(worktree: Path, *arguments: str) -> subprocess.CompletedProcess:
     )
 
 
+def _checked_dvc(worktree: Path, *arguments: str) -> None:
+    done = _dvc(worktree, *arguments)
+    if done.returncode != 0:
+        raise PipelineInputError(
+            f"cannot prepare the replay: dvc {' '.join(arguments)} failed "
+            f"({(done.stderr or done.stdout).strip()[-500:]})"
+        )
+
+
 def _configure_replay(root: Path, worktree: Path) -> None:
-    """A private cache, and the project's default remote with its URL resolved from the
-    project (a relative URL would otherwise resolve from the temporary folder)."""
-    from dvc.repo import Repo
+    """A private cache, and the project's remotes with relative URLs resolved from the project
+    (they would otherwise resolve from the temporary folder)."""
+    from mnistflow.dvc_remotes import resolved_remote_config
 
-    _dvc(worktree, "config", "--local", "cache.dir", str(worktree.parent / "cache"))
-    with Repo(str(root)) as repo:
-        name = repo.config["core"].get("remote")
-        url = repo.config["remote"].get(name, {}).get("url") if name else None
-        options = {
-            key: value
-            for key, value in (repo.config["remote"].get(name, {}) if name else {}).items()
-            if key != "url" and isinstance(value, str)
-        }
-    if not name or not url:
-        return
-    if "://" not in url and not Path(url).is_absolute():
-        url = str((root / ".dvc" / url).resolve())
-    _dvc(worktree, "remote", "add", "--local", "--force", name, url)
-    for key, value in options.items():
-        _dvc(worktree, "remote", "modify", "--local", name, key, value)
+    _checked_dvc(worktree, "config", "--local", "cache.dir", str(worktree.parent / "cache"))
+    for name, settings in resolved_remote_config(root).get("remote", {}).items():
+        _checked_dvc(worktree, "remote", "modify", "--local", name, "url", settings["url"])
 
 
-def _provide_data(root: Path, worktree: Path, report: Callable[[str], None]) -> str:
-    """The revision's data source copied in from this project; else ingest's output from the
-    DVC remote. Returns where the data came from."""
+def _recorded_source_md5(lock_text: str, source: str) -> str | None:
+    """The md5 the revision's dvc.lock records for ingest's data source."""
+    lock = yaml.safe_load(lock_text) or {}
+    for dep in ((lock.get("stages") or {}).get("ingest") or {}).get("deps") or []:
+        if dep.get("path") == source:
+            return dep.get("md5")
+    return None
+
+
+def _file_md5(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _provide_data(root: Path, worktree: Path, lock_text: str, report: Callable[[str], None]) -> str:
+    """The revision's data source copied in from this project when its bytes are the ones the
+    revision's dvc.lock records; else ingest's output from the DVC remote. Returns where the
+    data came from."""
     params = yaml.safe_load((worktree / "params.yaml").read_text(encoding="utf-8")) or {}
     source = str((params.get("data") or {}).get("source") or "")
-    if source and "://" not in source:
+    recorded = _recorded_source_md5(lock_text, source)
+    if source and "://" not in source and ".." not in Path(source).parts:
         here = Path(source) if Path(source).is_absolute() else root / source
-        if here.exists() and not Path(source).is_absolute():
-            target = worktree / source
-            target.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if here.is_dir() else shutil.copy2)(here, target)
+        matches = here.is_file() and recorded is not None and _file_md5(here) == recorded
+        if here.is_dir() or matches:
+            if not Path(source).is_absolute():
+                target = worktree / source
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if here.is_dir() else shutil.copy2)(here, target)
             return f"recomputed from the source {source}"
         if here.exists():
-            return f"recomputed from the source {source}"
+            report(f"{source} here is not the file the revision recorded (md5 {recorded})")
     report(f"the source {source or '(none)'} is not here; pulling {INGEST_OUTPUT} from the remote")
     pulled = _dvc(worktree, "pull", "--quiet", INGEST_OUTPUT)
     if pulled.returncode != 0:
         raise PipelineInputError(
-            f"cannot replay: the data source {source!r} is not in this project and "
+            f"cannot replay: the data source {source!r} is not in this project as recorded and "
             f"{INGEST_OUTPUT} is not on the DVC remote ({pulled.stderr.strip()[-300:]})"
         )
-    return "ingest's output from the DVC remote"
+    return "ingest's output from the DVC remote (ingest itself not replayed)"
 
 
 def replay(worktree: Path, skip_ingest: bool, report: Callable[[str], None]) -> None:
@@ -211,10 +230,16 @@ def _recorded_model(root: Path, revision: str, path: str, folder: Path) -> Path 
 
     from dvc.repo import Repo
 
+    from mnistflow.dvc_remotes import resolved_remote_config
+
     expected = {p: md5 for _, p, md5 in recorded_outputs(
         file_at_revision(root, revision, LOCK_FILE) or "")}.get(path)  # fmt: skip
+    config = resolved_remote_config(root)
     try:
-        with Repo(str(root), rev=revision) as repo, repo.dvcfs.open(path, "rb") as source:
+        with (
+            Repo(str(root), rev=revision, config=config) as repo,
+            repo.dvcfs.open(path, "rb") as source,
+        ):
             content = source.read()
     except Exception:  # noqa: BLE001 - not in the cache or on a remote: no comparison
         return None
@@ -223,6 +248,26 @@ def _recorded_model(root: Path, revision: str, path: str, folder: Path) -> Path 
     target = folder / f"recorded-{Path(path).name}"
     target.write_bytes(content)
     return target
+
+
+def _json_or_empty(text: str | None) -> dict[str, Any]:
+    try:
+        content = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _model_difference(recorded: Path | None, replayed: Path, raw: Path) -> dict[str, Any]:
+    if recorded is None:
+        return {
+            "note": "the recorded model is in neither this clone's DVC cache nor its remote; "
+            "compared by hash only"
+        }
+    try:
+        return compare_models(recorded, replayed, raw)
+    except Exception as error:  # noqa: BLE001 - the verdict stands; say why figures are missing
+        return {"note": f"could not run both models ({type(error).__name__}: {error})"}
 
 
 def compare_models(recorded: Path, replayed: Path, raw: Path) -> dict[str, Any]:
@@ -261,11 +306,11 @@ def verify(
         raise PipelineInputError(f"{target} ({revision[:7]}): no dvc.lock there; nothing to verify")
     result = Verification(target, revision)
     recorded_fingerprint = file_at_revision(root, revision, COMPUTE_FINGERPRINT)
-    result.recorded_fingerprint = json.loads(recorded_fingerprint) if recorded_fingerprint else None
+    result.recorded_fingerprint = _json_or_empty(recorded_fingerprint) or None
     with detached_worktree(root, revision, keep) as worktree:
         report(f"replaying {target} ({revision[:7]}) in {worktree}")
         _configure_replay(root, worktree)
-        result.data_from = _provide_data(root, worktree, report)
+        result.data_from = _provide_data(root, worktree, lock_text, report)
         replay(worktree, skip_ingest=result.data_from.startswith("ingest's"), report=report)
         replayed = {(stage, path): md5 for stage, path, md5 in recorded_outputs(
             (worktree / LOCK_FILE).read_text(encoding="utf-8"))}  # fmt: skip
@@ -278,13 +323,10 @@ def verify(
         for path in ONNX_MODELS:
             if path in differing:
                 recorded = _recorded_model(root, revision, path, worktree.parent)
-                result.model_differences[path] = (
-                    compare_models(recorded, worktree / path, worktree / INGEST_OUTPUT)
-                    if recorded
-                    else {"note": "the recorded model is in neither this clone's DVC cache "
-                                  "nor its remote; bytes compared by hash only"}
-                )  # fmt: skip
-        recorded_metrics = json.loads(file_at_revision(root, revision, METRICS) or "{}")
+                result.model_differences[path] = _model_difference(
+                    recorded, worktree / path, worktree / INGEST_OUTPUT
+                )
+        recorded_metrics = _json_or_empty(file_at_revision(root, revision, METRICS))
         replayed_metrics = _read_json(worktree / METRICS) or {}
         result.metric_deltas = {
             name: replayed_metrics[name] - value
@@ -346,8 +388,8 @@ def _fingerprint_lines(recorded: dict | None, replayed: dict | None) -> list[str
     differing = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     if not differing:
         summary = ", ".join(f"{k} {old[k]}" for k in (
-            "device", "precision", "tensorflow_cpu_kernels", "onnxruntime_cpu_kernels",
-            "cpu_threads") if k in old)  # fmt: skip
+            "device", "precision", "tensorflow_cpu_kernels", "tensorflow_threads",
+            "onnxruntime_cpu_kernels") if k in old)  # fmt: skip
         return [f"  compute: the same on both sides ({summary})"]
     return ["  compute differs (recorded -> here):"] + [
         f"    {key}: {old.get(key, '-')} -> {new.get(key, '-')}" for key in differing

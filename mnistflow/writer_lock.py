@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mnistflow.errors import PipelineInputError
-from mnistflow.process_guard import guard_children, stop_marked_processes
+from mnistflow.process_guard import guard_children, is_dead_owner, stop_marked_processes
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,46 @@ def describe_holder(holder: dict) -> str:
     )
 
 
+# What a holder record may hold. The file is state anyone with write access to the folder could
+# have planted, so its content is validated, never believed: other keys and types are dropped.
+HOLDER_FIELDS = {"pid": int, "owner": str, "host": str, "command": str, "started": str}
+
+
 def _read_holder(descriptor: int) -> dict:
     try:
         content = os.pread(descriptor, 1 << 16, 0)
-        return json.loads(content.decode("utf-8")) if content.strip() else {}
+        holder = json.loads(content.decode("utf-8")) if content.strip() else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(holder, dict):
+        return {}
+    return {
+        key: value
+        for key, value in holder.items()
+        if key in HOLDER_FIELDS
+        and isinstance(value, HOLDER_FIELDS[key])
+        and not isinstance(value, bool)
+    }
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file, opened without following a symlink and only if it is a regular file
+    this user owns: a planted link or file must not make a run truncate or lock something
+    else."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        raise PipelineInputError(
+            f"{path}: cannot open the lock file ({error.strerror}); a symbolic link or another "
+            "kind of file stands where it belongs: remove it"
+        ) from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid():
+        os.close(descriptor)
+        raise PipelineInputError(
+            f"{path}: not a regular file owned by this user; refusing to use it as a lock file"
+        )
+    return descriptor
 
 
 def _write_holder(descriptor: int, owner: str) -> None:
@@ -108,7 +143,7 @@ def exclusive_lock(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     owner = guard_children()
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    descriptor = _open_lock_file(path)
     try:
         started = time.monotonic()
         reported_at: float | None = None
@@ -129,8 +164,14 @@ def exclusive_lock(
                 reported_at = time.monotonic()
             time.sleep(POLL_SECONDS)
         previous = _read_holder(descriptor)
-        # Its guardian normally stopped them already; this covers a guardian killed too.
-        if previous.get("owner") and previous.get("owner") != owner:
+        # Its guardian normally stopped them already; this covers a guardian killed too. Only
+        # a well-formed owner that is provably gone (mnistflow.process_guard.is_dead_owner)
+        # gets its processes stopped: a planted record cannot aim signals at a live process.
+        if (
+            previous.get("owner")
+            and previous["owner"] != owner
+            and is_dead_owner(previous["owner"])
+        ):
             leftovers = stop_marked_processes(previous["owner"])
             if leftovers:
                 report(

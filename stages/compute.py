@@ -28,12 +28,12 @@ def main() -> None:
     fingerprint = platform_fingerprint(load_params(arguments.params))
     write_json(arguments.output, fingerprint)
     logger.info(
-        "%s, %s, TensorFlow on %s, onnxruntime on %s, %d threads",
+        "%s, %s, TensorFlow on %s with %d threads, onnxruntime on %s",
         fingerprint["device"],
         fingerprint["precision"],
         fingerprint["tensorflow_cpu_kernels"],
+        fingerprint["tensorflow_threads"],
         fingerprint["onnxruntime_cpu_kernels"],
-        fingerprint["cpu_threads"],
     )
 
 

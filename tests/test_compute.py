@@ -58,11 +58,16 @@ def test_an_inherited_cap_or_onednn_off_is_what_runs():
     assert onnxruntime_float_kernels(HASWELL) == "fma3"
 
 
-def test_apply_sets_the_cap_for_the_process():
-    environment: dict[str, str] = {}
-    params = parse_params({"compute": {"cpu_isa": "avx2"}})
-    assert apply_cpu_kernels(params, environment) in ("avx2", "avx", "sse41", "none")
-    assert environment.get("ONEDNN_MAX_CPU_ISA", "AVX2") == "AVX2"
+def test_apply_sets_the_declared_arithmetic_for_the_process():
+    environment = {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16", "TF_NUM_INTRAOP_THREADS": "16"}
+    params = parse_params({"compute": {"cpu_isa": "avx2", "threads": 3}})
+    isa = apply_cpu_kernels(params, environment)
+    assert isa in ("avx2", "avx", "sse41", "none")
+    if isa == "avx2":
+        assert environment["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    # The thread count is the declared one, whatever the host or the caller's environment.
+    assert environment["TF_NUM_INTRAOP_THREADS"] == "3"
+    assert "ONEDNN_DEFAULT_FPMATH_MODE" not in environment
 
 
 def test_fingerprints_differ_exactly_where_the_arithmetic_would():
@@ -72,6 +77,8 @@ def test_fingerprints_differ_exactly_where_the_arithmetic_would():
     assert zen == sapphire
     assert zen["precision"] == "float32" and zen["device"] == "cpu"
     assert zen["tensorflow_cpu_kernels"] == "oneDNN avx512_core"
+    assert zen["tensorflow_threads"] == 2
+    assert platform_fingerprint(parse_params({"compute": {"threads": 4}}), ZEN4, {}) != zen
     assert set(zen["libraries"]) >= {"tensorflow", "keras", "onnxruntime", "tf2onnx"}
     assert platform_fingerprint(params, HASWELL, {}) != zen
     assert platform_fingerprint(params, ZEN4, {"TF_ENABLE_ONEDNN_OPTS": "0"}) != zen

@@ -31,6 +31,7 @@ def test_bounded_training_overrides_pass():
         {"train.batch_size": 10**9},
         {"train.epochs": True},
         {"train.epochs": "12"},
+        {"train.epochs": None},
         {"model.name": "__import__('os')"},
         # Shapes that are not dotted keys.
         {"train": {"epochs": 3}},

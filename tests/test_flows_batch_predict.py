@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def test_a_new_model_repredicts_only_when_asked(prefect_harness, project, mnist)
     assert batch_predict(root=str(project), repredict=True)["files_predicted"] == 0
 
 
-def test_a_partition_never_committed_is_removed(prefect_harness, project, mnist):
+def test_a_partition_never_committed_is_set_aside_never_deleted(prefect_harness, project, mnist):
     inbox, output = project / "data" / "inbox", project / "predictions" / "inbox"
     add_digits(inbox, mnist.x_test[:10], 0)
     first = batch_predict(root=str(project))
@@ -132,6 +133,52 @@ def test_a_partition_never_committed_is_removed(prefect_harness, project, mnist)
     shutil.copyfile(output / first["partition"], stray)  # as if a run died before its commit
     batch_predict(root=str(project))
     assert partitions(output) == [output / first["partition"]]
+    assert (output / "uncommitted" / stray.name).read_bytes() == (
+        output / first["partition"]
+    ).read_bytes()
+
+
+def test_a_lost_manifest_is_rebuilt_from_the_partitions(prefect_harness, project, mnist):
+    """The partitions may be the only copy of predictions whose files left the inbox."""
+    inbox, output = project / "data" / "inbox", project / "predictions" / "lost"
+    add_digits(inbox, mnist.x_test[:10], 0)
+    first = batch_predict(root=str(project), output="predictions/lost")
+    before = read_manifest(output)
+    (output / "manifest.parquet").unlink()
+    for path in inbox.iterdir():  # the files have left the inbox
+        path.unlink()
+    add_digits(inbox, mnist.x_test[10:13], 10)
+    second = batch_predict(root=str(project), output="predictions/lost")
+    assert (output / first["partition"]).is_file() and second["files_predicted"] == 3
+    rebuilt = {r["source"]: r for r in read_manifest(output)}
+    for record in before:
+        kept = rebuilt[record["source"]]
+        assert (kept["content_sha256"], kept["partition"], kept["images"]) == (
+            record["content_sha256"], record["partition"], record["images"]
+        )  # fmt: skip
+
+
+def test_planted_lock_files_are_neither_followed_nor_believed(
+    prefect_harness, project, mnist, tmp_path
+):
+    from flows.batch_predict import inbox_lock
+
+    add_digits(project / "data" / "inbox", mnist.x_test[:4], 0)
+    output = (project / "predictions" / "locked").resolve()
+    lock = inbox_lock(project.resolve(), output)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    lock.symlink_to(victim)
+    with pytest.raises(PipelineInputError, match="lock file"):
+        batch_predict(root=str(project), output="predictions/locked")
+    assert victim.read_text() == "precious"
+    lock.unlink()
+    # Valid JSON of the wrong shape, and a forged owner naming a live process: ignored.
+    lock.write_text(json.dumps({"owner": f"{os.getpid()}:1", "pid": "x", "extra": [1]}))
+    assert batch_predict(root=str(project), output="predictions/locked")["files_predicted"] == 4
+    lock.write_text("[1, 2, 3]")
+    assert batch_predict(root=str(project), output="predictions/locked")["files_predicted"] == 0
 
 
 def test_parameters_are_confined_and_the_model_verified(

@@ -141,12 +141,16 @@ def test_prefect_cli_deploys_to_a_work_pool_and_a_worker_runs_it(
 
     prefect("work-pool", "create", "mnistflow", "--type", "process", cwd=workspace, env=env)
     deployed = prefect("--no-prompt", "deploy", "--all", cwd=workspace, env=env)
-    assert "nightly-pipeline/nightly" in deployed and "batch-predict/inbox" in deployed
+    assert "nightly-pipeline/nightly" in deployed and "inbox-predictions/inbox" in deployed
     listed = prefect("deployment", "ls", cwd=workspace, env=env)
-    assert "nightly-pipeline/nightly" in listed and "batch-predict/inbox" in listed
+    assert "nightly-pipeline/nightly" in listed and "inbox-predictions/inbox" in listed
     prefect("flow-run", "ls", cwd=workspace, env=env)
 
-    prefect("deployment", "run", "batch-predict/inbox", cwd=workspace, env=env)
+    prefect("deployment", "run", "inbox-predictions/inbox", cwd=workspace, env=env)
+    # A caller may choose nothing but repredict: any other parameter is refused by the server.
+    with pytest.raises(AssertionError, match="prefect deployment run"):
+        prefect("deployment", "run", "inbox-predictions/inbox", "--param", "model=/etc/passwd",
+                cwd=workspace, env=env)  # fmt: skip
     # An API caller's own pickle with its own hash: refused by the flow before any stage runs.
     hostile = tmp_path / "mnist.pkl.gz"
     hostile.write_bytes(b"a pickle that would run code")

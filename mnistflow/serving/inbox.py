@@ -2,9 +2,12 @@
 
 Files are known by the sha256 of their content, so a renamed copy is not predicted again and a
 changed file is. Each run writes its rows to a new Parquet partition, then records in the
-manifest which files it predicted, when, by which model, into which partition. The manifest is
-the commit point: a partition it does not list (a run killed before committing) is removed by
-the next run, whose work then covers those files again.
+manifest which files it predicted, when, by which model, into which partition; both writes are
+durable (fsynced, file and folder). The manifest is the commit point: a partition it does not
+list (a run killed before committing) is moved aside into uncommitted/ by the next run, whose
+work then covers those files again. Predictions are never deleted: a missing manifest is
+rebuilt from the partitions (their rows name file, content hash, model and time), because
+they may be the only copy of predictions whose files have left the inbox.
 
 A file predicted by an earlier model is not predicted again when a new model is released,
 unless asked (`repredict=True`): a new model never silently re-predicts the whole history.
@@ -19,13 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mnistflow.atomic import atomic_file
+from mnistflow.durable import durable_file
 from mnistflow.hashing import sha256_of_file
 from mnistflow.serving.inputs import display_name
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.parquet"
+UNCOMMITTED_FOLDER = "uncommitted"
 PARTITION_PREFIX = "part-"
 # Only names this module writes are ever removed (not Spark's part-00000-… files, say).
 PARTITION_NAME = re.compile(r"part-\d{8}T\d{12}Z\.parquet")
@@ -77,13 +81,71 @@ def _manifest_schema():
 
 
 def read_manifest(folder: Path) -> list[dict]:
-    """The manifest's records, oldest first (empty when there is none yet)."""
+    """The manifest's records, oldest first: empty for a new output folder, rebuilt from the
+    partitions where the manifest went missing."""
     import pyarrow.parquet as pq
 
     path = Path(folder) / MANIFEST_FILE
-    if not path.is_file():
+    if path.is_file():
+        return pq.read_table(path).to_pylist()
+    partitions = committed_partition_files(folder)
+    if not partitions:
         return []
-    return pq.read_table(path).to_pylist()
+    logger.warning(
+        "%s is missing; rebuilding it from %d partition(s) instead of discarding them",
+        path,
+        len(partitions),
+    )
+    records = records_from_partitions(partitions)
+    write_manifest(folder, records)
+    return records
+
+
+def committed_partition_files(folder: Path) -> list[Path]:
+    return sorted(
+        path
+        for path in Path(folder).glob(f"{PARTITION_PREFIX}*.parquet")
+        if PARTITION_NAME.fullmatch(path.name)
+    )
+
+
+def records_from_partitions(partitions: list[Path]) -> list[dict]:
+    """Manifest records recovered from partitions' rows: per partition and file, its content
+    hash, model, time, images and errors (size and modification time are unknown: -1, so the
+    next run hashes those files again rather than trusting a name)."""
+    import pyarrow.parquet as pq
+
+    records: dict[tuple[str, str], dict] = {}
+    for partition in partitions:
+        columns = ("file", "content_sha256", "predicted_at", "model_sha256", "model_version",
+                   "error")  # fmt: skip
+        rows = pq.read_table(partition, columns=list(columns)).to_pylist()
+        for row in rows:
+            key = (partition.name, row["file"])
+            record = records.setdefault(
+                key,
+                {
+                    "content_sha256": row["content_sha256"],
+                    "source": row["file"],
+                    "size": -1,
+                    "mtime_ns": -1,
+                    "model_sha256": row["model_sha256"],
+                    "model_version": row["model_version"],
+                    "partition": partition.name,
+                    "predicted_at": row["predicted_at"],
+                    "images": 0,
+                    "error": None,
+                },
+            )
+            if row["error"] is None:
+                record["images"] += 1
+            else:
+                record["error"] = (
+                    row["error"]
+                    if record["error"] is None
+                    else f"{record['error']}; {row['error']}"
+                )
+    return list(records.values())
 
 
 def write_manifest(folder: Path, records: list[dict]) -> None:
@@ -91,21 +153,26 @@ def write_manifest(folder: Path, records: list[dict]) -> None:
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pylist(records, schema=_manifest_schema())
-    with atomic_file(Path(folder) / MANIFEST_FILE) as temporary:
+    with durable_file(Path(folder) / MANIFEST_FILE) as temporary:
         pq.write_table(table, temporary)
 
 
-def remove_uncommitted_partitions(folder: Path, records: list[dict]) -> list[str]:
-    """Delete partitions the manifest does not list (their run died before committing)."""
+def set_aside_uncommitted_partitions(folder: Path, records: list[dict]) -> list[str]:
+    """Move partitions the manifest does not list (their run died before committing) into
+    uncommitted/: the files they cover are predicted again, and nothing is deleted."""
     committed = {record["partition"] for record in records}
-    removed = []
-    for path in sorted(Path(folder).glob(f"{PARTITION_PREFIX}*.parquet")):
-        if PARTITION_NAME.fullmatch(path.name) and path.name not in committed:
-            path.unlink()
-            removed.append(path.name)
-    if removed:
-        logger.warning("removed partitions of a run that did not finish: %s", removed)
-    return removed
+    moved = []
+    for path in committed_partition_files(folder):
+        if path.name not in committed:
+            aside = Path(folder) / UNCOMMITTED_FOLDER
+            aside.mkdir(exist_ok=True)
+            os.replace(path, aside / path.name)
+            moved.append(path.name)
+    if moved:
+        logger.warning(
+            "moved partitions of a run that did not finish to %s/: %s", UNCOMMITTED_FOLDER, moved
+        )
+    return moved
 
 
 def identify(paths: list[Path], inbox: Path, records: list[dict]) -> list[InboxFile]:
