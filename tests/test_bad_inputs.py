@@ -211,6 +211,24 @@ def test_a_formula_in_a_file_name_is_quoted_in_the_csv(small_onnx_model, mnist_s
     assert row["source"] == "'=HYPERLINK(1).npy[0]"
 
 
+def test_a_formula_in_the_models_own_metadata_is_quoted_in_the_csv(
+    small_onnx_model, mnist_slice, tmp_path
+):
+    """A crafted model's version string would otherwise be a live formula on every row."""
+    import onnx
+
+    model = onnx.load(str(small_onnx_model))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "model_version", '=HYPERLINK("http://x","v1")'
+    crafted = tmp_path / "crafted.onnx"
+    onnx.save(model, str(crafted))
+    np.save(tmp_path / "batch.npy", mnist_slice.x_test[:2])
+    output = tmp_path / "out.csv"
+    assert predict(crafted, [tmp_path / "batch.npy"], output).exit_code == 0
+    rows = read_rows(output)
+    assert rows and all(row["model_version"].startswith("'=") for row in rows)
+
+
 @pytest.mark.parametrize("chunk_size", ["0", "-1"])
 def test_a_chunk_size_below_one_is_a_usage_error(
     small_onnx_model, mnist_slice, tmp_path, chunk_size

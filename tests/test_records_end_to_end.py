@@ -125,7 +125,10 @@ def test_four_runs_three_records_each_restorable(prefect_harness, remotes_projec
         runs.append((result["record"], digests(workspace)))
         return result
 
-    pipeline_run()
+    first = pipeline_run()
+    # The report's baseline is never the run itself, though the run registered v0.0.1.
+    assert first["record"]["version"] == "v0.0.1"
+    assert "v0.0.1" not in (first["summary"]["baseline"] or "")
     # New data at the same place, 300 more training images: DVC sees the source's content.
     save_source(remotes_project["source"], remotes_project["small"], remotes_project["more"])
     status = dvc("status", cwd=workspace)
@@ -138,7 +141,10 @@ def test_four_runs_three_records_each_restorable(prefect_harness, remotes_projec
     }
     assert validation["success"] and sizes == {"train_images": 1800, "test_images": 500}
     set_params(workspace, {"train": {"batch_size": 64}})  # new params
-    pipeline_run()
+    third = pipeline_run()
+    # Compared with the newest version other than its own.
+    assert third["record"]["version"] == "v0.2.0"
+    assert third["summary"]["baseline"] == f"{ARTIFACT} v0.1.0 (latest other version)"
     fourth = pipeline_run()  # nothing changed
     assert fourth["record"] is None
     records = [record for record, _ in runs if record]
@@ -234,13 +240,18 @@ def test_a_refused_experiment_is_recorded_and_releases_nothing(remotes_project, 
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
     workspace = remotes_project["workspace"]
-    served = (workspace / "models" / "model.onnx").read_bytes()
+    from mnistflow.constants import REFUSED_KEY
+    from mnistflow.registry import served_model
+
     set_params(workspace, {"export": {"min_accuracy": {"mlp": 0.999}}})
     output = dvc("exp", "run", "-S", "model.name=mlp", "-S", "train.epochs=1", cwd=workspace)
     assert "not released" in output
     report = json.loads((workspace / "reports" / "export.json").read_text())
     assert report["released"] is False and "export.min_accuracy.mlp" in report["verdict"]
-    assert (workspace / "models" / "model.onnx").read_bytes() == served
+    # The workspace holds this run's candidate, marked refused (export is a pure function of
+    # its inputs); what is served stays the registry's decision: the prod version.
+    assert REFUSED_KEY in onnx_metadata(workspace / "models" / "model.onnx")
+    assert served_model(workspace) == "mnist-classifier:prod"
     shown = json.loads(
         subprocess.run(
             [sys.executable, "-m", "dvc", "exp", "show", "--json"],

@@ -232,13 +232,15 @@ def check_output(output: Path, inputs: list[Path]) -> None:
 
 
 def _csv_column(column: str, values) -> list:
-    """One column's CSV cells: probabilities with 6 decimals, text made spreadsheet-safe,
-    missing values (a quarantined input's prediction) empty."""
+    """One column's CSV cells: probabilities with 6 decimals, every text cell made
+    spreadsheet-safe whatever its column (a model's own metadata, such as its version, is as
+    untrusted as a file name), missing values (a quarantined input's prediction) empty."""
     if column == "probability" or column.endswith("prob"):
         return ["" if value is None else f"{value:.6f}" for value in values]
-    if column in ("source", "error", "flagged"):
-        return ["" if value is None else spreadsheet_safe(value) for value in values]
-    return ["" if value is None else value for value in values]
+    return [
+        "" if value is None else spreadsheet_safe(value) if isinstance(value, str) else value
+        for value in values
+    ]
 
 
 def _top_k_columns(k: int) -> list[str]:
