@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -125,9 +126,21 @@ def test_a_failed_quantization_is_a_refusal_not_a_crash(mnist_slice):
     assert not verdict.released and "int8 quantization failed" in verdict.describe()
 
 
+def record_pair(project: Path, fp32: bytes, int8: bytes, released: bool = True) -> None:
+    """reports/export.json as the export stage writes it for this pair."""
+    report = project / "reports" / "export.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({
+        "onnx_sha256": hashlib.sha256(fp32).hexdigest(),
+        "int8": {"released": released, "onnx_sha256": hashlib.sha256(int8).hexdigest()},
+    }))  # fmt: skip
+
+
 def test_precision_choice_follows_what_was_released(fp32_bytes, int8_bytes, tmp_path):
-    fp32_path = tmp_path / "model.onnx"
+    (tmp_path / "models").mkdir()
+    fp32_path = tmp_path / "models" / "model.onnx"
     fp32_path.write_bytes(fp32_bytes)
+    record_pair(tmp_path, fp32_bytes, int8_bytes)
     assert choose_precision(fp32_path, "auto", "cpu", VNNI).precision == "fp32"  # none beside
     with pytest.raises(PipelineInputError, match="--precision int8: no int8 model at"):
         choose_precision(fp32_path, "int8", "cpu", VNNI)
@@ -145,6 +158,12 @@ def test_precision_choice_follows_what_was_released(fp32_bytes, int8_bytes, tmp_
     assert choose_precision(int8_path, "auto").precision == "int8"
     with pytest.raises(PipelineInputError, match="is an int8 model"):
         choose_precision(int8_path, "fp32")
+    # An int8 file whose own metadata claims the pair, but not the one export recorded.
+    record_pair(tmp_path, fp32_bytes, int8_bytes + b"\x00")
+    assert "not the pair" in choose_precision(fp32_path, "auto", "cpu", VNNI).why
+    (tmp_path / "reports" / "export.json").unlink()
+    assert "no export report" in choose_precision(fp32_path, "auto", "cpu", VNNI).why
+    record_pair(tmp_path, fp32_bytes, int8_bytes)
     # Another float32 export beside an old int8 file: they do not pair.
     fp32_path.write_bytes(fp32_bytes + b"\x00")
     assert "was not made from" in choose_precision(fp32_path, "auto", "cpu", VNNI).why

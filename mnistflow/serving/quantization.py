@@ -240,6 +240,8 @@ def gated_int8(
 
 
 Precision = Literal["auto", "int8", "fp32"]
+# Where export records the hashes of the pair it wrote, relative to the project.
+EXPORT_REPORT = Path("reports") / "export.json"
 
 
 @dataclass(frozen=True)
@@ -314,6 +316,37 @@ def int8_problem(fp32_path: Path, int8_path: Path) -> str | None:
         return f"{int8_path} is not a readable ONNX model"
     if REFUSED_KEY in metadata:
         return f"{int8_path} was refused by its gate ({metadata[REFUSED_KEY]})"
-    if metadata.get(QUANTIZED_FROM_KEY) != sha256_of_file(fp32_path):
+    fp32_sha256 = sha256_of_file(fp32_path)
+    if metadata.get(QUANTIZED_FROM_KEY) != fp32_sha256:
         return f"{int8_path} was not made from {fp32_path} (another export)"
+    # The int8 file's own metadata is its own word: the pair is served only as export
+    # recorded it, both hashes in the project's reports/export.json.
+    report = export_report_for(fp32_path)
+    recorded = _recorded_pair(report)
+    if recorded is None:
+        return f"no export report ({report}) records an int8 model for {fp32_path}"
+    if recorded != (fp32_sha256, sha256_of_file(int8_path)):
+        return f"{int8_path} and {fp32_path} are not the pair {report} records"
     return None
+
+
+def export_report_for(fp32_path: Path) -> Path:
+    """The export report of the project a models/model.onnx belongs to."""
+    return Path(fp32_path).resolve().parent.parent / EXPORT_REPORT
+
+
+def _recorded_pair(report: Path) -> tuple[str, str] | None:
+    """(float32 sha256, int8 sha256) as the export report records them, the int8 released."""
+    import json
+
+    try:
+        content = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    int8 = content.get("int8") if isinstance(content, dict) else None
+    if not isinstance(int8, dict) or int8.get("released") is not True:
+        return None
+    fp32_sha256, int8_sha256 = content.get("onnx_sha256"), int8.get("onnx_sha256")
+    if not isinstance(fp32_sha256, str) or not isinstance(int8_sha256, str):
+        return None
+    return fp32_sha256, int8_sha256
