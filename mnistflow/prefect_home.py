@@ -91,6 +91,9 @@ def use_project_prefect(root: Path) -> None:
     os.environ["PREFECT_HOME"] = str(home)
     # No network here: Prefect's telemetry would only log failures.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A new home's temporary server runs its database migrations first; on a loaded 2-core
+    # machine that took longer than Prefect's 20 s default (seen: a fresh `make run` failed).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not os.environ.get("PREFECT_API_URL"):
         api_url = running_project_server(root)
         if api_url:

@@ -231,6 +231,14 @@ class Chunk:
     sources: list[str]
 
 
+def quarantine_reason(name: str, error: BaseException) -> str:
+    """Why a file was skipped: our own message for a known problem, else what failed. A file
+    never stops the batch, whatever its bytes make a reader raise."""
+    if isinstance(error, PipelineInputError):
+        return str(error)
+    return f"{name}: cannot be read ({type(error).__name__}: {error})"
+
+
 def iter_chunks(
     paths: list[Path], chunk_size: int, errors: list[tuple[str, str]]
 ) -> Iterator[Chunk]:
@@ -256,8 +264,8 @@ def iter_chunks(
             try:
                 pending_images.append(read_image_file(path, name))
                 pending_sources.append(name)
-            except PipelineInputError as error:
-                errors.append((name, str(error)))
+            except Exception as error:  # noqa: BLE001 - any per-file failure is a quarantine
+                errors.append((name, quarantine_reason(name, error)))
             if len(pending_images) == chunk_size:
                 yield flush()
             continue
@@ -265,8 +273,8 @@ def iter_chunks(
             yield flush()
         try:
             array = read_array_file(path)
-        except PipelineInputError as error:
-            errors.append((name, str(error)))
+        except Exception as error:  # noqa: BLE001 - any per-file failure is a quarantine
+            errors.append((name, quarantine_reason(name, error)))
             continue
         yield from _array_chunks(array, name, chunk_size, errors)
     if pending_images:
@@ -280,11 +288,11 @@ def _array_chunks(
         stop = min(start + chunk_size, len(array))
         try:
             images = np.asarray(array[start:stop])
-        except (OSError, ValueError) as error:
+            rejected = unusable_rows(images)
+        except Exception as error:  # noqa: BLE001 - the rest of the batch is delivered
             errors.append((name, f"{name}: cannot read images {start}..{stop - 1} ({error})"))
             return
         sources = [f"{name}[{index}]" for index in range(start, stop)]
-        rejected = unusable_rows(images)
         if rejected:
             for row, reason in rejected:
                 errors.append((sources[row], f"{sources[row]}: {reason}"))
