@@ -193,8 +193,8 @@ def choose_baseline(root: Path) -> Baseline | None:
     """The registry's prod version, else its latest version, else the last commit; named
     by its git tag (or HEAD), which is what DVC's diffs and chart legends then show.
 
-    Never the run itself: a candidate whose dvc.lock records the workspace's own model (the
-    version this run just registered, or the commit it reproduced) is passed over."""
+    Never the run itself: a registry version whose dvc.lock records the workspace's own model
+    (the version this very run registered) is passed over."""
     from gto.exceptions import GTOException
 
     from mnistflow import registry
@@ -225,8 +225,10 @@ def choose_baseline(root: Path) -> Baseline | None:
                 break
     except GTOException as error:
         logger.warning("the registry cannot be read (%s); comparing with the last commit", error)
+    # The last commit stays the fallback even when this run reproduced it: that comparison
+    # (every change +0.0000) is the news that the commit reproduces here.
     head = git_output(root, "rev-parse", "--short", "HEAD")
-    if head and not is_this_run("HEAD"):
+    if head:
         candidates.append(Baseline(f"last commit {head}", "HEAD"))
     return candidates[0] if candidates else None
 

@@ -1,27 +1,18 @@
-"""What a training run ran on: devices, TensorFlow/CUDA/cuDNN versions, and a fingerprint.
+"""What a training run ran on: devices and the Python, TensorFlow, Keras, NumPy, CUDA and cuDNN
+versions.
 
-The fingerprint hashes the interpreter, the devices (GPU models; "CPU" for a CPU run) and every
-installed distribution's version, so two runs whose metrics differ can be told apart by
-environment. The host's CPU model and OS go to the log, not into this hashed report.
+No hash of every installed distribution: that made this hashed output depend on whatever else a
+venv holds (and on an .egg-info in the working directory, which `importlib.metadata` counts
+twice), inputs no stage declares. What decides the bytes is declared in reports/compute.json
+(mnistflow/compute.py). The host's CPU model and OS go to the log, not into this report.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
 import platform
 
 from mnistflow.cpu_features import cpu_model
 from mnistflow.training.device import DevicePlan, GpuInfo
-
-
-def installed_distributions() -> list[str]:
-    return sorted(
-        f"{dist.metadata['Name']}=={dist.version}".lower()
-        for dist in importlib.metadata.distributions()
-        if dist.metadata["Name"]
-    )
 
 
 def environment_report(plan: DevicePlan, gpus: list[GpuInfo]) -> dict[str, str]:
@@ -51,10 +42,6 @@ def environment_report(plan: DevicePlan, gpus: list[GpuInfo]) -> dict[str, str]:
         "cuda": str(build.get("cuda_version", "none")),
         "cudnn": str(build.get("cudnn_version", "none")),
     }
-    digest = hashlib.sha256(
-        json.dumps({"report": report, "packages": installed_distributions()}).encode()
-    )
-    report["fingerprint"] = digest.hexdigest()[:16]
     return report
 
 
