@@ -16,11 +16,12 @@ def test_deployments_load_from_prefect_yaml_with_schedules():
     }
     assert set(deployments) == {"nightly", "inbox"}
     nightly, inbox = deployments["nightly"], deployments["inbox"]
-    assert nightly.flow_name == "training-pipeline"
-    assert inbox.flow_name == "batch-predict"
+    # The deployed flows are the request-checking wrappers, not the flows they call.
+    assert nightly.flow_name == "nightly-pipeline"
+    assert inbox.flow_name == "inbox-predictions"
     assert nightly.schedules[0].schedule.cron == "0 2 * * *"
     assert inbox.schedules[0].schedule.interval.total_seconds() == 900
-    assert inbox.parameters["inbox"] == "data/inbox"
+    assert inbox.parameters == {"repredict": False}
 
 
 def test_smoke_interval_replaces_every_schedule():

@@ -177,8 +177,9 @@ def run_export(tmp_path, raw, params_text: str) -> subprocess.CompletedProcess:
          str(tmp_path / "model.keras"), "--normalization", str(tmp_path / "normalization.json"),
          "--raw", str(raw), "--metrics", str(tmp_path / "metrics.json"), "--validation",
          str(tmp_path / "validation.json"), "--baseline", str(tmp_path / "baseline.json"),
-         "--output", str(tmp_path / "model.onnx"), "--int8-output",
-         str(tmp_path / "model.int8.onnx"), "--report", str(tmp_path / "export.json")],
+         "--output", str(tmp_path / "models" / "model.onnx"), "--int8-output",
+         str(tmp_path / "models" / "model.int8.onnx"), "--report",
+         str(tmp_path / "reports" / "export.json")],
         cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
 
@@ -196,11 +197,14 @@ def test_export_stage_serves_int8_beside_float32_only_through_its_gate(
     released_params = (
         "export:\n  min_accuracy:\n    cnn: 0.5\n  int8:\n    max_accuracy_drop: 0.05\n"
     )
-    fp32_path, int8_path = tmp_path / "model.onnx", tmp_path / "model.int8.onnx"
+    # The project's layout: serving pairs the two models as reports/export.json records them.
+    fp32_path = tmp_path / "models" / "model.onnx"
+    int8_path = tmp_path / "models" / "model.int8.onnx"
+    export_report = tmp_path / "reports" / "export.json"
 
     released = run_export(tmp_path, raw, released_params)
     assert released.returncode == 0, released.stderr
-    report = json.loads((tmp_path / "export.json").read_text())
+    report = json.loads(export_report.read_text())
     assert report["released"] and report["int8"]["released"], report
     assert report["int8"]["images"] == 1000 and report["int8"]["calibration_images"] == 1000
     assert report["int8"]["onnx_sha256"] == hashlib.sha256(int8_path.read_bytes()).hexdigest()
@@ -226,15 +230,15 @@ def test_export_stage_serves_int8_beside_float32_only_through_its_gate(
     assert "(fp32; asked for)" in predict("--precision", "fp32").output
     assert "(int8; asked for)" in predict("--precision", "int8").output
 
-    # A refused float32 model keeps the released pair: the int8 model is still served.
-    served = fp32_path.read_bytes(), int8_path.read_bytes()
+    # A refused float32 model: export writes the refused candidates (a pure function of its
+    # inputs), the int8 one refused beside it; serving refuses both.
     kept = run_export(tmp_path, raw, "export:\n  min_accuracy:\n    cnn: 0.99\n")
     assert kept.returncode == 0, kept.stderr
-    assert (fp32_path.read_bytes(), int8_path.read_bytes()) == served
-    report = json.loads((tmp_path / "export.json").read_text())
+    report = json.loads(export_report.read_text())
     assert not report["released"] and not report["int8"]["released"]
-    assert report["int8"]["onnx_sha256"] == hashlib.sha256(served[1]).hexdigest()
-    assert "(int8; asked for)" in predict("--precision", "int8").output
+    assert REFUSED_KEY in metadata_of(fp32_path.read_bytes())
+    assert predict("--precision", "int8").exit_code == 2
+    assert predict().exit_code == 2
 
     # Training images that are blank calibrate nothing: the int8 gate refuses, float32 is
     # still released, and serving falls back to it.
@@ -242,7 +246,7 @@ def test_export_stage_serves_int8_beside_float32_only_through_its_gate(
     np.savez(blank, **{**mnist_slice.as_npz_dict(), "x_train": np.zeros_like(mnist_slice.x_train)})
     refused = run_export(tmp_path, blank, released_params.replace("0.05", "0.002"))
     assert refused.returncode == 0, refused.stderr
-    report = json.loads((tmp_path / "export.json").read_text())
+    report = json.loads(export_report.read_text())
     assert report["released"] and not report["int8"]["released"]
     assert "export.int8.max_accuracy_drop" in report["int8"]["verdict"]
     assert REFUSED_KEY in metadata_of(int8_path.read_bytes())

@@ -6,11 +6,21 @@ Used by the resume test: `python tests/train_until_killed.py N <train stage argu
 import os
 import signal
 import sys
+from pathlib import Path
 
 import stages.train as train_stage
-from mnistflow.training.callbacks import TrainingProgress
+from mnistflow.cpu_kernels import apply_cpu_kernels
+from mnistflow.params import load_params
 
 kill_after_epoch = int(sys.argv[1])
+arguments = sys.argv[2:]
+# As the stage does, before TensorFlow loads: the hook below imports Keras first, so the stage's
+# own call (which refuses to run after TensorFlow is imported) is done here instead.
+apply_cpu_kernels(load_params(Path(arguments[arguments.index("--params") + 1])))
+train_stage.apply_cpu_kernels = lambda params: None
+
+from mnistflow.training.callbacks import TrainingProgress  # noqa: E402 - after the settings
+
 on_epoch_end = TrainingProgress.on_epoch_end
 
 
@@ -21,5 +31,5 @@ def on_epoch_end_then_die(self, epoch, logs=None):
 
 
 TrainingProgress.on_epoch_end = on_epoch_end_then_die
-sys.argv = ["stages.train", *sys.argv[2:]]
+sys.argv = ["stages.train", *arguments]
 train_stage.main()
