@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from mnistflow.errors import PipelineInputError
+from mnistflow.hashing import md5_of_file
 from mnistflow.records import EXPERIMENT_REFS, LOCK_FILE, file_at_revision, git
 
 COMPUTE_FINGERPRINT = "reports/compute.json"
@@ -162,16 +163,6 @@ def _recorded_source_md5(lock_text: str, source: str) -> str | None:
     return None
 
 
-def _file_md5(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _provide_data(root: Path, worktree: Path, lock_text: str, report: Callable[[str], None]) -> str:
     """The revision's data source copied in from this project when its bytes are the ones the
     revision's dvc.lock records; else ingest's output from the DVC remote. Returns where the
@@ -181,7 +172,7 @@ def _provide_data(root: Path, worktree: Path, lock_text: str, report: Callable[[
     recorded = _recorded_source_md5(lock_text, source)
     if source and "://" not in source and ".." not in Path(source).parts:
         here = Path(source) if Path(source).is_absolute() else root / source
-        matches = here.is_file() and recorded is not None and _file_md5(here) == recorded
+        matches = here.is_file() and recorded is not None and md5_of_file(here) == recorded
         if here.is_dir() or matches:
             if not Path(source).is_absolute():
                 target = worktree / source
