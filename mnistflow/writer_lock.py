@@ -88,10 +88,12 @@ def _open_lock_file(path: Path) -> int:
             "kind of file stands where it belongs: remove it"
         ) from None
     status = os.fstat(descriptor)
-    if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid():
+    # One link only: a hard link planted at the lock path would make a run truncate its target.
+    if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_nlink != 1:
         os.close(descriptor)
         raise PipelineInputError(
-            f"{path}: not a regular file owned by this user; refusing to use it as a lock file"
+            f"{path}: not a regular, singly linked file owned by this user; refusing to use it "
+            "as a lock file"
         )
     return descriptor
 
