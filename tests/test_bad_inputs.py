@@ -80,6 +80,46 @@ def _npy_header_promises_more(folder: Path, digits: np.ndarray) -> Path:
     return folder / "short.npy"
 
 
+def _gzipped_idx_inflates_past_its_header(folder: Path, digits: np.ndarray) -> Path:
+    """A 100 KB gzip whose header announces 2 images and whose data inflates to 100 MB."""
+    import gzip
+
+    header = (0x0803).to_bytes(4, "big") + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    with gzip.open(folder / "bomb-idx3-ubyte.gz", "wb") as stream:
+        stream.write(header + digits[:2].tobytes())
+        for _ in range(100):
+            stream.write(bytes(1 << 20))
+    return folder / "bomb-idx3-ubyte.gz"
+
+
+def _gzipped_idx_cut_short(folder: Path, digits: np.ndarray) -> Path:
+    write_idx(folder / "cut-idx3-ubyte.gz", digits[:20], compress=True)
+    content = (folder / "cut-idx3-ubyte.gz").read_bytes()
+    (folder / "cut-idx3-ubyte.gz").write_bytes(content[: len(content) // 2])
+    return folder / "cut-idx3-ubyte.gz"
+
+
+def _npz_members_named_otherwise(folder: Path, digits: np.ndarray) -> Path:
+    import zipfile
+
+    np.save(folder / "member.npy", digits[:3])
+    with zipfile.ZipFile(folder / "renamed.npz", "w") as archive:
+        archive.write(folder / "member.npy", "../../x")
+        archive.write(folder / "member.npy", "y.npy")
+    (folder / "member.npy").unlink()
+    return folder / "renamed.npz"
+
+
+def _png_bytes_named_jpg(folder: Path, digits: np.ndarray) -> Path:
+    Image.fromarray(digits[0]).save(folder / "png-inside.jpg", format="PNG")
+    return folder / "png-inside.jpg"
+
+
+def _tiff_named_png(folder: Path, digits: np.ndarray) -> Path:
+    Image.fromarray(digits[0]).save(folder / "tiff-inside.png", format="TIFF")
+    return folder / "tiff-inside.png"
+
+
 def _idx_not_28x28(folder: Path, digits: np.ndarray) -> Path:
     write_idx(folder / "small-idx3-ubyte", digits[:3, :20, :20], compress=False)
     return folder / "small-idx3-ubyte"
@@ -117,14 +157,19 @@ BAD_KINDS = [
     (_nan_pixels, "non-finite pixel values", 1),
     (_floats_in_pixel_units, "expected floats in 0..1", 2),
     (_truncated_npz, "truncated or corrupt", 1),
-    (_npy_header_promises_more, "header promises 10 images", 1),
-    (_npz_header_promises_a_billion, "header promises 1000000000 images", 1),
+    (_npy_header_promises_more, "header announces 10 images", 1),
+    (_npz_header_promises_a_billion, "header announces 1,000,000,000 images", 1),
+    (_gzipped_idx_inflates_past_its_header, "holds more than that", 1),
+    (_gzipped_idx_cut_short, "truncated or corrupt", 1),
+    (_npz_members_named_otherwise, "expected one named x.npy", 1),
+    (_png_bytes_named_jpg, "not a readable JPEG image", 1),
+    (_tiff_named_png, "not a readable PNG image", 1),
     (_idx_not_28x28, "expected 28×28", 1),
     (_idx_header_overflows, "4,294,967,295 images", 1),
     (_huge_png, "refused before decoding", 1),
     (_multi_frame_gif, "2 frames", 1),
     (_wrong_shape, "(3, 32, 32)", 1),
-    (_corrupt_png, "not a readable image", 1),
+    (_corrupt_png, "not a readable", 1),
 ]
 
 

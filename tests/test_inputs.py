@@ -74,3 +74,23 @@ def test_images_converted_the_mnist_way(tmp_path, mnist_slice):
 
 def test_blank_image_stays_blank():
     assert mnist_style(Image.new("L", (40, 40), color=255)).max() == 0
+
+
+def test_a_large_frame_is_reduced_before_float_work_and_reads_as_the_same_digit(
+    tmp_path, mnist_slice
+):
+    digit = mnist_slice.x_test[0]
+    small = tmp_path / "small.png"
+    Image.fromarray(np.kron(digit, np.ones((10, 10), dtype=np.uint8))).save(small)
+    large = tmp_path / "large.png"
+    # 3,360×3,360: over WORKING_SIDE, so box-reduced by 4 before any float copy; rotated and
+    # tagged with EXIF orientation 6, which must be undone on the reduced frame.
+    canvas = Image.fromarray(np.kron(digit, np.ones((120, 120), dtype=np.uint8)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    canvas.transpose(Image.Transpose.ROTATE_90).save(large, exif=exif)
+    batch = read_inputs([small, large])
+    assert batch.errors == []
+    difference = np.abs(batch.images[0].astype(int) - batch.images[1].astype(int))
+    assert difference.mean() < 4, difference.mean()
+    assert np.corrcoef(batch.images[1].ravel(), digit.ravel())[0, 1] > 0.9

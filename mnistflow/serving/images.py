@@ -4,14 +4,17 @@ Grey, light digit on dark background (inverted when the background is light), th
 into a 20×20 box keeping its aspect ratio, then centred by centre of mass in a 28×28 frame.
 
 Before that, what a file means is honoured and what it could cost is capped: size limits are
-checked from the header, before any pixel is decoded; EXIF orientation is applied; transparency
-is composited onto a background that contrasts with the ink (a black digit on a transparent
-background stays a digit); 16-bit and float images are scaled, not clipped; files holding
-several frames are refused rather than silently reduced to their first.
+checked from the header, before any pixel is decoded; only the decoder of the format the
+suffix names is tried; a large frame is box-reduced to at most WORKING_SIDE pixels a side
+before any float copy is made; EXIF orientation is applied; transparency is composited onto a
+background that contrasts with the ink (a black digit on a transparent background stays a
+digit); 16-bit and float images are scaled, not clipped; files holding several frames are
+refused rather than silently reduced to their first.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -31,6 +34,26 @@ CENTRE = IMAGE_SIZE / 2
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# A frame is box-reduced by a whole factor to at most this many pixels a side before the float
+# work: the digit ends in a 20×20 box, and each float64 copy of a 16-Mpx frame costs 128 MiB.
+WORKING_SIDE = 1024
+# The one decoder each suffix may use: a file whose bytes are another format is refused, so a
+# name cannot route bytes to a decoder nobody meant to expose.
+FORMAT_BY_SUFFIX = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+IMAGE_SUFFIXES = frozenset(FORMAT_BY_SUFFIX)
+# Pillow decodes WebP through libwebp's animation decoder, which holds about four RGBA copies
+# of the frame (measured: +256 MiB for 4096×4096), so WebP gets a quarter of the pixels.
+MAX_PIXELS_BY_FORMAT = {"WEBP": 2048 * 2048}
+EXIF_ORIENTATION = 0x0112
 
 
 def grey_levels(image) -> np.ndarray:
@@ -89,13 +112,55 @@ def mnist_style(image) -> np.ndarray:
     return np.clip(np.rint(frame), 0, PIXEL_MAX).astype(np.uint8)
 
 
+def _working_frame(image):
+    """The decoded frame in a mode Pillow can reduce, box-reduced to at most WORKING_SIDE a
+    side. Palette and bilevel images become grey (or RGBA when they carry transparency, which
+    averaging would otherwise lose), 16-bit ones 32-bit."""
+    if "transparency" in image.info and image.mode not in ("RGBA", "LA", "PA"):
+        image = image.convert("RGBA")
+    elif image.mode in ("1", "P"):
+        image = image.convert("L")
+    elif image.mode in SIXTEEN_BIT_MODES:
+        image = image.convert("I")
+    factor = math.ceil(max(image.size) / WORKING_SIDE)
+    return image.reduce(factor) if factor > 1 else image
+
+
+def _oriented(image, orientation: int):
+    """`image` turned the way its EXIF orientation says (the mapping ImageOps.exif_transpose
+    uses, applied here to the reduced frame instead of the full one)."""
+    from PIL import Image
+
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation if isinstance(orientation, int) else None)
+    return image.transpose(method) if method is not None else image
+
+
+def _image_format(path: Path, name: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMAT_BY_SUFFIX:
+        raise PipelineInputError(
+            f"{name}: suffix {suffix!r}; expected one of {', '.join(sorted(FORMAT_BY_SUFFIX))}"
+        )
+    return FORMAT_BY_SUFFIX[suffix]
+
+
 def read_image_file(path: Path, name: str | None = None) -> np.ndarray:
     """One image file as a 28×28 digit; PipelineInputError (naming `name`) when it cannot be
-    read, is too large, or holds several frames."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    read, is not the format its suffix names, is too large, or holds several frames."""
+    from PIL import Image, UnidentifiedImageError
 
+    path = Path(path)
     name = name or str(path)
-    size = Path(path).stat().st_size
+    image_format = _image_format(path, name)
+    size = path.stat().st_size
     if size > MAX_IMAGE_BYTES:
         raise PipelineInputError(
             f"{name}: {size:,} bytes; image files above {MAX_IMAGE_BYTES:,} bytes are refused"
@@ -104,25 +169,38 @@ def read_image_file(path: Path, name: str | None = None) -> np.ndarray:
         with warnings.catch_warnings():
             # Pillow warns on large sizes; the cap below refuses them with a clear reason.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
-            width, height = image.size  # from the header: nothing decoded yet
-            if width * height > MAX_IMAGE_PIXELS:
-                raise PipelineInputError(
-                    f"{name}: {width}×{height} pixels; images above {MAX_IMAGE_PIXELS:,} pixels "
-                    "are refused before decoding"
-                )
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1:
-                raise PipelineInputError(
-                    f"{name}: {frames} frames; expected a single image (save each frame as "
-                    "its own file)"
-                )
-            image.load()
-            return mnist_style(ImageOps.exif_transpose(image))
-    except PipelineInputError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+            image = Image.open(path, formats=[image_format])
+    except UnidentifiedImageError:
+        raise PipelineInputError(
+            f"{name}: not a readable {image_format} image (the only format its suffix "
+            f"{path.suffix!r} may hold)"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise PipelineInputError(f"{name}: not a readable image ({error})") from None
     except Image.DecompressionBombError as error:
         raise PipelineInputError(f"{name}: refused ({error})") from None
+    with image:
+        width, height = image.size  # from the header: nothing decoded yet
+        max_pixels = MAX_PIXELS_BY_FORMAT.get(image_format, MAX_IMAGE_PIXELS)
+        if width * height > max_pixels:
+            raise PipelineInputError(
+                f"{name}: {width}×{height} pixels; {image_format} images above {max_pixels:,} "
+                "pixels are refused before decoding"
+            )
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            raise PipelineInputError(
+                f"{name}: {frames} frames; expected a single image (save each frame as its own "
+                "file)"
+            )
+        try:
+            if max(image.size) > WORKING_SIDE:
+                # JPEG decodes at a reduced DCT scale: the full frame is never in memory.
+                image.draft(None, (WORKING_SIDE, WORKING_SIDE))
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+            image.load()
+            frame = _oriented(_working_frame(image), orientation)
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            raise PipelineInputError(f"{name}: not a readable image ({error})") from None
+        # Inside the block: `frame` may be `image` itself, unusable once closed.
+        return mnist_style(frame)

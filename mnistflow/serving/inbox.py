@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mnistflow.durable import durable_file
 from mnistflow.hashing import sha256_of_file
-from mnistflow.serving.inputs import display_name
+from mnistflow.serving.arrays import display_name
 
 logger = logging.getLogger(__name__)
 

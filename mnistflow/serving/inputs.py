@@ -6,32 +6,28 @@ converted the MNIST way (`mnistflow.serving.images`).
 No input can sink a batch: a file that cannot be read or trusted (truncated, corrupt, a header
 that promises more than the file holds, a wrong shape or dtype) is quarantined whole, an image
 with non-finite or out-of-range pixels is quarantined alone, each with its reason, and the
-rest of the batch is delivered. Headers are checked before data is read, so a file cannot make
-a reader allocate what its header claims.
+rest of the batch is delivered. Arrays are streamed and verified by `mnistflow.serving.arrays`
+(headers before data, compressed streams inflated a block at a time); images are decoded only
+in the format their suffix names, with their cost capped before decoding.
 """
 
 from __future__ import annotations
 
-import os
-import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnistflow.constants import IMAGE_SHAPE, IMAGE_SIZE, PIXELS_PER_IMAGE
-from mnistflow.data.idx import IDX_IMAGES_MAGIC, parse_idx, read_idx_header
+from mnistflow.constants import IMAGE_SHAPE
 from mnistflow.data.pixels import unit_floats
 from mnistflow.errors import PipelineInputError
-from mnistflow.serving.images import read_image_file
+from mnistflow.serving.arrays import StreamedImages, array_images, display_name
+from mnistflow.serving.images import IMAGE_SUFFIXES, read_image_file
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-ARRAY_SHAPES_ACCEPTED = (
-    f"(N, {IMAGE_SIZE}, {IMAGE_SIZE}), (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 1) "
-    f"or (N, {PIXELS_PER_IMAGE})"
-)
+# Rows of one file quarantined one by one (bad pixel values); past this, one row counts the
+# rest, so a crafted array cannot make the error list grow with its size.
+MAX_ROW_ERRORS_PER_FILE = 1000
 
 
 @dataclass(frozen=True)
@@ -39,147 +35,6 @@ class InputBatch:
     images: np.ndarray  # (N, 28, 28), uint8 0..255 or float 0..1
     sources: list[str]  # one per image: "file" or "file[index]"
     errors: list[tuple[str, str]]  # (file, reason) for inputs that could not be read
-
-
-def _check_layout(shape: tuple[int, ...], dtype: np.dtype, origin: str) -> None:
-    if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
-        raise PipelineInputError(
-            f"{origin}: dtype {dtype}; expected uint8 pixels 0..255 or float pixels 0..1"
-        )
-    if tuple(shape[1:]) not in ((PIXELS_PER_IMAGE,), (*IMAGE_SHAPE, 1), IMAGE_SHAPE):
-        raise PipelineInputError(
-            f"{origin}: array of shape {tuple(shape)}; expected {ARRAY_SHAPES_ACCEPTED}"
-        )
-
-
-def display_name(path: Path | str) -> str:
-    """A path as text that any output can hold: bytes of a name that is not valid UTF-8 are
-    shown as \\x escapes instead of breaking the writer."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _as_images(array: np.ndarray, origin: str) -> np.ndarray:
-    _check_layout(array.shape, array.dtype, origin)
-    return array.reshape(-1, *IMAGE_SHAPE)
-
-
-def read_npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype, int]:
-    """(shape, Fortran order, dtype, header size) of the .npy stream at `handle`, data unread."""
-    version = np.lib.format.read_magic(handle)
-    read_header = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
-    )
-    shape, fortran_order, dtype = read_header(handle)
-    return shape, fortran_order, dtype, handle.tell()
-
-
-class NpyImages:
-    """Images in an .npy file, read slice by slice from disk.
-
-    Not a memory map: pages of a mapped file stay resident once touched, so RSS would grow
-    with the file; reading each chunk into fresh memory keeps it flat.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            with open(path, "rb") as handle:
-                shape, fortran_order, dtype, self.offset = read_npy_header(handle)
-        except (OSError, ValueError, EOFError) as error:
-            raise PipelineInputError(
-                f"{display_name(path)}: not a readable .npy file ({error})"
-            ) from None
-        name = display_name(path)
-        if fortran_order or dtype.hasobject:
-            raise PipelineInputError(f"{name}: Fortran-ordered or object array; expected C order")
-        _check_layout(shape, dtype, name)
-        self.shape, self.dtype = shape, dtype
-        self.row_size = int(np.prod(shape[1:]))
-        promised = self.offset + self.shape[0] * self.row_size * dtype.itemsize
-        found = Path(path).stat().st_size
-        if found < promised:
-            raise PipelineInputError(
-                f"{name}: header promises {self.shape[0]} images ({promised:,} bytes) but the "
-                f"file holds {found:,} bytes; it is truncated"
-            )
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        start, stop, _ = rows.indices(len(self))
-        count = max(stop - start, 0) * self.row_size
-        data = np.fromfile(
-            self.path,
-            dtype=self.dtype,
-            count=count,
-            offset=self.offset + start * self.row_size * self.dtype.itemsize,
-        )
-        return data.reshape(-1, *IMAGE_SHAPE)
-
-
-# An IDX file's header may announce any dimensions (uint32 each): refuse before reading data.
-MAX_IDX_IMAGES = 10_000_000
-
-
-def _read_idx_images(path: Path, name: str) -> np.ndarray:
-    """IDX images, their (N, 28, 28) dimensions and a sane N checked from the header first."""
-    dims = read_idx_header(path, IDX_IMAGES_MAGIC)
-    if dims[1:] != IMAGE_SHAPE:
-        raise PipelineInputError(
-            f"{name}: IDX images of {dims[1]}×{dims[2]}; expected {IMAGE_SIZE}×{IMAGE_SIZE}"
-        )
-    return parse_idx(path, IDX_IMAGES_MAGIC, max_items=MAX_IDX_IMAGES)
-
-
-def read_array_file(path: Path) -> np.ndarray | NpyImages:
-    """An .npy (read lazily), an .npz (its `x`, `images`, `x_test` or only array) or IDX."""
-    name = display_name(path)
-    try:
-        if path.name.endswith(".npy"):
-            return NpyImages(path)
-        if path.name.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as archive:
-                keys = [key for key in ("x", "images", "x_test") if key in archive.files]
-                if not keys and len(archive.files) == 1:
-                    keys = archive.files
-                if not keys:
-                    raise PipelineInputError(
-                        f"{name}: arrays {archive.files}; expected one named x, images or "
-                        "x_test, or a single array"
-                    )
-                _check_npz_member(path, keys[0], f"{name}[{keys[0]}]")
-                return _as_images(archive[keys[0]], f"{name}[{keys[0]}]")
-        return _as_images(_read_idx_images(path, name), name)
-    except PipelineInputError as error:
-        # The IDX reader names the path as it is; an undecodable name must not break the
-        # writer of the error column.
-        raise PipelineInputError(
-            str(error).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        ) from None
-    except (OSError, ValueError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
-        raise PipelineInputError(
-            f"{name}: cannot read ({type(error).__name__}: {error}); the file is truncated or "
-            "corrupt"
-        ) from None
-
-
-def _check_npz_member(path: Path, key: str, origin: str) -> None:
-    """The member's .npy header, read before its data: layout, and a size the member really
-    holds (a 1 KB archive must not make numpy allocate what its header claims)."""
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(f"{key}.npy")
-        with archive.open(info) as handle:
-            shape, _, dtype, header_size = read_npy_header(handle)
-    _check_layout(shape, dtype, origin)
-    promised = header_size + int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    if info.file_size < promised:
-        raise PipelineInputError(
-            f"{origin}: header promises {shape[0]} images ({promised:,.0f} bytes) but the "
-            f"archive member holds {info.file_size:,} bytes; it is truncated or forged"
-        )
 
 
 def unusable_rows(images: np.ndarray) -> list[tuple[int, str]]:
@@ -272,7 +127,7 @@ def iter_chunks(
         if pending_images:
             yield flush()
         try:
-            array = read_array_file(path)
+            array = array_images(path)
         except Exception as error:  # noqa: BLE001 - any per-file failure is a quarantine
             errors.append((name, quarantine_reason(name, error)))
             continue
@@ -282,31 +137,61 @@ def iter_chunks(
 
 
 def _array_chunks(
-    array: np.ndarray | NpyImages, name: str, chunk_size: int, errors: list[tuple[str, str]]
+    array: StreamedImages, name: str, chunk_size: int, errors: list[tuple[str, str]]
 ) -> Iterator[Chunk]:
-    for start in range(0, len(array), chunk_size):
-        stop = min(start + chunk_size, len(array))
+    """The usable images of one array file in chunks; its unusable rows quarantined one by
+    one (up to MAX_ROW_ERRORS_PER_FILE, then counted), a read failure ends the file."""
+    start, rows_quarantined = 0, 0
+    blocks = array.blocks(chunk_size)
+    while start < len(array):
         try:
-            images = np.asarray(array[start:stop])
+            images = next(blocks)
             rejected = unusable_rows(images)
         except Exception as error:  # noqa: BLE001 - the rest of the batch is delivered
-            errors.append((name, f"{name}: cannot read images {start}..{stop - 1} ({error})"))
-            return
+            errors.append((name, f"{name}: cannot read images from {start} on ({error})"))
+            break
+        stop = start + len(images)
         sources = [f"{name}[{index}]" for index in range(start, stop)]
         if rejected:
             for row, reason in rejected:
-                errors.append((sources[row], f"{sources[row]}: {reason}"))
+                if rows_quarantined < MAX_ROW_ERRORS_PER_FILE:
+                    errors.append((sources[row], f"{sources[row]}: {reason}"))
+                rows_quarantined += 1
             keep = np.ones(len(images), dtype=bool)
             keep[[row for row, _ in rejected]] = False
             images, sources = images[keep], [s for s, k in zip(sources, keep, strict=True) if k]
         if len(images):
             yield Chunk(images, sources)
+        start = stop
+    blocks.close()
+    if rows_quarantined > MAX_ROW_ERRORS_PER_FILE:
+        unlisted = rows_quarantined - MAX_ROW_ERRORS_PER_FILE
+        errors.append(
+            (
+                name,
+                f"{name}: {unlisted:,} more images with unusable pixel values (the first "
+                f"{MAX_ROW_ERRORS_PER_FILE:,} are listed one by one)",
+            )
+        )
 
 
-def read_inputs(paths: list[Path]) -> InputBatch:
-    """All inputs at once (for reports over the whole batch); see `iter_chunks`."""
+# `read_inputs` holds a whole batch in memory (a report over the batch needs all of it).
+MAX_BATCH_IMAGES = 1_000_000
+
+
+def read_inputs(paths: list[Path], max_images: int = MAX_BATCH_IMAGES) -> InputBatch:
+    """All inputs at once (for reports over the whole batch), at most `max_images` of them;
+    see `iter_chunks`."""
     errors: list[tuple[str, str]] = []
-    chunks = list(iter_chunks(paths, chunk_size=65536, errors=errors))
+    chunks, held = [], 0
+    for chunk in iter_chunks(paths, chunk_size=65536, errors=errors):
+        held += len(chunk.images)
+        if held > max_images:
+            raise PipelineInputError(
+                f"the inputs hold more than {max_images:,} images; a batch report holds them "
+                "all in memory, so check a sample or split the batch"
+            )
+        chunks.append(chunk)
     if len({chunk.images.dtype for chunk in chunks}) > 1:
         chunks = [Chunk(unit_floats(chunk.images), chunk.sources) for chunk in chunks]
     images = (
