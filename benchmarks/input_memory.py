@@ -51,12 +51,14 @@ def _idx_gz(path: Path, images: int) -> None:
 def _npz_deflated(path: Path, images: int) -> None:
     member = np.lib.format.header_data_from_array_1_0(np.zeros((1, 28, 28), np.float32))
     member["shape"] = (images, 28, 28)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        with archive.open("x.npy", "w", force_zip64=True) as handle:
-            np.lib.format.write_array_header_1_0(handle, member)
-            block = bytes(784 * 4 * 1024)
-            for start in range(0, images, 1024):
-                handle.write(block[: 784 * 4 * min(1024, images - start)])
+    block = bytes(784 * 4 * 1024)
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open("x.npy", "w", force_zip64=True) as handle,
+    ):
+        np.lib.format.write_array_header_1_0(handle, member)
+        for start in range(0, images, 1024):
+            handle.write(block[: 784 * 4 * min(1024, images - start)])
 
 
 def build_cases(folder: Path) -> dict[str, tuple[Path, str]]:
