@@ -163,25 +163,40 @@ def _recorded_source_md5(lock_text: str, source: str) -> str | None:
     return None
 
 
+def _project_source(root: Path, source: str) -> Path | None:
+    """`source` as a regular file inside this project, reached without links; None for a URL,
+    an absolute path, a folder, or anything that leads elsewhere (the revision may be anyone's:
+    its params must not make the replay read from outside the project)."""
+    if not source or "://" in source or Path(source).is_absolute() or ".." in Path(source).parts:
+        return None
+    here = root / source
+    steps = [
+        root / Path(*Path(source).parts[: depth + 1]) for depth in range(len(Path(source).parts))
+    ]
+    if any(step.is_symlink() for step in steps) or not here.is_file():
+        return None
+    return here
+
+
 def _provide_data(root: Path, worktree: Path, lock_text: str, report: Callable[[str], None]) -> str:
-    """The revision's data source copied in from this project when its bytes are the ones the
-    revision's dvc.lock records; else ingest's output from the DVC remote. Returns where the
-    data came from."""
+    """The revision's data source copied in from this project when it is a file in the project
+    whose bytes are the ones the revision's dvc.lock records; else ingest's output from the DVC
+    remote. Returns where the data came from."""
     params = yaml.safe_load((worktree / "params.yaml").read_text(encoding="utf-8")) or {}
     source = str((params.get("data") or {}).get("source") or "")
     recorded = _recorded_source_md5(lock_text, source)
-    if source and "://" not in source and ".." not in Path(source).parts:
-        here = Path(source) if Path(source).is_absolute() else root / source
-        matches = here.is_file() and recorded is not None and md5_of_file(here) == recorded
-        if here.is_dir() or matches:
-            if not Path(source).is_absolute():
-                target = worktree / source
-                target.parent.mkdir(parents=True, exist_ok=True)
-                (shutil.copytree if here.is_dir() else shutil.copy2)(here, target)
-            return f"recomputed from the source {source}"
-        if here.exists():
-            report(f"{source} here is not the file the revision recorded (md5 {recorded})")
-    report(f"the source {source or '(none)'} is not here; pulling {INGEST_OUTPUT} from the remote")
+    here = _project_source(root, source)
+    if here is not None and recorded is not None and md5_of_file(here) == recorded:
+        target = worktree / source
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(here, target)
+        return f"recomputed from the source {source}"
+    if here is not None:
+        report(f"{source} here is not the file the revision recorded (md5 {recorded})")
+    report(
+        f"the source {source or '(none)'} is not a file of this project as recorded; pulling "
+        f"{INGEST_OUTPUT} from the remote"
+    )
     pulled = _dvc(worktree, "pull", "--quiet", INGEST_OUTPUT)
     if pulled.returncode != 0:
         raise PipelineInputError(

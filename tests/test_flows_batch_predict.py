@@ -158,6 +158,61 @@ def test_a_lost_manifest_is_rebuilt_from_the_partitions(prefect_harness, project
         )  # fmt: skip
 
 
+def test_tampered_output_state_is_set_aside_and_never_hides_or_loses_predictions(
+    prefect_harness, project, mnist, tmp_path
+):
+    """A manifest that is garbage, of the wrong shape or a link; a partition that cannot be
+    read or was planted; an uncommitted/ that is a link: each is moved aside (never deleted,
+    never followed), and every file in the inbox is still predicted."""
+    import pyarrow as pa
+
+    inbox, output = project / "data" / "inbox", project / "predictions" / "tampered"
+    add_digits(inbox, mnist.x_test[:6], 0)
+    run = {"root": str(project), "output": "predictions/tampered"}
+    first = batch_predict(**run)
+    committed = (output / first["partition"]).read_bytes()
+    manifest = output / "manifest.parquet"
+
+    # Garbage in the manifest: moved aside, rebuilt from the partition, which stays; the
+    # rebuilt records are `recovered`, so the inbox's files are predicted again, not hidden.
+    manifest.write_bytes(b"PAR1 not a parquet file")
+    second = batch_predict(**run)
+    assert second["files_predicted"] == 6
+    assert (output / "uncommitted" / "manifest.parquet").read_bytes() == b"PAR1 not a parquet file"
+    assert (output / first["partition"]).read_bytes() == committed
+    assert {r["recovered"] for r in read_manifest(output)} == {True, False}
+
+    # Valid Parquet of the wrong shape: the same.
+    pq.write_table(pa.table({"content_sha256": ["x"]}), manifest)
+    assert batch_predict(**run)["files_predicted"] == 6
+    assert len(list((output / "uncommitted").glob("manifest.parquet*"))) == 2
+
+    # The manifest gone, a planted partition claims every inbox file with its real hash, and
+    # another partition is not Parquet: the planted one does not hide the files, the broken
+    # one is moved aside.
+    table = pq.read_table(output / first["partition"])
+    planted = output / "part-20000101T000000000000Z.parquet"
+    pq.write_table(table, planted)
+    broken = output / "part-20000101T000000000001Z.parquet"
+    broken.write_bytes(b"garbage")
+    manifest.unlink()
+    assert batch_predict(**run)["files_predicted"] == 6
+    assert (output / "uncommitted" / broken.name).read_bytes() == b"garbage"
+    assert planted.is_file()  # kept: it may be the only copy of something
+
+    # uncommitted/ replaced by a link out of the project: nothing moves through it.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.move(output / "uncommitted", tmp_path / "kept-aside")
+    (output / "uncommitted").symlink_to(outside)
+    stray = output / "part-20000101T000000000002Z.parquet"
+    stray.write_bytes(committed)
+    batch_predict(**run)
+    assert list(outside.iterdir()) == []
+    [fresh] = output.glob("uncommitted-*")
+    assert (fresh / stray.name).read_bytes() == committed and not stray.exists()
+
+
 def test_planted_lock_files_are_neither_followed_nor_believed(
     prefect_harness, project, mnist, tmp_path
 ):

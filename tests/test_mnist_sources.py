@@ -126,18 +126,32 @@ def test_the_ingest_stage_trusts_only_the_committed_pickle_hash(tmp_path, mnist_
     identity = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
                 "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
 
-    def git(*arguments: str) -> None:
-        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True,
+    def git(*arguments: str, repo: Path = tmp_path) -> None:
+        subprocess.run(["git", *arguments], cwd=repo, check=True, capture_output=True,
                        env={**os.environ, **identity})  # fmt: skip
 
     def ingest() -> subprocess.CompletedProcess:
+        # As DVC runs it: in the project, the params file named relative to it.
         return subprocess.run(
-            [sys.executable, "-m", "stages.ingest", "--params", str(params), "--output",
+            [sys.executable, "-m", "stages.ingest", "--params", "params.yaml", "--output",
              str(tmp_path / "raw.npz")],
-            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         )  # fmt: skip
 
+    # Another repository whose commits vouch for the pickle: a params.yaml linked from it
+    # must not lend this project its trust.
+    other = tmp_path / "other"
+    other.mkdir()
+    git("init", "-q", repo=other)
+    (other / "params.yaml").write_text(f"data:\n  source: {source}\n  sha256: {digest}\n")
+    git("add", "params.yaml", repo=other)
+    git("commit", "-q", "-m", "trust", repo=other)
     git("init", "-q")
+    params.symlink_to(other / "params.yaml")
+    linked = ingest()
+    assert linked.returncode == 2 and "does not trust" in linked.stderr, linked.stderr
+    params.unlink()
     params.write_text(f"data:\n  source: {source}\n  sha256: null\n")
     git("add", "params.yaml")
     git("commit", "-q", "-m", "no pickle trusted")

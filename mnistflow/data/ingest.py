@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,14 +17,20 @@ from mnistflow.params import DataParams
 logger = logging.getLogger(__name__)
 
 
-def committed_data_sha256(params_file: Path) -> str | None:
-    """data.sha256 as the params file's last commit holds it (git HEAD), not as the working
-    copy says: an experiment, a deployment request or an uncommitted edit changes the working
-    copy only. None outside a git repository or where HEAD has no such value."""
-    params_file = Path(params_file).resolve()
+def committed_data_sha256(params_file: Path, project: Path | None = None) -> str | None:
+    """data.sha256 as the params file's last commit holds it (git HEAD of `project`, default
+    the working directory: the stage's project), not as the working copy says: an experiment,
+    a deployment request or an uncommitted edit changes the working copy only. The file is
+    looked up by its place in the project, never through links, so a params.yaml that is a
+    link into another repository cannot lend that repository's commits. None outside a git
+    repository, for a params file outside the project, or where HEAD has no such value."""
+    project = Path(project or Path.cwd()).absolute()
+    relative = Path(os.path.relpath(Path(params_file).absolute(), project))
+    if ".." in relative.parts:
+        return None
     shown = subprocess.run(
-        ["git", "show", f"HEAD:./{params_file.name}"],
-        cwd=params_file.parent,
+        ["git", "show", f"HEAD:./{relative.as_posix()}"],
+        cwd=project,
         capture_output=True,
         text=True,
         check=False,

@@ -5,9 +5,16 @@ changed file is. Each run writes its rows to a new Parquet partition, then recor
 manifest which files it predicted, when, by which model, into which partition; both writes are
 durable (fsynced, file and folder). The manifest is the commit point: a partition it does not
 list (a run killed before committing) is moved aside into uncommitted/ by the next run, whose
-work then covers those files again. Predictions are never deleted: a missing manifest is
-rebuilt from the partitions (their rows name file, content hash, model and time), because
-they may be the only copy of predictions whose files have left the inbox.
+work then covers those files again.
+
+The output folder's state is verified, not believed, and predictions are never deleted: a
+manifest that is missing, unreadable, a link, or not of the manifest's shape is moved aside
+and rebuilt from the partitions (their rows name file, content hash, model and time), because
+they may be the only copy of predictions whose files have left the inbox; a partition that
+cannot be read is moved aside too. A rebuilt record is kept but marked `recovered`: nothing
+vouches for a partition found lying in the folder, so it never stops a file in the inbox from
+being predicted (a planted partition cannot hide files). Links named like partitions are
+never read or moved, and nothing is moved through a link.
 
 A file predicted by an earlier model is not predicted again when a new model is released,
 unless asked (`repredict=True`): a new model never silently re-predicts the whole history.
@@ -15,9 +22,11 @@ unless asked (`repredict=True`): a new model never silently re-predicts the whol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +53,11 @@ MANIFEST_COLUMNS = (
     "predicted_at",
     "images",
     "error",
+    "recovered",
 )
+# Columns that hold a value in every record (the rest may be null).
+REQUIRED_COLUMNS = ("content_sha256", "source", "model_sha256", "partition", "predicted_at")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -76,18 +89,59 @@ def _manifest_schema():
             ("predicted_at", pa.string()),
             ("images", pa.int64()),
             ("error", pa.string()),
+            ("recovered", pa.bool_()),
         ]
     )
 
 
+def _is_regular_file(path: Path) -> bool:
+    """A plain file, not reached through a link."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _checked_records(table, schema) -> list[dict]:
+    """The manifest table's records, or ValueError naming what is not of the manifest's shape."""
+    for field in schema:
+        if field.name == "recovered" and field.name not in table.column_names:
+            continue  # manifests written before the column existed: nothing was recovered
+        if field.name not in table.column_names:
+            raise ValueError(f"no column {field.name!r}")
+        found = table.schema.field(field.name).type
+        if found != field.type:
+            raise ValueError(f"column {field.name!r} holds {found}; expected {field.type}")
+        if field.name in REQUIRED_COLUMNS and table.column(field.name).null_count:
+            raise ValueError(f"column {field.name!r} has empty cells")
+    records = table.select([f.name for f in schema if f.name in table.column_names]).to_pylist()
+    for number, record in enumerate(records):
+        if not SHA256_HEX.fullmatch(record["content_sha256"]):
+            raise ValueError(f"record {number}: content_sha256 is not a sha256")
+        if not PARTITION_NAME.fullmatch(record["partition"]):
+            raise ValueError(f"record {number}: partition {record['partition']!r} is not one")
+        record["recovered"] = bool(record.get("recovered"))
+    return records
+
+
 def read_manifest(folder: Path) -> list[dict]:
-    """The manifest's records, oldest first: empty for a new output folder, rebuilt from the
-    partitions where the manifest went missing."""
+    """The manifest's records, oldest first: empty for a new output folder; rebuilt from the
+    partitions where the manifest is missing or cannot be trusted (it is moved aside first)."""
     import pyarrow.parquet as pq
 
     path = Path(folder) / MANIFEST_FILE
-    if path.is_file():
-        return pq.read_table(path).to_pylist()
+    if _is_regular_file(path):
+        try:
+            return _checked_records(pq.read_table(path), _manifest_schema())
+        except Exception as error:  # noqa: BLE001 - any unreadable manifest is set aside
+            moved = set_aside(folder, MANIFEST_FILE)
+            logger.warning(
+                "%s cannot be trusted (%s); moved it to %s and rebuilding it from the "
+                "partitions", path, error, moved,
+            )  # fmt: skip
+    elif os.path.lexists(path):
+        moved = set_aside(folder, MANIFEST_FILE)
+        logger.warning("%s is not a plain file; moved it to %s", path, moved)
     partitions = committed_partition_files(folder)
     if not partitions:
         return []
@@ -96,30 +150,54 @@ def read_manifest(folder: Path) -> list[dict]:
         path,
         len(partitions),
     )
-    records = records_from_partitions(partitions)
+    records = records_from_partitions(folder, partitions)
     write_manifest(folder, records)
     return records
 
 
 def committed_partition_files(folder: Path) -> list[Path]:
-    return sorted(
-        path
-        for path in Path(folder).glob(f"{PARTITION_PREFIX}*.parquet")
-        if PARTITION_NAME.fullmatch(path.name)
-    )
+    """The partitions in the folder: plain files with the names this module writes (a link
+    with such a name is neither read nor moved)."""
+    found = []
+    for path in sorted(Path(folder).glob(f"{PARTITION_PREFIX}*.parquet")):
+        if not PARTITION_NAME.fullmatch(path.name):
+            continue
+        if _is_regular_file(path):
+            found.append(path)
+        else:
+            logger.warning("ignoring %s: named like a partition but not a plain file", path)
+    return found
 
 
-def records_from_partitions(partitions: list[Path]) -> list[dict]:
-    """Manifest records recovered from partitions' rows: per partition and file, its content
-    hash, model, time, images and errors (size and modification time are unknown: -1, so the
-    next run hashes those files again rather than trusting a name)."""
+PARTITION_COLUMNS = ("file", "content_sha256", "predicted_at", "model_sha256", "model_version",
+                     "error")  # fmt: skip
+
+
+def _partition_rows(partition: Path) -> list[dict]:
+    """A partition's rows (the columns a manifest is rebuilt from), or ValueError."""
     import pyarrow.parquet as pq
 
+    rows = pq.read_table(partition, columns=list(PARTITION_COLUMNS)).to_pylist()
+    for row in rows:
+        if not isinstance(row["file"], str) or not SHA256_HEX.fullmatch(str(row["content_sha256"])):
+            raise ValueError("a row without a file name or a content sha256")
+        if not isinstance(row["model_sha256"], str) or not isinstance(row["predicted_at"], str):
+            raise ValueError("a row without its model or time")
+    return rows
+
+
+def records_from_partitions(folder: Path, partitions: list[Path]) -> list[dict]:
+    """Manifest records recovered from partitions' rows: per partition and file, its content
+    hash, model, time, images and errors, marked `recovered` (size and modification time are
+    unknown: -1). A partition that cannot be read is moved aside, never deleted."""
     records: dict[tuple[str, str], dict] = {}
     for partition in partitions:
-        columns = ("file", "content_sha256", "predicted_at", "model_sha256", "model_version",
-                   "error")  # fmt: skip
-        rows = pq.read_table(partition, columns=list(columns)).to_pylist()
+        try:
+            rows = _partition_rows(partition)
+        except Exception as error:  # noqa: BLE001 - any unreadable partition is set aside
+            moved = set_aside(folder, partition.name)
+            logger.warning("%s cannot be read (%s); moved it to %s", partition, error, moved)
+            continue
         for row in rows:
             key = (partition.name, row["file"])
             record = records.setdefault(
@@ -135,6 +213,7 @@ def records_from_partitions(partitions: list[Path]) -> list[dict]:
                     "predicted_at": row["predicted_at"],
                     "images": 0,
                     "error": None,
+                    "recovered": True,
                 },
             )
             if row["error"] is None:
@@ -157,21 +236,53 @@ def write_manifest(folder: Path, records: list[dict]) -> None:
         pq.write_table(table, temporary)
 
 
+def _aside_folder(folder: Path) -> tuple[int, str]:
+    """A descriptor and the name of the folder things are moved aside into: uncommitted/,
+    made if needed and opened without following links; a fresh uncommitted-<time>/ where that
+    name is taken by anything but a folder (a planted link must not decide where predictions
+    go)."""
+    for name in (UNCOMMITTED_FOLDER, f"{UNCOMMITTED_FOLDER}-{partition_stamp(utc_now())}"):
+        aside = Path(folder) / name
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(aside, 0o755)
+        try:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(aside, flags), name
+        except OSError as error:
+            logger.warning("%s is not a folder (%s); not moving anything into it", aside, error)
+    raise RuntimeError(f"{folder}: cannot make a folder to move partitions aside into")
+
+
+def set_aside(folder: Path, name: str) -> str:
+    """Move `name` (in `folder`, not followed if it is a link) into the aside folder, under a
+    name no earlier move took; returns where it went, relative to `folder`."""
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    aside_fd, aside = _aside_folder(folder)
+    try:
+        target = name
+        existing = set(os.listdir(aside_fd))
+        if target in existing:
+            target = f"{name}.{partition_stamp(utc_now())}"
+        os.replace(name, target, src_dir_fd=folder_fd, dst_dir_fd=aside_fd)
+        os.fsync(aside_fd)
+        os.fsync(folder_fd)
+        return f"{aside}/{target}"
+    finally:
+        os.close(aside_fd)
+        os.close(folder_fd)
+
+
 def set_aside_uncommitted_partitions(folder: Path, records: list[dict]) -> list[str]:
     """Move partitions the manifest does not list (their run died before committing) into
     uncommitted/: the files they cover are predicted again, and nothing is deleted."""
     committed = {record["partition"] for record in records}
-    moved = []
-    for path in committed_partition_files(folder):
-        if path.name not in committed:
-            aside = Path(folder) / UNCOMMITTED_FOLDER
-            aside.mkdir(exist_ok=True)
-            os.replace(path, aside / path.name)
-            moved.append(path.name)
+    moved = [
+        set_aside(folder, path.name)
+        for path in committed_partition_files(folder)
+        if path.name not in committed
+    ]
     if moved:
-        logger.warning(
-            "moved partitions of a run that did not finish to %s/: %s", UNCOMMITTED_FOLDER, moved
-        )
+        logger.warning("moved partitions of a run that did not finish aside: %s", moved)
     return moved
 
 
@@ -197,7 +308,7 @@ def pending(files: list[InboxFile], records: list[dict], model_sha256: str, repr
     done = {
         record["content_sha256"]
         for record in records
-        if not repredict or record["model_sha256"] == model_sha256
+        if not record["recovered"] and (not repredict or record["model_sha256"] == model_sha256)
     }
     chosen, seen = [], set()
     for inbox_file in files:
@@ -208,8 +319,12 @@ def pending(files: list[InboxFile], records: list[dict], model_sha256: str, repr
     return chosen
 
 
+def partition_stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%S%fZ")
+
+
 def partition_name(now: datetime) -> str:
-    return f"{PARTITION_PREFIX}{now.strftime('%Y%m%dT%H%M%S%fZ')}.parquet"
+    return f"{PARTITION_PREFIX}{partition_stamp(now)}.parquet"
 
 
 def utc_now() -> datetime:
@@ -245,6 +360,7 @@ def new_records(
             "predicted_at": predicted_at,
             "images": images_per_file.get(inbox_file.name, 0),
             "error": errors.get(inbox_file.name),
+            "recovered": False,
         }
         for inbox_file in files
     ]
