@@ -17,6 +17,7 @@ from prefect.states import Completed
 
 from mnistflow import dvc_runs, records, registry
 from mnistflow.deployment_requests import checked_request
+from mnistflow.params import load_params
 from mnistflow.project import find_project_root, stage_names
 from mnistflow.publishing import publishing
 from mnistflow.reporting.summary import record_line
@@ -186,11 +187,13 @@ def nightly(
     worker's project, waits the default time for the workspace, and publishes only where that
     clone is set to (never because a caller asked; a caller's experiment is never published).
     """
-    request = checked_request(overrides, experiment_name)
+    project = find_project_root()
+    request = checked_request(overrides, experiment_name, load_params(project / "params.yaml"))
     # A caller's experiment stays in the worker's clone: only the scheduled pipeline itself
     # publishes, where the clone is set to.
     return training_pipeline(
         overrides=request.overrides or None,
+        root=str(project),
         experiment_name=request.experiment_name,
         publish=False if request.overrides else None,
     )

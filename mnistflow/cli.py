@@ -511,6 +511,7 @@ def predict(
             options=SessionOptions(threads, optimization, device),
             params=_resolved_bounds(params_file) if params_file else None,
             progress=progress,
+            expected_sha256=served.sha256,
             model_version=version,
         )
     for line in summary.lines():

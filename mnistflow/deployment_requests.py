@@ -8,7 +8,9 @@ may change what is read, deserialised or executed:
   the same caller as the pickle proves nothing), no `validate.*`, `compute.*`, `export.*`
   (the data checks, the kernels and the release gates are the project's, in git);
 - no paths and no project root: the worker's own clone is the project;
-- numbers bounded, so a request cannot occupy the worker for days or exhaust memory;
+- numbers bounded, so a request cannot occupy the worker for days or exhaust memory: each
+  key has a range, and together they may ask for at most MAX_TRAINING_STEPS optimiser steps
+  (epochs × batches per epoch, the committed params filling in what the request leaves);
 - an experiment name from a plain alphabet (it becomes a git ref).
 
 Anything else is refused with a message naming the key and what is allowed. A pydantic model
@@ -17,13 +19,22 @@ rather than hand-written checks: the same strict, key-named errors as params.yam
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mnistflow.errors import PipelineInputError
-from mnistflow.params import ModelName
+from mnistflow.params import ModelName, Params
+
+# The most optimiser steps a request may ask for: 4× the committed recipe (12 epochs of
+# 1,688 batches = 20,256 steps, about 9 minutes of the CNN on the 2-core CI host), so about
+# 40 minutes there. Each key's own range alone would allow 100 epochs at batch 8: 675,000
+# steps, days of the worker.
+MAX_TRAINING_STEPS = 81_000
+# The images an epoch covers when the request and params cap nothing: MNIST's training split.
+MNIST_TRAIN_IMAGES = 60_000
 
 # The override keys a deployment run accepts, as dotted params.yaml keys, with their bounds.
 # Extending it is a code change, reviewed like one.
@@ -76,9 +87,23 @@ def allowed_keys() -> list[str]:
     ]
 
 
-def checked_request(overrides: Any, experiment_name: Any) -> DeploymentRequest:
+def training_steps(nested: dict[str, dict[str, Any]], committed: Params) -> int:
+    """Optimiser steps the request asks for, the committed params filling in the rest."""
+    train, prepare = nested.get("train", {}), nested.get("prepare", {})
+    epochs = train.get("epochs", committed.train.epochs)
+    batch_size = train.get("batch_size", committed.train.batch_size)
+    images = prepare.get("max_train_images", committed.prepare.max_train_images)
+    images = min(images or MNIST_TRAIN_IMAGES, MNIST_TRAIN_IMAGES)
+    fitted = math.ceil(images * (1 - committed.prepare.validation_fraction))
+    return epochs * math.ceil(fitted / batch_size)
+
+
+def checked_request(
+    overrides: Any, experiment_name: Any, committed: Params | None = None
+) -> DeploymentRequest:
     """The request's overrides as flat `section.key` params, or a PipelineInputError that says
-    which key is refused and what is allowed."""
+    which key is refused and what is allowed. With the project's `committed` params, the
+    request's whole training run is bounded too (MAX_TRAINING_STEPS)."""
     if overrides is None:
         overrides = {}
     if not isinstance(overrides, dict):
@@ -106,6 +131,14 @@ def checked_request(overrides: Any, experiment_name: Any) -> DeploymentRequest:
                 problems.append(f"{key}: not one of the keys a deployment run may override")
             else:
                 problems.append(f"{key}: {item['msg']}, found {item.get('input')!r}")
+    if not problems and committed is not None:
+        steps = training_steps(nested, committed)
+        if steps > MAX_TRAINING_STEPS:
+            problems.append(
+                f"train.epochs × batches per epoch: {steps:,} optimiser steps; a deployment "
+                f"run may ask for at most {MAX_TRAINING_STEPS:,} (fewer epochs, a larger "
+                "train.batch_size or a smaller prepare.max_train_images)"
+            )
     try:
         _Name.model_validate({"experiment_name": experiment_name})
     except ValidationError:

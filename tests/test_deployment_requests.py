@@ -59,3 +59,21 @@ def test_the_allowed_keys_hold_nothing_that_reads_or_runs():
     keys = allowed_keys()
     assert "train.epochs" in keys and "model.name" in keys
     assert not [key for key in keys if key.split(".")[0] in ("data", "compute", "export")]
+
+
+def test_a_request_is_bounded_in_optimiser_steps_not_only_key_by_key():
+    from mnistflow.deployment_requests import MAX_TRAINING_STEPS, training_steps
+    from mnistflow.params import load_params
+    from tests.project_root import PROJECT_ROOT
+
+    committed = load_params(PROJECT_ROOT / "params.yaml")
+    # The committed recipe passes untouched; each key within its own range, together days.
+    assert training_steps({}, committed) <= MAX_TRAINING_STEPS
+    checked_request({}, None, committed)
+    checked_request({"train.epochs": 40, "train.batch_size": 128}, None, committed)
+    hours = {"train.epochs": 100, "train.batch_size": 8}
+    with pytest.raises(PipelineInputError, match="optimiser steps") as caught:
+        checked_request(hours, None, committed)
+    assert "675,000" in str(caught.value)
+    # A smaller training split makes the same epochs affordable.
+    checked_request({**hours, "prepare.max_train_images": 1000}, None, committed)

@@ -154,10 +154,23 @@ def test_precision_choice_follows_what_was_released(fp32_bytes, int8_bytes, tmp_
     assert "no VNNI or AMX" in choose_precision(fp32_path, "auto", "cpu", frozenset()).why
     assert choose_precision(fp32_path, "auto", "cuda", VNNI).precision == "fp32"
     assert choose_precision(fp32_path, "int8", "cpu", frozenset()).path == int8_path
-    # The int8 file itself, given: served as int8, never passed off as float32.
-    assert choose_precision(int8_path, "auto").precision == "int8"
+    # The int8 file itself, given: served as int8, never passed off as float32, and pinned to
+    # the hash export recorded (a swap before the session loads it is refused).
+    given = choose_precision(int8_path, "auto")
+    assert given.precision == "int8" and given.sha256 == hashlib.sha256(int8_bytes).hexdigest()
+    assert chosen.sha256 == given.sha256
     with pytest.raises(PipelineInputError, match="is an int8 model"):
         choose_precision(int8_path, "fp32")
+    # Given directly but not released beside its float32 model (a copy elsewhere, or through
+    # a link into this project): refused, not served on its own metadata's word.
+    (tmp_path / "elsewhere" / "models").mkdir(parents=True)
+    alone = tmp_path / "elsewhere" / "models" / "model.int8.onnx"
+    alone.write_bytes(int8_bytes)
+    with pytest.raises(PipelineInputError, match="served only as export released"):
+        choose_precision(alone, "auto")
+    (tmp_path / "elsewhere" / "models" / "model.onnx").symlink_to(fp32_path)
+    with pytest.raises(PipelineInputError, match="no export report"):
+        choose_precision(alone, "int8")
     # An int8 file whose own metadata claims the pair, but not the one export recorded.
     record_pair(tmp_path, fp32_bytes, int8_bytes + b"\x00")
     assert "not the pair" in choose_precision(fp32_path, "auto", "cpu", VNNI).why

@@ -215,6 +215,13 @@ def int8_path_for(fp32_path: Path) -> Path:
     return fp32_path.with_name(f"{fp32_path.stem}.int8{fp32_path.suffix}")
 
 
+def fp32_path_for(int8_path: Path) -> Path:
+    """The float32 model an int8 file pairs with: models/model.int8.onnx -> models/model.onnx."""
+    int8_path = Path(int8_path)
+    stem = int8_path.stem.removesuffix(".int8")
+    return int8_path.with_name(f"{stem}{int8_path.suffix}")
+
+
 def gated_int8(
     fp32_bytes: bytes, raw, params: Int8Params, fp32_verdict: Verdict
 ) -> tuple[bytes | None, Int8Report | None, Verdict]:
@@ -249,6 +256,9 @@ class ServedPrecision:
     path: Path
     precision: Literal["int8", "fp32"]
     why: str
+    # The sha256 the served bytes must have (an int8 model: the one export recorded), so a file
+    # swapped between this choice and the session's load is refused, not served.
+    sha256: str | None = None
 
 
 def choose_precision(
@@ -271,7 +281,18 @@ def choose_precision(
             raise PipelineInputError(
                 f"--precision fp32: {model_path} is an int8 model; give the float32 file"
             )
-        return ServedPrecision(model_path, "int8", "the file given is int8")
+        # Given directly, an int8 file is still served only as half of the pair export
+        # released, never on its own metadata's word.
+        fp32_path = fp32_path_for(model_path)
+        problem = int8_problem(fp32_path, model_path)
+        if problem is not None:
+            raise PipelineInputError(
+                f"{model_path} is an int8 model, served only as export released it beside "
+                f"{fp32_path.name}: {problem}"
+            )
+        return ServedPrecision(
+            model_path, "int8", "the file given is int8", released_int8_sha256(fp32_path)
+        )
     if precision == "fp32":
         return ServedPrecision(model_path, "fp32", "asked for")
     int8_path = int8_path_for(model_path)
@@ -280,7 +301,7 @@ def choose_precision(
         problem = _int8_hardware_problem(device, cpu_flags)
     if problem is None:
         why = "asked for" if precision == "int8" else "the fastest released (auto)"
-        return ServedPrecision(int8_path, "int8", why)
+        return ServedPrecision(int8_path, "int8", why, released_int8_sha256(model_path))
     if precision == "int8":
         raise PipelineInputError(f"--precision int8: {problem}; use --precision fp32")
     return ServedPrecision(model_path, "fp32", f"auto: {problem}")
@@ -331,8 +352,16 @@ def int8_problem(fp32_path: Path, int8_path: Path) -> str | None:
 
 
 def export_report_for(fp32_path: Path) -> Path:
-    """The export report of the project a models/model.onnx belongs to."""
-    return Path(fp32_path).resolve().parent.parent / EXPORT_REPORT
+    """The export report of the project a models/model.onnx belongs to: found by where the
+    path says the model is, not through links (a link to another project's model must not
+    borrow that project's report)."""
+    return Path(fp32_path).absolute().parent.parent / EXPORT_REPORT
+
+
+def released_int8_sha256(fp32_path: Path) -> str | None:
+    """The int8 sha256 the export report records as released beside `fp32_path`."""
+    recorded = _recorded_pair(export_report_for(fp32_path))
+    return recorded[1] if recorded else None
 
 
 def _recorded_pair(report: Path) -> tuple[str, str] | None:
