@@ -60,12 +60,12 @@ def shard_inputs(files: list, shards: int) -> list[list]:
 
 
 @task(task_run_name="shard-{index}")
-def predict_shard(
+def predict_shard(  # `files`: inbox_records.path_as_parameter of each file
     index: int, files: list[str], model: str, model_sha256: str, model_version: str | None,
     part: str, top_k: int, chunk_size: int,
 ) -> dict[str, Any]:  # fmt: skip
     summary = predict_files(
-        [Path(name) for name in files],
+        [inbox_records.parameter_as_path(name) for name in files],
         Path(model),
         Path(part),
         top_k=top_k,
@@ -249,7 +249,10 @@ def batch_predict(
             if not todo:
                 logger.info("inbox %s: %d file(s), none new; nothing to predict", inbox, len(files))
                 return summary
-            groups = [[str(f.path) for f in group] for group in shard_inputs(todo, shards)]
+            groups = [
+                [inbox_records.path_as_parameter(f.path) for f in group]
+                for group in shard_inputs(todo, shards)
+            ]
             parts = [str(Path(scratch) / f"part-{i:04d}.parquet") for i in range(len(groups))]
             runner = _task_runner(dask, dask_workers, dask_address)
             shard_flow = (

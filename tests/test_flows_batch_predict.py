@@ -271,3 +271,33 @@ def test_parameters_are_confined_and_the_model_verified(
     with pytest.raises(PipelineInputError, match="recorded by the export stage"):
         batch_predict(root=str(project), output="predictions/verified")
     assert not (project / "predictions" / "verified" / "manifest.parquet").exists()
+
+
+def test_the_inbox_flow_delivers_good_files_beside_mutants_run_after_run(
+    prefect_harness, project, mnist_slice
+):
+    """The fuzz test's mutated files, a name that is not UTF-8 and a name holding a formula,
+    through the real flow on threads: each run predicts the good files, quarantines the rest
+    with a reason, and the next run neither fails nor predicts them again."""
+    from tests.test_fuzz_inputs import SUFFIXES, mutate, templates
+
+    rng = np.random.default_rng(7)
+    inbox, output = project / "data" / "inbox", project / "predictions" / "fuzz"
+    kinds = templates(mnist_slice.x_test)
+    for index in range(40):
+        source = list(kinds)[index % len(kinds)]
+        suffix = SUFFIXES[int(rng.integers(0, len(SUFFIXES)))] if index % 3 == 0 else source
+        (inbox / f"mutant-{index:03d}{suffix}").write_bytes(mutate(kinds[source], rng))
+    Image.fromarray(mnist_slice.x_test[20]).save(os.fsdecode(bytes(inbox) + b"/good-\xff.png"))
+    Image.fromarray(mnist_slice.x_test[21]).save(inbox / "=HYPERLINK(1).png")
+    run = {"root": str(project), "output": "predictions/fuzz", "shards": 3}
+    first = batch_predict(**run)
+    assert first["files_predicted"] == 42
+    rows = pq.read_table(output / first["partition"]).to_pylist()
+    good = {row["file"]: row for row in rows if row["file"].startswith(("good-", "=HYPER"))}
+    assert set(good) == {"good-\\xff.png", "=HYPERLINK(1).png"}
+    assert all(row["error"] is None and row["predicted"] is not None for row in good.values())
+    failed = [row for row in rows if row["error"] is not None]
+    assert failed and all(row["file"].split("[")[0] in row["error"] for row in failed)
+    second = batch_predict(**run)
+    assert second["files_predicted"] == 0 and second["files_seen"] == 42

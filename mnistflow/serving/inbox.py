@@ -30,6 +30,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from mnistflow.durable import durable_file
 from mnistflow.hashing import sha256_of_file
@@ -317,6 +318,17 @@ def pending(files: list[InboxFile], records: list[dict], model_sha256: str, repr
         seen.add(inbox_file.content_sha256)
         chosen.append(inbox_file)
     return chosen
+
+
+def path_as_parameter(path: Path) -> str:
+    """A path as text any orchestrator can serialise, whatever its bytes: percent-encoded
+    (a name that is not valid UTF-8 cannot travel as JSON text), so plain names stay
+    readable in the Prefect UI and `parameter_as_path` gives back the very bytes."""
+    return quote_from_bytes(os.fsencode(path), safe="/")
+
+
+def parameter_as_path(text: str) -> Path:
+    return Path(os.fsdecode(unquote_to_bytes(text)))
 
 
 def partition_stamp(now: datetime) -> str:
