@@ -139,7 +139,8 @@ def test_prefect_cli_deploys_to_a_work_pool_and_a_worker_runs_it(
         Image.fromarray(mnist_slice.x_test[index]).save(inbox / f"digit-{index:02d}.png")
     env = {**prefect_server, "MNISTFLOW_ROOT": str(workspace)}
 
-    prefect("work-pool", "create", "mnistflow", "--type", "process", cwd=workspace, env=env)
+    prefect("work-pool", "create", "mnistflow", "--type", "process", "--base-job-template",
+            "prefect-work-pool.json", cwd=workspace, env=env)  # fmt: skip
     deployed = prefect("--no-prompt", "deploy", "--all", cwd=workspace, env=env)
     assert "nightly-pipeline/nightly" in deployed and "inbox-predictions/inbox" in deployed
     listed = prefect("deployment", "ls", cwd=workspace, env=env)
@@ -147,6 +148,15 @@ def test_prefect_cli_deploys_to_a_work_pool_and_a_worker_runs_it(
     prefect("flow-run", "ls", cwd=workspace, env=env)
 
     prefect("deployment", "run", "inbox-predictions/inbox", cwd=workspace, env=env)
+    # The pool's template takes no job variables: a caller cannot choose the command the
+    # worker runs, nor its environment or folder.
+    planted = tmp_path / "ran-the-callers-command"
+    for variable in (f"command=touch {planted}", 'env={"PYTHONSTARTUP": "/tmp/x.py"}',
+                     "working_dir=/"):  # fmt: skip
+        refused = "(?s)deployment run.*Validation failed. Failure reason: Additional"
+        with pytest.raises(AssertionError, match=refused):
+            prefect("deployment", "run", "inbox-predictions/inbox", "--job-variable", variable,
+                    cwd=workspace, env=env)  # fmt: skip
     # A caller may choose nothing but repredict: any other parameter is refused by the server.
     with pytest.raises(AssertionError, match="prefect deployment run"):
         prefect("deployment", "run", "inbox-predictions/inbox", "--param", "model=/etc/passwd",
@@ -158,6 +168,7 @@ def test_prefect_cli_deploys_to_a_work_pool_and_a_worker_runs_it(
     prefect("deployment", "run", "nightly-pipeline/nightly", "--params",
             json.dumps({"overrides": json.loads(request)}), cwd=workspace, env=env)  # fmt: skip
     prefect("worker", "start", "--pool", "mnistflow", "--run-once", cwd=workspace, env=env)
+    assert not planted.exists()
     refused = flow_runs(prefect_server["PREFECT_API_URL"], "nightly-pipeline")
     assert [run["state_type"] for run in refused] == ["FAILED"], refused
     assert "deployment parameters refused" in refused[0]["state"]["message"]
