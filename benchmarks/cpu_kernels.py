@@ -135,7 +135,7 @@ def main() -> None:
             }
         )
     cpu = platform.processor() or platform.machine()
-    from mnistflow.cpu_features import cpu_model
+    from mnistflow.compute.cpu_features import cpu_model
 
     header = (
         f"# CPU kernels: speed and bytes\n\n{cpu_model()} ({cpu}), {os.cpu_count()} cores; "

@@ -57,15 +57,15 @@ def parts() -> dict[str, float]:
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     timed("import great_expectations", lambda: __import__("great_expectations"))
-    from mnistflow.data.bounds import resolve_bounds
-    from mnistflow.data.checks import gx_dataset_checks
-    from mnistflow.data.content_checks import drift_checks, duplicate_checks
-    from mnistflow.data.label_quality import assess_labels
-    from mnistflow.data.near_duplicates import perceptual_hashes
-    from mnistflow.data.profile import build_profile
-    from mnistflow.data.reference import load_reference
     from mnistflow.data.sources import read_npz_arrays
     from mnistflow.params import ValidateParams
+    from mnistflow.reference.folder import load_reference
+    from mnistflow.reference.label_quality import assess_labels
+    from mnistflow.reference.near_duplicates import perceptual_hashes
+    from mnistflow.reference.profile import build_profile
+    from mnistflow.validation.bounds import resolve_bounds
+    from mnistflow.validation.checks import gx_dataset_checks
+    from mnistflow.validation.content_checks import drift_checks, duplicate_checks
 
     arrays = timed("read mnist.npz", lambda: read_npz_arrays(RAW))
     reference = timed("load the reference", lambda: load_reference(REFERENCE))
@@ -100,8 +100,8 @@ def _halves(arrays):
 def calibration(arrays) -> dict[str, dict[str, float]]:
     """Largest distance per measure over splits and classes: MNIST's second half against a
     profile of its first half, clean and corrupted."""
-    from mnistflow.data.drift import MEASURES, profile_distances
-    from mnistflow.data.profile import build_profile
+    from mnistflow.reference.drift import MEASURES, profile_distances
+    from mnistflow.reference.profile import build_profile
 
     first, second = _halves(arrays)
     accepted = build_profile(first)
@@ -138,7 +138,7 @@ def calibration(arrays) -> dict[str, dict[str, float]]:
 def hash_separation(arrays) -> dict[str, object]:
     from PIL import Image
 
-    from mnistflow.data.near_duplicates import hamming_distances, perceptual_hashes
+    from mnistflow.reference.near_duplicates import hamming_distances, perceptual_hashes
 
     test, train = arrays["x_test"][:2000], arrays["x_train"]
     test_hashes, train_hashes = perceptual_hashes(test), perceptual_hashes(train)

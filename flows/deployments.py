@@ -2,7 +2,7 @@
 
 Schedules never run on Prefect's temporary server, so without PREFECT_API_URL `serve`
 starts `prefect server start` on the project's Prefect home (SQLite under .prefect/), records
-it there for other commands to use (mnistflow.prefect_home), and stops it on exit.
+it there for other commands to use (mnistflow.orchestration.prefect_home), and stops it on exit.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from mnistflow.prefect_home import prefect_home, recorded_server, server_is_healthy
+from mnistflow.orchestration.prefect_home import prefect_home, recorded_server, server_is_healthy
 
 
 def deployment_specs(root: Path) -> list[dict[str, Any]]:

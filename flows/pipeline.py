@@ -15,13 +15,18 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 
-from mnistflow import dvc_runs, records, registry
-from mnistflow.deployment_requests import checked_request
+from mnistflow.orchestration import dvc_runs
+from mnistflow.orchestration.deployment_requests import checked_request
+from mnistflow.orchestration.project import find_project_root, stage_names
+from mnistflow.orchestration.writer_lock import (
+    DEFAULT_WAIT_SECONDS,
+    describe_holder,
+    exclusive_writer,
+)
 from mnistflow.params import load_params
-from mnistflow.project import find_project_root, stage_names
-from mnistflow.publishing import publishing
+from mnistflow.release import records, registry
+from mnistflow.release.publishing import publishing
 from mnistflow.reporting.summary import record_line
-from mnistflow.writer_lock import DEFAULT_WAIT_SECONDS, describe_holder, exclusive_writer
 
 
 def _retry_when_transient(task, task_run, state) -> bool:
@@ -137,7 +142,7 @@ def training_pipeline(
     writes to a workspace at a time: another waits up to `wait_seconds` for it, then fails
     naming it. A killed run releases the workspace at once, and its processes are stopped.
     The run is recorded locally; it is pushed and its model registered only when `publish`
-    (None: as the clone is set, mnistflow/publishing.py). This flow trusts its caller (the
+    (None: as the clone is set, mnistflow/release/publishing.py). This flow trusts its caller (the
     CLI); deployments run `nightly`, which checks what an API caller may ask.
     """
     # DVC prints its own messages; stop them reaching Prefect's handlers a second time.
@@ -182,10 +187,10 @@ def nightly(
 ) -> dict[str, Any]:
     """The deployed pipeline: what anyone who can reach the Prefect API may start.
 
-    Its parameters are an untrusted request (mnistflow/deployment_requests.py): only a few
-    training keys within bounds, never the data, hashes, paths, kernels or code. It runs in the
-    worker's project, waits the default time for the workspace, and publishes only where that
-    clone is set to (never because a caller asked; a caller's experiment is never published).
+    Its parameters are an untrusted request (mnistflow/orchestration/deployment_requests.py): only a
+    few training keys within bounds, never the data, hashes, paths, kernels or code. It runs in the
+    worker's project, waits the default time for the workspace, and publishes only where that clone
+    is set to (never because a caller asked; a caller's experiment is never published).
     """
     project = find_project_root()
     request = checked_request(overrides, experiment_name, load_params(project / "params.yaml"))

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from mnistflow.errors import PipelineInputError
-from mnistflow.writer_lock import DEFAULT_WAIT_SECONDS
+from mnistflow.orchestration.writer_lock import DEFAULT_WAIT_SECONDS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -32,7 +32,7 @@ def reported_input_errors() -> Iterator[None]:
 
 
 def _project_root() -> Path:
-    from mnistflow.project import find_project_root
+    from mnistflow.orchestration.project import find_project_root
 
     with reported_input_errors():
         return find_project_root()
@@ -50,9 +50,9 @@ def _validate_params(params_file: Path | None):
     """(the `validate` section, the accepted reference or None): of --params and the reference
     beside it, else of the project around the working directory, else neither (MNIST's
     built-in bounds then apply), so predict and validate work from any directory."""
-    from mnistflow.data.reference import REFERENCE_DIR, load_reference
+    from mnistflow.orchestration.project import find_project_root
     from mnistflow.params import ValidateParams, load_validate_params
-    from mnistflow.project import find_project_root
+    from mnistflow.reference.folder import REFERENCE_DIR, load_reference
 
     if params_file is None:
         try:
@@ -68,8 +68,8 @@ def _orchestrated_project() -> Path:
     """The project root, with this process set up to orchestrate it: the project's Prefect
     home (and its server when one is up), and a guardian that stops every process this one
     starts when it ends, however it ends. Call before anything imports Prefect."""
-    from mnistflow.prefect_home import use_project_prefect
-    from mnistflow.process_guard import guard_children
+    from mnistflow.orchestration.prefect_home import use_project_prefect
+    from mnistflow.orchestration.process_guard import guard_children
 
     root = _project_root()
     use_project_prefect(root)
@@ -126,7 +126,7 @@ def run(
     With --set or --preset it runs as a DVC experiment (`dvc exp run --temp`): compare with
     `dvc exp show`, keep one with `dvc exp apply`.
     """
-    from mnistflow.presets import PRESETS_FILE, preset_overrides
+    from mnistflow.training.presets import PRESETS_FILE, preset_overrides
 
     root = _orchestrated_project()
     overrides: dict[str, object] = {}
@@ -172,9 +172,9 @@ def baseline(
     A deliberate step, like a release: export re-runs (the baseline is one of its declared
     inputs) and from then on refuses models more than export.max_accuracy_drop below it.
     """
-    from mnistflow.dvc_runs import changed_stages
+    from mnistflow.orchestration.dvc_runs import changed_stages
     from mnistflow.params import load_params
-    from mnistflow.serving.gates import Baseline, read_accuracy
+    from mnistflow.release.gates import Baseline, read_accuracy
 
     root = _project_root()
     # The model family comes from params.yaml: only sound while the metrics are current.
@@ -196,7 +196,7 @@ def baseline(
 @app.command()
 def presets() -> None:
     """List the tutorial presets (presets.yaml) and the `dvc exp run` each stands for."""
-    from mnistflow.presets import PRESETS_FILE, load_presets
+    from mnistflow.training.presets import PRESETS_FILE, load_presets
 
     with reported_input_errors():
         known = load_presets(_project_root() / PRESETS_FILE)
@@ -237,8 +237,8 @@ def validate(
 ) -> None:
     """Check a prediction batch: each image against the bounds (shape, scale, ink, blanks), and
     the batch against the project's reference profile for drift (from 500 images)."""
-    from mnistflow.data.validation import validate_batch
     from mnistflow.serving.inputs import read_inputs
+    from mnistflow.validation.dataset import validate_batch
 
     with reported_input_errors():
         params, reference = _validate_params(params_file)
@@ -275,7 +275,7 @@ def validate(
 
 def _resolved_bounds(params_file: Path):
     """--params' `validate` bounds, null ones inferred from the reference beside it."""
-    from mnistflow.data.bounds import resolve_bounds
+    from mnistflow.validation.bounds import resolve_bounds
 
     params, reference = _validate_params(params_file)
     return resolve_bounds(params, reference.profile if reference else None)[0]
@@ -287,7 +287,7 @@ def _model_file(model: str) -> Iterator[tuple[Path, str | None]]:
     from the project's DVC cache or remote into a temporary folder for the block."""
     import tempfile
 
-    from mnistflow.registry import ARTIFACT, SERVED, fetch_to_temporary, served_model
+    from mnistflow.release.registry import ARTIFACT, SERVED, fetch_to_temporary, served_model
 
     if model == SERVED:
         root = _project_root()
@@ -321,8 +321,8 @@ def reference_accept(
 
     Profiles it, takes or fits a label model, writes reference/ and records it in
     reference.dvc; then run `dvc repro`."""
-    from mnistflow.acceptance import accept_reference
     from mnistflow.params import load_params
+    from mnistflow.reference.acceptance import accept_reference
 
     if label_model not in ("auto", "released", "cross-validated"):
         typer.echo(
@@ -330,7 +330,7 @@ def reference_accept(
             err=True,
         )
         raise typer.Exit(2)
-    from mnistflow.stderr_filter import filter_stderr, noise_patterns
+    from mnistflow.orchestration.stderr_filter import filter_stderr, noise_patterns
 
     # Fitting the MLPs loads TensorFlow: its start-up lines (oneDNN, CUDA probing without a
     # GPU) are dropped as in the stages, and its tf.data attribute notices by the log level;
@@ -351,7 +351,7 @@ def reference_accept(
 @reference_app.command("show")
 def reference_show() -> None:
     """Which data the reference was accepted from, and what it holds."""
-    from mnistflow.data.reference import REFERENCE_DIR, load_reference
+    from mnistflow.reference.folder import REFERENCE_DIR, load_reference
 
     root = _project_root()
     with reported_input_errors():
@@ -390,9 +390,9 @@ def promote(
     Promoting to prod also makes that version's test metrics the quality gate's baseline
     (release/baseline.json, a declared input of export): commit it.
     """
-    from mnistflow.registry import ARTIFACT, BASELINE
-    from mnistflow.registry import promote as assign_stage
-    from mnistflow.writer_lock import exclusive_writer
+    from mnistflow.orchestration.writer_lock import exclusive_writer
+    from mnistflow.release.registry import ARTIFACT, BASELINE
+    from mnistflow.release.registry import promote as assign_stage
 
     root = _project_root()
     # The baseline is an input of export: never rewrite it under a running pipeline.
@@ -422,9 +422,9 @@ def verify(
     recorded one and the metric deltas; and both sides' compute fingerprints. Exit code 0 only
     when every output is identical, 1 when one differs, 2 when it cannot replay.
     """
-    from mnistflow.stderr_filter import filter_stderr, noise_patterns
-    from mnistflow.verification import describe
-    from mnistflow.verification import verify as replay_and_compare
+    from mnistflow.orchestration.stderr_filter import filter_stderr, noise_patterns
+    from mnistflow.release.verification import describe
+    from mnistflow.release.verification import verify as replay_and_compare
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     filter_stderr(noise_patterns())
@@ -492,9 +492,9 @@ def predict(
     Inputs that cannot be read or trusted are skipped, each with a row whose `error` column
     says why; the rest is delivered (exit code 1 then; 2 for usage errors, before any work).
     """
-    from mnistflow.cpu_features import detect_cpu_flags
+    from mnistflow.compute.cpu_features import detect_cpu_flags
+    from mnistflow.serving.precision import choose_precision
     from mnistflow.serving.predict import SessionOptions, predict_files
-    from mnistflow.serving.quantization import choose_precision
 
     if precision not in ("auto", "int8", "fp32"):
         typer.echo(f"error: --precision {precision}: expected auto, int8 or fp32", err=True)

@@ -16,3 +16,7 @@ OUTPUT_NAME = "probabilities"
 # ONNX metadata key of a model the export gates refused that was written only because no model
 # existed yet (stages/export.py); serving refuses a model carrying it.
 REFUSED_KEY = "gates_refused"
+# ONNX metadata keys of the int8 model: its precision, and the sha256 of the float32 model it
+# was quantized from (mnistflow.release.quantization writes them, serving reads them).
+PRECISION_KEY = "precision"
+QUANTIZED_FROM_KEY = "quantized_from_sha256"

@@ -32,7 +32,7 @@ Toggle = bool | Literal["auto"]
 # differently on AMX than on AVX-512 BF16 hosts, so it is asked for, never picked by the host;
 # mnistflow/training/device.py).
 MixedPrecision = bool | Literal["auto", "bf16", "fp16"]
-# oneDNN's ISA cap for TensorFlow on CPUs (mnistflow/compute.py); native: no cap.
+# oneDNN's ISA cap for TensorFlow on CPUs (mnistflow/compute/fingerprint.py); native: no cap.
 CpuIsa = Literal["avx2", "avx512_core", "native"]
 NormalizationKind = Literal["scale", "standardize"]
 
@@ -53,7 +53,7 @@ class DataParams(Section):
 
 class DriftThresholds(Section):
     """Largest distance allowed between the data's profile and the reference's, per scope (a
-    split or one class of it); see mnistflow/data/drift.py. The defaults sit above what
+    split or one class of it); see mnistflow/reference/drift.py. The defaults sit above what
     clean MNIST shows between its own halves (writers differ: 0.05, 0.36, 0.39, 0.10 and
     0.10 px at worst, per class) and below what a transposed, rotated, mirrored, faded,
     contrast-shifted or offset copy shows (benchmarks/results/validate_speed.md)."""
@@ -85,7 +85,7 @@ class DuplicateChecks(Section):
 
 class ValidateParams(Section):
     """Bounds of the data checks. null: inferred from the accepted reference profile
-    (mnistflow/data/bounds.py; MNIST's own built-in values where there is no reference);
+    (mnistflow/validation/bounds.py; MNIST's own built-in values where there is no reference);
     a number here overrides the inferred one."""
 
     # Split sizes are minimums (a grown dataset is a new version); a split may fall below its
@@ -118,7 +118,9 @@ class ValidateParams(Section):
         """The fewest images split "train" or "test" may hold (bounds resolved first)."""
         size = self.train_size if split == "train" else self.test_size
         if size is None:
-            raise ValueError(f"validate.{split}_size is not resolved; see mnistflow.data.bounds")
+            raise ValueError(
+                f"validate.{split}_size is not resolved; see mnistflow.validation.bounds"
+            )
         return math.ceil(size * (1.0 - self.max_size_shrink))
 
     @model_validator(mode="after")
@@ -265,7 +267,8 @@ class TrainParams(Section):
 
 
 class ComputeParams(Section):
-    """How the numbers are computed where the host could choose (mnistflow/compute.py)."""
+    """How the numbers are computed where the host could choose
+    (mnistflow/compute/fingerprint.py)."""
 
     # Which oneDNN kernels TensorFlow may dispatch to on a CPU: they round differently, so
     # this is an input like any param. avx512_core: the same bytes on every AVX-512 host of this
@@ -295,7 +298,7 @@ class MinAccuracyParams(Section):
 
 
 class Int8Params(Section):
-    """The int8 model beside the float32 one (mnistflow/serving/quantization.py)."""
+    """The int8 model beside the float32 one (mnistflow/release/quantization.py)."""
 
     # Served only when its test accuracy is at most this far below float32's (same test set).
     max_accuracy_drop: float = Field(0.002, ge=0.0)

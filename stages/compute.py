@@ -3,7 +3,8 @@
 It runs on every `dvc repro` (always_changed in dvc.yaml) and takes a fraction of a second
 (TensorFlow is imported only where an NVIDIA driver is present). The stages whose bytes depend
 on the kernels list its output under their deps, so a host that would compute differently
-re-runs them instead of leaving other bytes under an unchanged dvc.lock (mnistflow/compute.py).
+re-runs them instead of leaving other bytes under an unchanged dvc.lock
+(mnistflow/compute/fingerprint.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from mnistflow.atomic import write_json
-from mnistflow.compute import platform_fingerprint
-from mnistflow.entrypoints import run_stage
+from mnistflow.compute.fingerprint import platform_fingerprint
+from mnistflow.core.atomic import write_json
+from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
 
 logger = logging.getLogger(__name__)
@@ -22,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--output", type=Path, default=Path("reports/compute.json"))
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
     arguments = parser.parse_args()
     fingerprint = platform_fingerprint(load_params(arguments.params))
     write_json(arguments.output, fingerprint)

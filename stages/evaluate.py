@@ -6,12 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from mnistflow.atomic import write_json, write_text
+from mnistflow.compute.cpu_kernels import apply_cpu_kernels
 from mnistflow.constants import PIXEL_MAX
-from mnistflow.cpu_kernels import apply_cpu_kernels
+from mnistflow.core.atomic import write_json, write_text
 from mnistflow.data.normalization import Normalization
 from mnistflow.data.prepared import load_split
-from mnistflow.entrypoints import run_stage
 from mnistflow.errors import require_file
 from mnistflow.evaluation.figures import (
     first_layer_kernel,
@@ -20,6 +19,7 @@ from mnistflow.evaluation.figures import (
     save_png,
 )
 from mnistflow.evaluation.metrics import evaluate, predictions_csv
+from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
 
 logger = logging.getLogger(__name__)
@@ -27,17 +27,18 @@ logger = logging.getLogger(__name__)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--normalization", type=Path, default=Path("data/normalization.json"))
-    parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
-    parser.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
-    parser.add_argument("--predictions", type=Path, default=Path("reports/test_predictions.csv"))
-    parser.add_argument("--misclassified", type=Path, default=Path("reports/misclassified.png"))
-    parser.add_argument("--weights-image", type=Path, default=Path("reports/first_layer.png"))
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--normalization", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True)
+    parser.add_argument("--misclassified", type=Path, required=True)
+    parser.add_argument("--weights-image", type=Path, required=True)
     arguments = parser.parse_args()
     params = load_params(arguments.params)
-    # Before TensorFlow loads: which kernels run is a declared input (mnistflow/cpu_kernels.py).
+    # Before TensorFlow loads: which kernels run is a declared input
+    # (mnistflow/compute/cpu_kernels.py).
     apply_cpu_kernels(params)
     require_file(arguments.model)
     import keras

@@ -6,14 +6,14 @@ import argparse
 from pathlib import Path
 
 from mnistflow.data.ingest import ingest, trusted_pickles
-from mnistflow.entrypoints import run_stage
+from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--output", type=Path, default=Path("data/raw/mnist.npz"))
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
     arguments = parser.parse_args()
     # Which pickles may be loaded is decided by the committed params, not the working copy.
     trusted = trusted_pickles(arguments.params)

@@ -12,21 +12,21 @@ from pathlib import Path
 
 from mnistflow.data.prepared import prepare, save_prepared
 from mnistflow.data.sources import load_npz
-from mnistflow.data.validation_gate import require_passed_validation
-from mnistflow.entrypoints import run_stage
+from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
 from mnistflow.training.input_shapes import input_shape_for
+from mnistflow.validation.gate import require_passed_validation
 
 logger = logging.getLogger(__name__)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--raw", type=Path, default=Path("data/raw/mnist.npz"))
-    parser.add_argument("--validation", type=Path, default=Path("reports/validation.json"))
-    parser.add_argument("--output", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--normalization", type=Path, default=Path("data/normalization.json"))
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--validation", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--normalization", type=Path, required=True)
     arguments = parser.parse_args()
     params = load_params(arguments.params)
     require_passed_validation(arguments.validation, arguments.raw)

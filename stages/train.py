@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnistflow.atomic import atomic_file, write_json
-from mnistflow.cpu_kernels import apply_cpu_kernels
+from mnistflow.compute.cpu_kernels import apply_cpu_kernels
+from mnistflow.core.atomic import atomic_file, write_json
 from mnistflow.data.prepared import load_prepared
-from mnistflow.entrypoints import run_stage
+from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
 from mnistflow.training.checkpoints import remove_checkpoint
 from mnistflow.training.loop import train, train_summary
@@ -17,15 +17,16 @@ from mnistflow.training.saving import save_model_reproducibly
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
-    parser.add_argument("--live", type=Path, default=Path("reports/training"))
-    parser.add_argument("--summary", type=Path, default=Path("reports/train.json"))
-    parser.add_argument("--checkpoints", type=Path, default=Path(".checkpoints/train"))
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--live", type=Path, required=True)
+    parser.add_argument("--summary", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, required=True)
     arguments = parser.parse_args()
     params = load_params(arguments.params)
-    # Before TensorFlow loads: which kernels run is a declared input (mnistflow/cpu_kernels.py).
+    # Before TensorFlow loads: which kernels run is a declared input
+    # (mnistflow/compute/cpu_kernels.py).
     apply_cpu_kernels(params)
     result = train(
         load_prepared(arguments.data),

@@ -15,13 +15,13 @@ import logging
 import sys
 from pathlib import Path
 
-from mnistflow.atomic import write_json
-from mnistflow.data.reference import ACCEPT_HINT, load_reference
+from mnistflow.core.atomic import write_json
+from mnistflow.core.hashing import md5_of_file
 from mnistflow.data.sources import read_npz_arrays
-from mnistflow.data.validation import validate_dataset
-from mnistflow.entrypoints import run_stage
-from mnistflow.hashing import md5_of_file
+from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
+from mnistflow.reference.folder import ACCEPT_HINT, load_reference
+from mnistflow.validation.dataset import validate_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ REFERENCE_CHECKS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--raw", type=Path, default=Path("data/raw/mnist.npz"))
+    parser.add_argument("--params", type=Path, required=True)
+    parser.add_argument("--raw", type=Path, required=True)
     parser.add_argument(
         "--reference",
         type=Path,
@@ -50,7 +50,7 @@ def main() -> None:
         help="the accepted reference folder; without it, no drift or label checks and "
         "MNIST's built-in bounds for what params.yaml leaves null",
     )
-    parser.add_argument("--report", type=Path, default=Path("reports/validation.json"))
+    parser.add_argument("--report", type=Path, required=True)
     arguments = parser.parse_args()
     params = load_params(arguments.params).checks
     reference = load_reference(arguments.reference) if arguments.reference else None

@@ -64,7 +64,7 @@ def small_trained_cnn(mnist_slice):
 @pytest.fixture(scope="session")
 def small_onnx_model(small_trained_cnn, tmp_path_factory) -> Path:
     from mnistflow.data.normalization import fit_normalization
-    from mnistflow.serving.export import convert
+    from mnistflow.release.export import convert
 
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     proto = convert(small_trained_cnn, fit_normalization("scale", None), 17, {"class_names": "[]"})

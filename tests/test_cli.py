@@ -81,7 +81,7 @@ def test_predict_flags_with_the_bounds_the_model_carries(
     """Outside any project, no --params: the input checks embedded at export apply."""
     from mnistflow.data.normalization import fit_normalization
     from mnistflow.params import Params, ValidateParams
-    from mnistflow.serving.export import convert, model_metadata
+    from mnistflow.release.export import convert, model_metadata
 
     strict = Params(validate=ValidateParams(min_max_pixel=250))
     metadata = model_metadata(strict, fit_normalization("scale", None), {})
@@ -103,6 +103,6 @@ def test_predict_flags_with_the_bounds_the_model_carries(
     flags = (outside / "out.csv").read_text().splitlines()[1:]
     assert len(flags) == 20 and all("max_pixel" in line for line in flags)
     # MNIST's built-in bound (128) would have let every one of them through.
-    from mnistflow.data.builtin_bounds import BUILT_IN
+    from mnistflow.validation.builtin_bounds import BUILT_IN
 
     assert BUILT_IN["min_max_pixel"] < 200

@@ -6,14 +6,14 @@ import json
 import subprocess
 import sys
 
-from mnistflow.compute import platform_fingerprint
-from mnistflow.cpu_kernels import (
+from mnistflow.compute.cpu_kernels import (
     apply_cpu_kernels,
     effective_onednn_isa,
     host_onednn_isa,
     onednn_enabled,
     onnxruntime_float_kernels,
 )
+from mnistflow.compute.fingerprint import platform_fingerprint
 from mnistflow.params import parse_params
 from tests.project_root import PROJECT_ROOT
 

@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from mnistflow.acceptance import accept_reference
-from mnistflow.data.bounds import resolve_bounds
-from mnistflow.data.near_duplicates import close_pairs, perceptual_hashes
-from mnistflow.data.profile import build_profile
-from mnistflow.data.reference import load_reference
-from mnistflow.data.validation import validate_batch, validate_dataset
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ValidateParams
+from mnistflow.reference.acceptance import accept_reference
+from mnistflow.reference.folder import load_reference
+from mnistflow.reference.near_duplicates import close_pairs, perceptual_hashes
+from mnistflow.reference.profile import build_profile
+from mnistflow.validation.bounds import resolve_bounds
+from mnistflow.validation.dataset import validate_batch, validate_dataset
 from tests.project_root import PROJECT_ROOT
 
 # The slice's label model is 3 MLPs fitted on 2,000 images each (about 92 % accurate): its
@@ -208,7 +208,7 @@ def test_near_duplicate_hash_separates_copies_from_distinct_digits(mnist):
 
 
 def test_profile_is_byte_identical_for_the_same_data(arrays, tmp_path):
-    from mnistflow.data.profile import save_profile
+    from mnistflow.reference.profile import save_profile
 
     for name in ("first", "second"):
         save_profile(build_profile(arrays), tmp_path / name)
@@ -231,7 +231,7 @@ def test_a_prediction_batch_drifts_against_the_reference(mnist, slice_reference)
 
 
 def test_prepare_refuses_a_report_for_other_data(tmp_path, slice_npz):
-    from mnistflow.data.validation_gate import require_passed_validation
+    from mnistflow.validation.gate import require_passed_validation
 
     report = tmp_path / "validation.json"
     report.write_text(json.dumps({"success": True, "data": {"md5": "0" * 32}}))
@@ -294,10 +294,10 @@ def test_predict_flags_chunks_that_drift_from_the_training_data(
     """The exported model carries the reference's profile; predict judges each chunk."""
     import csv
 
-    from mnistflow.data.input_profile import input_profile_metadata
     from mnistflow.data.normalization import fit_normalization
     from mnistflow.params import Params
-    from mnistflow.serving.export import convert, model_metadata
+    from mnistflow.reference.input_profile import input_profile_metadata
+    from mnistflow.release.export import convert, model_metadata
     from mnistflow.serving.predict import predict_files
 
     params = Params()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnistflow.deployment_requests import allowed_keys, checked_request
 from mnistflow.errors import PipelineInputError
+from mnistflow.orchestration.deployment_requests import allowed_keys, checked_request
 
 
 def test_bounded_training_overrides_pass():
@@ -62,7 +62,7 @@ def test_the_allowed_keys_hold_nothing_that_reads_or_runs():
 
 
 def test_a_request_is_bounded_in_optimiser_steps_not_only_key_by_key():
-    from mnistflow.deployment_requests import MAX_TRAINING_STEPS, training_steps
+    from mnistflow.orchestration.deployment_requests import MAX_TRAINING_STEPS, training_steps
     from mnistflow.params import load_params
     from tests.project_root import PROJECT_ROOT
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnistflow.cpu_features import detect_cpu_flags
+from mnistflow.compute.cpu_features import detect_cpu_flags
 from mnistflow.errors import PipelineInputError
 from mnistflow.training.device import GpuInfo, detect_gpus, plan_devices
 

@@ -16,8 +16,8 @@ from mnistflow.constants import INPUT_NAME, OUTPUT_NAME, REFUSED_KEY
 from mnistflow.data.normalization import Normalization, fit_normalization
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ExportParams, MinAccuracyParams
-from mnistflow.serving.export import convert, gated_export
-from mnistflow.serving.gates import (
+from mnistflow.release.export import convert, gated_export
+from mnistflow.release.gates import (
     Baseline,
     decide,
     load_baseline,

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from flows.batch_predict import batch_predict, shard_inputs
+from flows.batch_predict import batch_predict
 from mnistflow.errors import PipelineInputError
+from mnistflow.serving.batch import shard_inputs
 from mnistflow.serving.inbox import read_manifest
 
 
@@ -216,7 +217,7 @@ def test_tampered_output_state_is_set_aside_and_never_hides_or_loses_predictions
 def test_planted_lock_files_are_neither_followed_nor_believed(
     prefect_harness, project, mnist, tmp_path
 ):
-    from flows.batch_predict import inbox_lock
+    from mnistflow.serving.batch import inbox_lock
 
     add_digits(project / "data" / "inbox", mnist.x_test[:4], 0)
     output = (project / "predictions" / "locked").resolve()
@@ -268,7 +269,7 @@ def test_parameters_are_confined_and_the_model_verified(
 
     (project / "reports").mkdir()
     (project / "reports" / "export.json").write_text(json.dumps({"onnx_sha256": "0" * 64}))
-    with pytest.raises(PipelineInputError, match="recorded by the export stage"):
+    with pytest.raises(PipelineInputError, match="differs from the expected.*not served"):
         batch_predict(root=str(project), output="predictions/verified")
     assert not (project / "predictions" / "verified" / "manifest.parquet").exists()
 

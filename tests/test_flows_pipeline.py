@@ -104,7 +104,7 @@ def test_overrides_become_an_experiment_and_leave_workspace(workspace):
 
 
 def test_a_preset_runs_as_a_named_experiment(workspace):
-    from mnistflow.presets import preset_overrides
+    from mnistflow.training.presets import preset_overrides
 
     overrides = preset_overrides(workspace / "presets.yaml", "tutorial-mlp-12-8")
     overrides["train.epochs"] = 1

@@ -7,7 +7,7 @@ import json
 import onnx
 import yaml
 
-from mnistflow.lineage import data_versions, lineage_metadata, stamp
+from mnistflow.release.lineage import data_versions, lineage_metadata, stamp
 
 LOCK = {
     "schema": "2.0",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistflow.registry import ARTIFACT
+from mnistflow.release.registry import ARTIFACT
 from tests.test_pipeline_end_to_end import copy_project, dvc, environment, run, set_params
 from tests.test_records_end_to_end import digests
 

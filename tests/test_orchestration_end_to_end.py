@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from flows.deployments import local_prefect_server
-from mnistflow.prefect_home import prefect_home
-from mnistflow.process_guard import OWNER_VARIABLE, marked_processes, process_identity
+from mnistflow.orchestration.prefect_home import prefect_home
+from mnistflow.orchestration.process_guard import OWNER_VARIABLE, marked_processes, process_identity
 from mnistflow.training.checkpoints import snapshots
 from tests.test_pipeline_end_to_end import copy_project, environment, set_params
 from tests.test_prefect_home import free_port
@@ -208,7 +208,7 @@ def test_the_guardian_stops_what_a_killed_process_started(tmp_path):
     grandchild (re-parented to init by then) is stopped too."""
     script = (
         "import subprocess, sys, time\n"
-        "from mnistflow.process_guard import guard_children\n"
+        "from mnistflow.orchestration.process_guard import guard_children\n"
         "guard_children()\n"
         "subprocess.Popen(['sh', '-c', 'sleep 600; true'])\n"
         "print('started', flush=True)\n"

@@ -75,7 +75,7 @@ def warnings(output: str) -> list[str]:
     return [line for line in output.splitlines() if "WARNING" in line]
 
 
-# TensorFlow's start-up lines on a machine without a GPU (mnistflow/stderr_filter.py).
+# TensorFlow's start-up lines on a machine without a GPU (mnistflow/orchestration/stderr_filter.py).
 TENSORFLOW_NOISE = ("cuInit", "Could not find cuda drivers", "oneDNN custom operations")
 
 
@@ -251,7 +251,7 @@ def test_the_run_summary_fits_in_100_columns(reproduced):
 
     from rich.console import Console
 
-    from mnistflow.reporting.inputs import gather
+    from mnistflow.reporting.gather import gather
     from mnistflow.reporting.summary import print_summary, summary_of
 
     workspace, _ = reproduced
@@ -287,7 +287,7 @@ def test_second_repro_changes_nothing(reproduced):
     [
         "mnistflow/params.py",
         "mnistflow/data/normalization.py",
-        "mnistflow/serving/gates.py",
+        "mnistflow/release/gates.py",
         # Inside a folder that train lists as a whole.
         "mnistflow/training/models.py",
     ],

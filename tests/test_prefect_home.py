@@ -7,7 +7,7 @@ import socket
 import urllib.request
 
 from flows.deployments import local_prefect_server
-from mnistflow.prefect_home import SERVER_RECORD, prefect_home, running_project_server
+from mnistflow.orchestration.prefect_home import SERVER_RECORD, prefect_home, running_project_server
 
 
 def free_port() -> int:

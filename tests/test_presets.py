@@ -7,7 +7,7 @@ import yaml
 
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import parse_params, read_params_file
-from mnistflow.presets import PRESETS_FILE, format_value, load_presets, preset_overrides
+from mnistflow.training.presets import PRESETS_FILE, format_value, load_presets, preset_overrides
 from tests.project_root import PROJECT_ROOT
 
 PRESETS = PROJECT_ROOT / PRESETS_FILE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from mnistflow.publishing import SETTING, clone_publishes, publishing
+from mnistflow.release.publishing import SETTING, clone_publishes, publishing
 
 
 def test_a_clone_publishes_only_when_set(tmp_path):

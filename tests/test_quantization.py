@@ -14,25 +14,21 @@ import pytest
 from typer.testing import CliRunner
 
 from mnistflow.cli import app
-from mnistflow.constants import REFUSED_KEY
-from mnistflow.cpu_features import detect_cpu_flags
+from mnistflow.compute.cpu_features import detect_cpu_flags
+from mnistflow.constants import PRECISION_KEY, QUANTIZED_FROM_KEY, REFUSED_KEY
 from mnistflow.data.normalization import Normalization
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import Int8Params
-from mnistflow.serving.gates import Verdict
-from mnistflow.serving.quantization import (
-    CPU_INT8_FLAGS,
-    PRECISION_KEY,
-    QUANTIZED_FROM_KEY,
+from mnistflow.release.gates import Verdict
+from mnistflow.release.quantization import (
     Int8Report,
     calibration_images,
-    choose_precision,
     compare_int8,
     gated_int8,
-    int8_path_for,
     int8_refusals,
     quantize_int8,
 )
+from mnistflow.serving.precision import CPU_INT8_FLAGS, choose_precision, int8_path_for
 from tests.project_root import PROJECT_ROOT
 
 SCALE = Normalization(kind="scale", offset=0.0, scale=255.0)

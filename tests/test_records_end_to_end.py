@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from mnistflow.cli import app
 from mnistflow.data.sources import MnistArrays
-from mnistflow.lineage import lineage_metadata
-from mnistflow.registry import ARTIFACT
+from mnistflow.release.lineage import lineage_metadata
+from mnistflow.release.registry import ARTIFACT
 from tests.test_pipeline_end_to_end import GIT_IDENTITY, copy_project, dvc, run, set_params
 
 LINEAGE_KEYS = set(lineage_metadata("a", "v", "r", "c", [], "{}"))
@@ -241,7 +241,7 @@ def test_a_refused_experiment_is_recorded_and_releases_nothing(remotes_project, 
         monkeypatch.setenv(key, value)
     workspace = remotes_project["workspace"]
     from mnistflow.constants import REFUSED_KEY
-    from mnistflow.registry import served_model
+    from mnistflow.release.registry import served_model
 
     set_params(workspace, {"export": {"min_accuracy": {"mlp": 0.999}}})
     output = dvc("exp", "run", "-S", "model.name=mlp", "-S", "train.epochs=1", cwd=workspace)

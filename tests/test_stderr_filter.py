@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mnistflow.stderr_filter import noise_patterns
+from mnistflow.orchestration.stderr_filter import noise_patterns
 from tests.project_root import PROJECT_ROOT
 
 NOISE = [
@@ -29,7 +29,7 @@ def stage_writing(lines: list[str], ending: str = "", driver: str = "/nonexisten
     return (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from mnistflow.stderr_filter import filter_stderr, noise_patterns\n"
+        "from mnistflow.orchestration.stderr_filter import filter_stderr, noise_patterns\n"
         f"filter_stderr(noise_patterns(Path({driver!r})))\n"
         f"for line in {lines!r}:\n"
         "    os.write(2, (line + '\\n').encode())\n"
@@ -102,7 +102,7 @@ def test_cuda_errors_show_where_an_nvidia_driver_is_installed(tmp_path):
 def test_patterns_that_would_drop_every_line_are_refused():
     import pytest
 
-    from mnistflow.stderr_filter import filter_stderr
+    from mnistflow.orchestration.stderr_filter import filter_stderr
 
     for patterns in [(), ("",), ("x*",)]:
         with pytest.raises(ValueError, match="match no empty line"):

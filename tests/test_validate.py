@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from mnistflow.data.checks import validate_images
-from mnistflow.data.validation import validate_dataset
 from mnistflow.params import ValidateParams
+from mnistflow.validation.checks import validate_images
+from mnistflow.validation.dataset import validate_dataset
 from tests.project_root import PROJECT_ROOT
 
 SLICE_PARAMS = ValidateParams(train_size=3000, test_size=1000)

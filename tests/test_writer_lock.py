@@ -11,13 +11,13 @@ import time
 import psutil
 import pytest
 
-from mnistflow.writer_lock import WriterLockTimeout, exclusive_writer
+from mnistflow.orchestration.writer_lock import WriterLockTimeout, exclusive_writer
 from tests.project_root import PROJECT_ROOT
 
 HOLD = """
 import subprocess, sys, time
 from pathlib import Path
-from mnistflow.writer_lock import exclusive_writer
+from mnistflow.orchestration.writer_lock import exclusive_writer
 with exclusive_writer(Path(sys.argv[1])):
     subprocess.Popen(["sleep", "600"])
     print("held", flush=True)
@@ -51,7 +51,9 @@ def test_a_live_holder_is_named_and_waited_for_a_bounded_time(tmp_path):
 def test_a_dead_holder_without_its_guardian_leaves_nothing_running(tmp_path):
     holder = start_holder(tmp_path)
     children = psutil.Process(holder.pid).children()
-    guardian = next(c for c in children if "mnistflow.process_guard" in " ".join(c.cmdline()))
+    guardian = next(
+        c for c in children if "mnistflow.orchestration.process_guard" in " ".join(c.cmdline())
+    )
     sleeper = next(c for c in children if c.name() == "sleep")
     guardian.kill()  # the worst case: the guardian dies first ...
     deadline = time.monotonic() + 10

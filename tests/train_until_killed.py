@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import stages.train as train_stage
-from mnistflow.cpu_kernels import apply_cpu_kernels
+from mnistflow.compute.cpu_kernels import apply_cpu_kernels
 from mnistflow.params import load_params
 
 kill_after_epoch = int(sys.argv[1])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mnistflow.atomic import atomic_file
+from mnistflow.core.atomic import atomic_file
 from mnistflow.data import sources
 from mnistflow.params import DataParams
 

@@ -13,8 +13,8 @@ from typing import get_args
 
 import numpy as np
 
-from mnistflow.atomic import write_json
 from mnistflow.constants import PIXEL_MAX
+from mnistflow.core.atomic import write_json
 from mnistflow.errors import PipelineInputError, read_json_object
 from mnistflow.params import NormalizationKind
 

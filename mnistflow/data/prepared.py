@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistflow.atomic import atomic_directory
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.core.atomic import atomic_directory
 from mnistflow.data.normalization import Normalization, fit_normalization
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import PrepareParams

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from mnistflow.constants import IMAGE_SHAPE, NUM_CLASSES, PIXEL_MAX
+from mnistflow.core.hashing import sha256_of_file
 from mnistflow.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx
 from mnistflow.errors import PipelineInputError, require_file
-from mnistflow.hashing import sha256_of_file
 
 # Keras' own copy of mnist.npz and its checksum (keras/src/datasets/mnist.py).
 KERAS_MNIST_NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"

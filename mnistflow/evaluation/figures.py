@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mnistflow.atomic import atomic_file
 from mnistflow.constants import IMAGE_SHAPE, PIXELS_PER_IMAGE
+from mnistflow.core.atomic import atomic_file
 
 CELL_SCALE = 3
 CAPTION_HEIGHT = 14

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mnistflow.atomic import atomic_file
-from mnistflow.reporting.inputs import ReportInputs
+from mnistflow.core.atomic import atomic_file
+from mnistflow.reporting.gather import ReportInputs
 
 REPORT_PATH = Path("reports") / "report.html"
 TEMPLATE = "report.html.j2"
@@ -92,7 +92,7 @@ def make_report(
     root: Path, stages: list[dict[str, Any]] | None = None, target: Path | None = None
 ) -> tuple[Path, ReportInputs]:
     """Gather the project's results and write the report: (its path, what it shows)."""
-    from mnistflow.reporting.inputs import gather
+    from mnistflow.reporting.gather import gather
 
     inputs = gather(Path(root), stages)
     return write_report(inputs, target or Path(root) / REPORT_PATH), inputs

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnistflow.atomic import atomic_file
+from mnistflow.core.atomic import atomic_file
 from mnistflow.reporting.charts import VEGA_LITE_VERSION
 
 TEMPLATE_PATH = Path(".dvc") / "plots-offline.html"

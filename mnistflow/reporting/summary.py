@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mnistflow.reporting.inputs import ReportInputs
+from mnistflow.reporting.gather import ReportInputs
 
 WIDTH = 100
 
@@ -47,7 +47,7 @@ def unavailable_summary() -> dict[str, Any]:
 
 def record_line(record: dict[str, Any] | None) -> str:
     """The training flow's record (see flows/pipeline.py record_and_register) in words."""
-    from mnistflow.registry import ARTIFACT
+    from mnistflow.release.registry import ARTIFACT
 
     if not record:
         return "nothing new (no output changed)"

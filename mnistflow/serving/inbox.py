@@ -32,8 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-from mnistflow.durable import durable_file
-from mnistflow.hashing import sha256_of_file
+from mnistflow.core.durable import durable_file
+from mnistflow.core.hashing import sha256_of_file
 from mnistflow.serving.arrays import display_name
 
 logger = logging.getLogger(__name__)

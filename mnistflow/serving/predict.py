@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistflow.atomic import atomic_file
 from mnistflow.constants import NUM_CLASSES, REFUSED_KEY
-from mnistflow.data.drift import batch_drift
+from mnistflow.core.atomic import atomic_file
 from mnistflow.data.pixels import uint8_pixels
-from mnistflow.data.summaries import flag_images
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ValidateParams
+from mnistflow.reference.drift import batch_drift
 from mnistflow.serving.inputs import expand_inputs, iter_chunks
+from mnistflow.validation.summaries import flag_images
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,54 @@ class PredictionSummary:
         ]
 
 
+def verified_model_bytes(path: Path, expected_sha256: str | None) -> tuple[bytes, str]:
+    """The model file's bytes and their sha256, read once; PipelineInputError when the file is
+    missing or its hash is not the expected one (replaced, half-written or corrupt)."""
+    if not Path(path).is_file():
+        raise PipelineInputError(f"{path}: ONNX model not found; run `dvc repro export`")
+    content = Path(path).read_bytes()
+    digest = hashlib.sha256(content).hexdigest()
+    if expected_sha256 and digest != expected_sha256:
+        raise PipelineInputError(
+            f"{path}: sha256 {digest} differs from the expected {expected_sha256}; the model "
+            "was replaced, is half-written or corrupt, and is not served"
+        )
+    return content, digest
+
+
+def _session(model_bytes: bytes, options: SessionOptions, model_path: Path):
+    """(an onnxruntime session for the bytes, the provider it really runs on)."""
+    import onnxruntime
+
+    session_options = onnxruntime.SessionOptions()
+    session_options.intra_op_num_threads = options.intra_op_threads
+    session_options.graph_optimization_level = {
+        "disable": onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[options.optimization]
+    wanted = ["CPUExecutionProvider"]
+    if options.device == "cuda":
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            logger.warning("CUDA asked for but onnxruntime has no CUDA provider; using CPU")
+    try:
+        session = onnxruntime.InferenceSession(
+            model_bytes, sess_options=session_options, providers=wanted
+        )
+    except Exception as error:  # noqa: BLE001 - onnxruntime's errors share no base class
+        raise PipelineInputError(
+            f"{model_path}: not a readable ONNX model ({type(error).__name__}: {error})"
+        ) from None
+    # A session can fall back silently; trust only what it reports.
+    provider = session.get_providers()[0]
+    if provider != wanted[0]:
+        raise RuntimeError(f"asked for {wanted[0]} but the session runs on {provider}")
+    return session, provider
+
+
 class Predictor:
     """An onnxruntime session for a model exported by the export stage.
 
@@ -128,52 +176,23 @@ class Predictor:
         version: str | None = None,
     ) -> None:
         """`version` names the model when it came from the registry (its tag's version)."""
-        import onnxruntime
-
-        if not Path(model_path).is_file():
-            raise PipelineInputError(f"{model_path}: ONNX model not found; run `dvc repro export`")
         if options.optimization not in OPTIMIZATION_LEVELS:
             raise PipelineInputError(
-                f"--optimization {options.optimization!r}; expected one of {OPTIMIZATION_LEVELS}"
+                f"optimization {options.optimization!r}: expected one of {OPTIMIZATION_LEVELS}"
             )
-        model_bytes = Path(model_path).read_bytes()
-        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
-        if expected_sha256 and self.sha256 != expected_sha256:
-            raise PipelineInputError(
-                f"{model_path}: sha256 {self.sha256} differs from the expected {expected_sha256}; "
-                "the model was replaced or is corrupt"
-            )
-        session_options = onnxruntime.SessionOptions()
-        session_options.intra_op_num_threads = options.intra_op_threads
-        session_options.graph_optimization_level = {
-            "disable": onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[options.optimization]
-        wanted = ["CPUExecutionProvider"]
-        if options.device == "cuda":
-            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-                wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            else:
-                logger.warning("CUDA asked for but onnxruntime has no CUDA provider; using CPU")
-        try:
-            self.session = onnxruntime.InferenceSession(
-                model_bytes, sess_options=session_options, providers=wanted
-            )
-        except Exception as error:  # noqa: BLE001 - onnxruntime's errors share no base class
-            raise PipelineInputError(
-                f"{model_path}: not a readable ONNX model ({type(error).__name__}: {error})"
-            ) from None
-        # A session can fall back silently; trust only what it reports.
-        self.provider = self.session.get_providers()[0]
-        if self.provider != wanted[0]:
-            raise RuntimeError(f"asked for {wanted[0]} but the session runs on {self.provider}")
+        model_bytes, self.sha256 = verified_model_bytes(Path(model_path), expected_sha256)
+        self.session, self.provider = _session(model_bytes, options, model_path)
         metadata = self.session.get_modelmeta().custom_metadata_map
         if REFUSED_KEY in metadata:
             raise PipelineInputError(
                 f"{model_path}: the export gates refused this model ({metadata[REFUSED_KEY]}); "
                 "it was written only because no model existed yet, and is not served"
+            )
+        input_type = self.session.get_inputs()[0].type
+        if input_type != "tensor(uint8)":
+            raise PipelineInputError(
+                f"{model_path}: input type {input_type}; expected tensor(uint8) as the export "
+                "stage writes"
             )
         self.input_name = metadata.get("input_name", self.session.get_inputs()[0].name)
         self.output_name = metadata.get("output_name", self.session.get_outputs()[0].name)
@@ -183,12 +202,6 @@ class Predictor:
         self.version = version or metadata.get("model_version", UNREGISTERED)
         self.input_checks = _input_checks(metadata, model_path)
         self.input_profile = _input_profile(metadata, model_path)
-        input_type = self.session.get_inputs()[0].type
-        if input_type != "tensor(uint8)":
-            raise PipelineInputError(
-                f"{model_path}: input type {input_type}; expected tensor(uint8) as the export "
-                "stage writes"
-            )
 
     def lineage(self) -> dict[str, str]:
         """What every output row says about the model that made it."""
@@ -361,9 +374,9 @@ def predict_files(
     from tqdm import tqdm
 
     if not 1 <= top_k <= NUM_CLASSES:
-        raise PipelineInputError(f"--top-k {top_k}; expected 1..{NUM_CLASSES}")
+        raise PipelineInputError(f"top_k {top_k}: expected 1..{NUM_CLASSES}")
     if chunk_size < 1:
-        raise PipelineInputError(f"--chunk-size {chunk_size}; expected a positive number")
+        raise PipelineInputError(f"chunk_size {chunk_size}: expected a positive number of images")
     check_output(output, expand_inputs(inputs))
     predictor = predictor or Predictor(model_path, options, expected_sha256, model_version)
     params = params or predictor.input_checks or ValidateParams()

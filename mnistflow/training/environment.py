@@ -4,14 +4,14 @@ versions.
 No hash of every installed distribution: that made this hashed output depend on whatever else a
 venv holds (and on an .egg-info in the working directory, which `importlib.metadata` counts
 twice), inputs no stage declares. What decides the bytes is declared in reports/compute.json
-(mnistflow/compute.py). The host's CPU model and OS go to the log, not into this report.
+(mnistflow/compute/fingerprint.py). The host's CPU model and OS go to the log, not into this report.
 """
 
 from __future__ import annotations
 
 import platform
 
-from mnistflow.cpu_features import cpu_model
+from mnistflow.compute.cpu_features import cpu_model
 from mnistflow.training.device import DevicePlan, GpuInfo
 
 

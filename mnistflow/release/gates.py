@@ -1,0 +1,182 @@
+"""The gates a model passes before it is exported: quality (against a floor and a baseline)
+and parity (onnxruntime against Keras on the whole test set)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import get_args
+
+import numpy as np
+
+from mnistflow.constants import NUM_CLASSES
+from mnistflow.core.atomic import write_json
+from mnistflow.core.onnx_runs import batched_outputs, cpu_session
+from mnistflow.data.normalization import Normalization
+from mnistflow.errors import PipelineInputError, read_json_object
+from mnistflow.params import ExportParams, ModelName
+
+logger = logging.getLogger(__name__)
+
+PARITY_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The metrics of the released model: what a new model must not fall far below.
+
+    Kept in a git-tracked file that the export stage declares as a dependency, so the gate's
+    verdict depends only on what DVC records; `mnistflow baseline` replaces it deliberately.
+    """
+
+    model_name: str
+    accuracy: float
+    source: str = ""
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    argmax_agreement: float
+    max_abs_diff: float
+    images: int
+    keras_seconds: float
+    onnxruntime_seconds: float
+
+    def as_json(self) -> dict:
+        """What reports/export.json records: the figures, not the timings (wall-clock time in
+        a DVC output would change its hash on every run; the stage logs them instead)."""
+        return {
+            "argmax_agreement": self.argmax_agreement,
+            "max_abs_diff": self.max_abs_diff,
+            "images": self.images,
+        }
+
+
+def read_accuracy(metrics_path: Path) -> float:
+    value = read_json_object(metrics_path, "the evaluate stage's metrics").get("accuracy")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PipelineInputError(f"{metrics_path}: accuracy {value!r}; expected a number")
+    return float(value)
+
+
+def load_baseline(path: Path) -> Baseline | None:
+    """The baseline in `path`; None when the file holds none yet (`{}`)."""
+    content = read_json_object(path, "a baseline: model_name, accuracy, source")
+    if not content:
+        return None
+    model_name, accuracy = content.get("model_name"), content.get("accuracy")
+    if model_name not in get_args(ModelName):
+        raise PipelineInputError(
+            f"{path}: model_name {model_name!r}; expected one of {', '.join(get_args(ModelName))}"
+        )
+    if (
+        isinstance(accuracy, bool)
+        or not isinstance(accuracy, int | float)
+        or not 0 <= accuracy <= 1
+    ):
+        raise PipelineInputError(f"{path}: accuracy {accuracy!r}; expected a number in 0..1")
+    return Baseline(model_name, float(accuracy), str(content.get("source", "")))
+
+
+def quality_gate(
+    accuracy: float, baseline: Baseline | None, params: ExportParams, model_name: ModelName
+) -> list[str]:
+    """The reasons to refuse the model; empty when it may be exported.
+
+    A baseline of another model family is no like-for-like comparison (a softmax experiment
+    is not a regression of the released CNN): then only the family's own floor applies.
+    """
+    reasons = []
+    floor = params.min_accuracy.for_model(model_name)
+    if accuracy < floor:
+        reasons.append(
+            f"test accuracy {accuracy:.4f} is below export.min_accuracy.{model_name} {floor:.4f}"
+        )
+    if (
+        baseline is not None
+        and baseline.model_name == model_name
+        and accuracy < baseline.accuracy - params.max_accuracy_drop
+    ):
+        reasons.append(
+            f"test accuracy {accuracy:.4f} is {baseline.accuracy - accuracy:.4f} below the "
+            f"baseline {baseline.accuracy:.4f} (export.max_accuracy_drop "
+            f"{params.max_accuracy_drop:.4f})"
+        )
+    return reasons
+
+
+def parity(
+    model, onnx_bytes: bytes, images: np.ndarray, normalization: Normalization
+) -> ParityReport:
+    """onnxruntime on the raw uint8 images vs Keras on the same images normalized in numpy."""
+    session = cpu_session(onnx_bytes)
+    started = time.perf_counter()
+    onnx_probabilities = batched_outputs(session, images, PARITY_BATCH, NUM_CLASSES)
+    onnx_seconds = time.perf_counter() - started
+    keras_input = normalization.apply(images).reshape(-1, *model.input_shape[1:])
+    started = time.perf_counter()
+    keras_probabilities = model.predict(keras_input, batch_size=PARITY_BATCH, verbose=0)
+    keras_seconds = time.perf_counter() - started
+    return ParityReport(
+        argmax_agreement=float(
+            (onnx_probabilities.argmax(axis=1) == keras_probabilities.argmax(axis=1)).mean()
+        ),
+        max_abs_diff=float(np.abs(onnx_probabilities - keras_probabilities).max()),
+        images=len(images),
+        keras_seconds=round(keras_seconds, 3),
+        onnxruntime_seconds=round(onnx_seconds, 3),
+    )
+
+
+def parity_failures(report: ParityReport, params: ExportParams) -> list[str]:
+    reasons = []
+    if report.argmax_agreement < 1.0:
+        disagreeing = round((1 - report.argmax_agreement) * report.images)
+        reasons.append(
+            f"onnxruntime and Keras disagree on {disagreeing} of {report.images} argmaxes"
+        )
+    if report.max_abs_diff > params.max_abs_diff:
+        reasons.append(
+            f"max |p_onnx - p_keras| = {report.max_abs_diff:.3g} exceeds export.max_abs_diff "
+            f"{params.max_abs_diff:.3g}"
+        )
+    return reasons
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the gates release the model: a record of the decision, not a failure.
+
+    A refused model is still recorded (its metrics, the reasons, in reports/export.json and
+    `dvc exp show`); it only does not replace the served model, and is not registered."""
+
+    released: bool
+    reasons: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if not self.released:
+            return "not released: " + "; ".join(self.reasons)
+        if self.reasons:
+            return "released despite: " + "; ".join(self.reasons) + " (export.allow_regression)"
+        return "released"
+
+    def as_json(self) -> dict:
+        return {"released": self.released, "verdict": self.describe()}
+
+
+def decide(
+    quality_refusals: list[str], parity_refusals: list[str], params: ExportParams
+) -> Verdict:
+    """Parity refusals always hold; quality refusals yield to export.allow_regression."""
+    quality = [f"quality: {reason}" for reason in quality_refusals]
+    parity_reasons = [f"parity: {reason}" for reason in parity_refusals]
+    if parity_reasons or (quality and not params.allow_regression):
+        return Verdict(False, tuple(quality + parity_reasons))
+    for reason in quality:
+        logger.warning("releasing despite the %s (export.allow_regression)", reason)
+    return Verdict(True, tuple(quality))

@@ -1,0 +1,400 @@
+"""`mnistflow verify`: replay a revision, a recorded run or a registered version on this machine
+and compare every output with what that revision's dvc.lock records.
+
+How: a detached git worktree of the revision in a temporary folder, with its own DVC cache
+(so nothing is restored from a cache instead of computed), the data source copied in when this
+project has it (else ingest's output pulled from the DVC remote), then every stage forced in
+dvc.yaml's order, each in its own `dvc repro --force --single-item` process. Then, per output:
+identical or differs. For a model that differs: the argmax agreement and the largest
+probability difference on the test set against the recorded model (where this clone's DVC
+cache or remote has it), and the test-metric deltas. Both sides' compute fingerprints
+(reports/compute.json: device, precision, kernels, threads, libraries) say why.
+
+The worktree is removed afterwards (`git worktree remove`), so the repository is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnistflow.core.hashing import md5_of_file
+from mnistflow.errors import PipelineInputError
+from mnistflow.paths import COMPUTE_FINGERPRINT, DVC_LOCK, INT8_MODEL, METRICS, ONNX_MODEL, RAW_DATA
+from mnistflow.release.records import EXPERIMENT_REFS, file_at_revision, git
+
+ONNX_MODELS = (ONNX_MODEL, INT8_MODEL)
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    stage: str
+    path: str
+    recorded: str | None
+    replayed: str | None
+
+    @property
+    def identical(self) -> bool:
+        return self.recorded is not None and self.recorded == self.replayed
+
+
+@dataclass
+class Verification:
+    target: str
+    revision: str
+    outputs: list[OutputComparison] = field(default_factory=list)
+    recorded_fingerprint: dict[str, Any] | None = None
+    replayed_fingerprint: dict[str, Any] | None = None
+    model_differences: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric_deltas: dict[str, float] = field(default_factory=dict)
+    data_from: str = ""
+
+    @property
+    def identical(self) -> bool:
+        return bool(self.outputs) and all(output.identical for output in self.outputs)
+
+
+def resolve_target(root: Path, target: str) -> str:
+    """The commit a revision, a record (experiment name) or a registry version names."""
+    from mnistflow.release import registry
+
+    if target.startswith(registry.ARTIFACT) and target[len(registry.ARTIFACT) :][:1] in "@:":
+        return registry.resolve(root, target).revision
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{target}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode == 0:
+        return found.stdout.strip()
+    for line in git(root, "for-each-ref", EXPERIMENT_REFS, "--format=%(refname) %(objectname)")\
+            .splitlines():  # fmt: skip
+        ref, _, commit = line.partition(" ")
+        if ref.rsplit("/", 1)[-1] == target:
+            return commit
+    raise PipelineInputError(
+        f"{target!r}: not a git revision, a recorded run (dvc exp list) or a registry version "
+        f"({registry.ARTIFACT}@VERSION, {registry.ARTIFACT}:STAGE) of {root}"
+    )
+
+
+def recorded_outputs(lock_text: str) -> list[tuple[str, str, str | None]]:
+    """(stage, path, md5) of every output a dvc.lock records, in its order."""
+    lock = yaml.safe_load(lock_text) or {}
+    found = []
+    for stage, entry in (lock.get("stages") or {}).items():
+        for out in entry.get("outs") or []:
+            found.append((stage, out["path"], out.get("md5")))
+    return found
+
+
+@contextmanager
+def detached_worktree(root: Path, revision: str, keep: bool = False) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="mnistflow-verify-"))
+    worktree = folder / "replay"
+    try:
+        git(root, "worktree", "add", "--detach", "--quiet", str(worktree), revision)
+        yield worktree
+    finally:
+        if not keep:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=root,
+                           capture_output=True, check=False)  # fmt: skip
+            subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True,
+                           check=False)  # fmt: skip
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _dvc(worktree: Path, *arguments: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ}
+    interpreter_dir = str(Path(sys.executable).parent)
+    environment["PATH"] = os.pathsep.join([interpreter_dir, environment.get("PATH", "")])
+    environment.pop("MNISTFLOW_ROOT", None)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *arguments],
+        cwd=worktree,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _checked_dvc(worktree: Path, *arguments: str) -> None:
+    done = _dvc(worktree, *arguments)
+    if done.returncode != 0:
+        raise PipelineInputError(
+            f"cannot prepare the replay: dvc {' '.join(arguments)} failed "
+            f"({(done.stderr or done.stdout).strip()[-500:]})"
+        )
+
+
+def _configure_replay(root: Path, worktree: Path) -> None:
+    """A private cache, and the project's remotes with relative URLs resolved from the project
+    (they would otherwise resolve from the temporary folder)."""
+    from mnistflow.orchestration.dvc_remotes import resolved_remote_config
+
+    _checked_dvc(worktree, "config", "--local", "cache.dir", str(worktree.parent / "cache"))
+    for name, settings in resolved_remote_config(root).get("remote", {}).items():
+        _checked_dvc(worktree, "remote", "modify", "--local", name, "url", settings["url"])
+
+
+def _recorded_source_md5(lock_text: str, source: str) -> str | None:
+    """The md5 the revision's dvc.lock records for ingest's data source."""
+    lock = yaml.safe_load(lock_text) or {}
+    for dep in ((lock.get("stages") or {}).get("ingest") or {}).get("deps") or []:
+        if dep.get("path") == source:
+            return dep.get("md5")
+    return None
+
+
+def _project_source(root: Path, source: str) -> Path | None:
+    """`source` as a regular file inside this project, reached without links; None for a URL,
+    an absolute path, a folder, or anything that leads elsewhere (the revision may be anyone's:
+    its params must not make the replay read from outside the project)."""
+    if not source or "://" in source or Path(source).is_absolute() or ".." in Path(source).parts:
+        return None
+    here = root / source
+    steps = [
+        root / Path(*Path(source).parts[: depth + 1]) for depth in range(len(Path(source).parts))
+    ]
+    if any(step.is_symlink() for step in steps) or not here.is_file():
+        return None
+    return here
+
+
+def _provide_data(root: Path, worktree: Path, lock_text: str, report: Callable[[str], None]) -> str:
+    """The revision's data source copied in from this project when it is a file in the project
+    whose bytes are the ones the revision's dvc.lock records; else ingest's output from the DVC
+    remote. Returns where the data came from."""
+    params = yaml.safe_load((worktree / "params.yaml").read_text(encoding="utf-8")) or {}
+    source = str((params.get("data") or {}).get("source") or "")
+    recorded = _recorded_source_md5(lock_text, source)
+    here = _project_source(root, source)
+    if here is not None and recorded is not None and md5_of_file(here) == recorded:
+        target = worktree / source
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(here, target)
+        return f"recomputed from the source {source}"
+    if here is not None:
+        report(f"{source} here is not the file the revision recorded (md5 {recorded})")
+    report(
+        f"the source {source or '(none)'} is not a file of this project as recorded; pulling "
+        f"{RAW_DATA} from the remote"
+    )
+    pulled = _dvc(worktree, "pull", "--quiet", RAW_DATA)
+    if pulled.returncode != 0:
+        raise PipelineInputError(
+            f"cannot replay: the data source {source!r} is not in this project as recorded and "
+            f"{RAW_DATA} is not on the DVC remote ({pulled.stderr.strip()[-300:]})"
+        )
+    return "ingest's output from the DVC remote (ingest itself not replayed)"
+
+
+def replay(worktree: Path, skip_ingest: bool, report: Callable[[str], None]) -> None:
+    from mnistflow.orchestration.project import stage_names
+
+    for stage in stage_names(worktree):
+        if stage == "ingest" and skip_ingest:
+            continue
+        started = time.perf_counter()
+        report(f"replaying {stage} ...")
+        ran = _dvc(worktree, "repro", "--force", "--single-item", "--no-run-cache", stage)
+        if ran.returncode != 0:
+            raise PipelineInputError(
+                f"the replay's {stage} stage failed:\n{(ran.stderr or ran.stdout).strip()[-2000:]}"
+            )
+        report(f"replayed {stage} in {time.perf_counter() - started:.1f} s")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _recorded_model(root: Path, revision: str, path: str, folder: Path) -> Path | None:
+    """The recorded model's bytes, from this clone's DVC cache or remote, checked against the
+    md5 its dvc.lock records; None where neither has it."""
+    import hashlib
+
+    from dvc.repo import Repo
+
+    from mnistflow.orchestration.dvc_remotes import resolved_remote_config
+
+    expected = {p: md5 for _, p, md5 in recorded_outputs(
+        file_at_revision(root, revision, DVC_LOCK) or "")}.get(path)  # fmt: skip
+    config = resolved_remote_config(root)
+    try:
+        with (
+            Repo(str(root), rev=revision, config=config) as repo,
+            repo.dvcfs.open(path, "rb") as source,
+        ):
+            content = source.read()
+    except Exception:  # noqa: BLE001 - not in the cache or on a remote: no comparison
+        return None
+    if hashlib.md5(content).hexdigest() != expected:
+        return None
+    target = folder / f"recorded-{Path(path).name}"
+    target.write_bytes(content)
+    return target
+
+
+def _json_or_empty(text: str | None) -> dict[str, Any]:
+    try:
+        content = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _model_difference(recorded: Path | None, replayed: Path, raw: Path) -> dict[str, Any]:
+    if recorded is None:
+        return {
+            "note": "the recorded model is in neither this clone's DVC cache nor its remote; "
+            "compared by hash only"
+        }
+    try:
+        return compare_models(recorded, replayed, raw)
+    except Exception as error:  # noqa: BLE001 - the verdict stands; say why figures are missing
+        return {"note": f"could not run both models ({type(error).__name__}: {error})"}
+
+
+def compare_models(recorded: Path, replayed: Path, raw: Path) -> dict[str, Any]:
+    """Argmax agreement and the largest probability difference on the test set."""
+    import numpy as np
+    import onnxruntime
+
+    from mnistflow.data.sources import load_npz
+
+    images = load_npz(raw).x_test
+    probabilities = []
+    for path in (recorded, replayed):
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        shape = session.get_inputs()[0].shape
+        batch = images.reshape((len(images), *[d for d in shape[1:] if isinstance(d, int)]))
+        probabilities.append(session.run(None, {name: batch.astype(np.uint8)})[0])
+    first, second = probabilities
+    return {
+        "argmax_agreement": float((first.argmax(1) == second.argmax(1)).mean()),
+        "max_abs_probability_diff": float(np.abs(first - second).max()),
+        "test_images": len(images),
+    }
+
+
+def verify(
+    root: Path,
+    target: str,
+    report: Callable[[str], None] = lambda line: None,
+    keep: bool = False,
+) -> Verification:
+    root = Path(root).resolve()
+    revision = resolve_target(root, target)
+    lock_text = file_at_revision(root, revision, DVC_LOCK)
+    if lock_text is None:
+        raise PipelineInputError(f"{target} ({revision[:7]}): no dvc.lock there; nothing to verify")
+    result = Verification(target, revision)
+    recorded_fingerprint = file_at_revision(root, revision, COMPUTE_FINGERPRINT)
+    result.recorded_fingerprint = _json_or_empty(recorded_fingerprint) or None
+    with detached_worktree(root, revision, keep) as worktree:
+        report(f"replaying {target} ({revision[:7]}) in {worktree}")
+        _configure_replay(root, worktree)
+        result.data_from = _provide_data(root, worktree, lock_text, report)
+        replay(worktree, skip_ingest=result.data_from.startswith("ingest's"), report=report)
+        replayed = {(stage, path): md5 for stage, path, md5 in recorded_outputs(
+            (worktree / DVC_LOCK).read_text(encoding="utf-8"))}  # fmt: skip
+        result.outputs = [
+            OutputComparison(stage, path, md5, replayed.get((stage, path)))
+            for stage, path, md5 in recorded_outputs(lock_text)
+        ]
+        result.replayed_fingerprint = _read_json(worktree / COMPUTE_FINGERPRINT)
+        differing = {o.path for o in result.outputs if not o.identical}
+        for path in ONNX_MODELS:
+            if path in differing:
+                recorded = _recorded_model(root, revision, path, worktree.parent)
+                result.model_differences[path] = _model_difference(
+                    recorded, worktree / path, worktree / RAW_DATA
+                )
+        recorded_metrics = _json_or_empty(file_at_revision(root, revision, METRICS))
+        replayed_metrics = _read_json(worktree / METRICS) or {}
+        result.metric_deltas = {
+            name: replayed_metrics[name] - value
+            for name, value in recorded_metrics.items()
+            if isinstance(value, (int, float))
+            and isinstance(replayed_metrics.get(name), (int, float))
+        }
+    return result
+
+
+def describe(result: Verification) -> list[str]:
+    """The verdict in short lines: per output, then the fingerprints side by side."""
+    lines = [f"verify {result.target} ({result.revision[:7]}); data {result.data_from}"]
+    width = max((len(o.path) for o in result.outputs), default=10)
+    for output in result.outputs:
+        verdict = "identical" if output.identical else "DIFFERS"
+        detail = (
+            ""
+            if output.identical
+            else f"  recorded {str(output.recorded)[:8]}, replayed {str(output.replayed)[:8]}"
+        )
+        lines.append(f"  {output.path:<{width}}  {verdict}{detail}")
+    for path, figures in result.model_differences.items():
+        if "note" in figures:
+            lines.append(f"  {path}: {figures['note']}")
+        else:
+            lines.append(
+                f"  {path}: argmax agreement {figures['argmax_agreement']:.4f}, largest "
+                f"probability difference {figures['max_abs_probability_diff']:.3g} on "
+                f"{figures['test_images']} test images"
+            )
+    changed = {k: v for k, v in result.metric_deltas.items() if v}
+    if changed:
+        lines.append("  test metrics, replayed - recorded: " + ", ".join(
+            f"{name} {delta:+.4f}" for name, delta in sorted(changed.items())))  # fmt: skip
+    lines.extend(_fingerprint_lines(result.recorded_fingerprint, result.replayed_fingerprint))
+    identical = sum(o.identical for o in result.outputs)
+    lines.append(
+        f"{identical} of {len(result.outputs)} outputs identical"
+        + ("" if result.identical else "; this machine does not reproduce the record")
+    )
+    return lines
+
+
+def _flatten(document: dict[str, Any] | None, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in (document or {}).items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if not isinstance(value, str) else value
+    return flat
+
+
+def _fingerprint_lines(recorded: dict | None, replayed: dict | None) -> list[str]:
+    if recorded is None:
+        return ["  compute: the revision recorded no reports/compute.json"]
+    old, new = _flatten(recorded), _flatten(replayed)
+    differing = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    if not differing:
+        summary = ", ".join(f"{k} {old[k]}" for k in (
+            "device", "precision", "tensorflow_cpu_kernels", "tensorflow_threads",
+            "onnxruntime_cpu_kernels") if k in old)  # fmt: skip
+        return [f"  compute: the same on both sides ({summary})"]
+    return ["  compute differs (recorded -> here):"] + [
+        f"    {key}: {old.get(key, '-')} -> {new.get(key, '-')}" for key in differing
+    ]

@@ -1,0 +1,121 @@
+"""Validating a labelled dataset: the GX checks with resolved bounds, then what needs a profile
+(near-duplicates) and a reference (drift, label quality). One report for the validate stage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from mnistflow.params import ValidateParams
+from mnistflow.reference.drift import scope_distances
+from mnistflow.reference.folder import Reference
+from mnistflow.reference.profile import batch_profile, build_profile
+from mnistflow.validation.bounds import resolve_bounds
+from mnistflow.validation.checks import (
+    CheckResult,
+    ValidationReport,
+    gx_dataset_checks,
+    validate_images,
+)
+from mnistflow.validation.content_checks import (
+    THRESHOLD_OF,
+    drift_checks,
+    duplicate_checks,
+    label_checks,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def validate_dataset(
+    arrays: dict[str, np.ndarray],
+    params: ValidateParams,
+    reference: Reference | None = None,
+) -> ValidationReport:
+    """Every check on a dataset in Keras' mnist.npz layout. Without a reference, the bounds
+    are params' or MNIST's built-in ones and drift and label quality are not assessed."""
+    profile = reference.profile if reference else None
+    resolved, origins = resolve_bounds(
+        params, profile, reference.label_error_rate if reference else 0.0
+    )
+    gx_report = gx_dataset_checks(arrays, resolved)
+    results = list(gx_report.results)
+    current = build_profile(arrays, resolved.duplicates.max_distance)
+    duplicate_results, duplicates = duplicate_checks(current, resolved)
+    results += duplicate_results
+    metrics: dict[str, Any] = {
+        "near_duplicates": {
+            "train_pairs": duplicates["train_pairs"],
+            "test_in_train": duplicates["test_in_train"],
+        }
+    }
+    details: dict[str, Any] = {"near_duplicate_details": duplicates}
+    if reference is not None:
+        drift_results, drift = drift_checks(current, reference, resolved)
+        label_results, labels = label_checks(arrays, reference, resolved)
+        results += drift_results + label_results
+        metrics["drift"] = drift["largest"]
+        metrics["label_error_rate"] = {
+            split: values["estimated_error_rate"]
+            for split, values in labels.get("splits", {}).items()
+            if values.get("assessed")
+        }
+        details["reference"] = {
+            "data_md5": reference.data_md5,
+            "source": reference.info.get("data", {}).get("source"),
+            "label_model": reference.label_model_kind(),
+        }
+        details["drift_scopes"] = drift["scopes"]
+        details["label_quality"] = labels
+    details["bounds"] = [
+        {"key": key, "value": _plain(getattr_path(resolved, key)), "from": origin}
+        for key, origin in origins.items()
+    ]
+    return ValidationReport(results=results, metrics=metrics, details=details)
+
+
+# Below this many images a batch's histograms are too noisy to judge drift by (1,000 clean
+# MNIST test images lie within the thresholds; 100 do not always).
+MIN_DRIFT_BATCH = 500
+
+
+def validate_batch(
+    images: np.ndarray, params: ValidateParams, reference: Reference | None = None
+) -> ValidationReport:
+    """The checks that apply to an unlabelled prediction batch: each image against the bounds
+    (resolved from the reference where params leaves them null), and the batch as a whole
+    against the reference's training split for drift (from MIN_DRIFT_BATCH images on)."""
+    resolved, _ = resolve_bounds(params, reference.profile if reference else None)
+    results = list(validate_images(images, resolved).results)
+    metrics: dict[str, Any] = {}
+    if reference is not None and len(images) >= MIN_DRIFT_BATCH:
+        accepted = reference.profile.scopes["train"]
+        if list(np.asarray(images).shape[1:3]) == list(accepted.mean_image.shape):
+            distances = scope_distances(batch_profile(images), accepted)
+            metrics["drift"] = distances
+            for measure, value in distances.items():
+                threshold = getattr(resolved.drift, THRESHOLD_OF[measure])
+                results.append(
+                    CheckResult(
+                        name=f"drift_{measure}",
+                        table="batch",
+                        column=None,
+                        success=value <= threshold,
+                        observed=value,
+                        bound=f"at most {threshold} (against the reference's train split)",
+                    )
+                )
+    return ValidationReport(results=results, metrics=metrics)
+
+
+def getattr_path(params: ValidateParams, key: str) -> Any:
+    value: Any = params
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
