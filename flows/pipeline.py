@@ -17,7 +17,7 @@ from prefect.states import Completed
 
 from mnistflow.orchestration import dvc_runs
 from mnistflow.orchestration.deployment_requests import checked_request
-from mnistflow.orchestration.project import find_project_root, stage_names
+from mnistflow.orchestration.project import find_project_root, stage_names, stage_upstreams
 from mnistflow.orchestration.writer_lock import (
     DEFAULT_WAIT_SECONDS,
     describe_holder,
@@ -164,12 +164,14 @@ def training_pipeline(
                 )
             return {"experiment": experiment}
         stages = []
+        upstreams = stage_upstreams(Path(root))
+        states: dict[str, Any] = {}
         for stage in stage_names(Path(root)):
-            retried = (
-                reproduce_stage.with_options(retries=2) if stage == "ingest" else reproduce_stage
-            )
+            # wait_for draws dvc.yaml's DAG in Prefect's graph (the stages run in its order).
+            waits = [states[name] for name in upstreams[stage]]
+            states[stage] = reproduce_stage(stage, root, wait_for=waits, return_state=True)
             # The task's state names the outcome; .result() re-raises a failure, ending the run.
-            stages.append(retried(stage, root, return_state=True).result())
+            stages.append(states[stage].result())
         record = record_and_register(root, publish)
         summary = write_report(root, stages)
     publish_artifacts(stages, summary, record)

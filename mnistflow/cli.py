@@ -174,7 +174,7 @@ def baseline(
     """
     from mnistflow.orchestration.dvc_runs import changed_stages
     from mnistflow.params import load_params
-    from mnistflow.release.gates import Baseline, read_accuracy
+    from mnistflow.release.gates import AccuracyBaseline, read_accuracy
 
     root = _project_root()
     # The model family comes from params.yaml: only sound while the metrics are current.
@@ -188,7 +188,7 @@ def baseline(
         raise typer.Exit(2)
     with reported_input_errors():
         model_name = load_params(root / "params.yaml").model.name
-        accepted = Baseline(model_name, read_accuracy(root / metrics), f"{metrics}")
+        accepted = AccuracyBaseline(model_name, read_accuracy(root / metrics), f"{metrics}")
         accepted.save(root / output)
     typer.echo(f"baseline: {model_name} test accuracy {accepted.accuracy:.4f} -> {output}")
 
@@ -287,7 +287,7 @@ def _model_file(model: str) -> Iterator[tuple[Path, str | None]]:
     from the project's DVC cache or remote into a temporary folder for the block."""
     import tempfile
 
-    from mnistflow.release.registry import ARTIFACT, SERVED, fetch_to_temporary, served_model
+    from mnistflow.release.registry import ARTIFACT, SERVED, fetch_to_folder, served_model
 
     if model == SERVED:
         root = _project_root()
@@ -298,7 +298,7 @@ def _model_file(model: str) -> Iterator[tuple[Path, str | None]]:
         yield Path(model), None
         return
     with tempfile.TemporaryDirectory(prefix="mnistflow-model-") as folder:
-        yield fetch_to_temporary(_project_root(), model, Path(folder))
+        yield fetch_to_folder(_project_root(), model, Path(folder))
 
 
 reference_app = typer.Typer(

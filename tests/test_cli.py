@@ -103,6 +103,6 @@ def test_predict_flags_with_the_bounds_the_model_carries(
     flags = (outside / "out.csv").read_text().splitlines()[1:]
     assert len(flags) == 20 and all("max_pixel" in line for line in flags)
     # MNIST's built-in bound (128) would have let every one of them through.
-    from mnistflow.validation.builtin_bounds import BUILT_IN
+    from mnistflow.validation.bounds import BUILT_IN
 
     assert BUILT_IN["min_max_pixel"] < 200

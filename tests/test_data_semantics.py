@@ -211,7 +211,7 @@ def test_profile_is_byte_identical_for_the_same_data(arrays, tmp_path):
     from mnistflow.reference.profile import save_profile
 
     for name in ("first", "second"):
-        save_profile(build_profile(arrays), tmp_path / name)
+        save_profile(build_profile(arrays, 12), tmp_path / name)
     for file in ("profile.npz", "profile.json"):
         assert (tmp_path / "first" / file).read_bytes() == (tmp_path / "second" / file).read_bytes()
 

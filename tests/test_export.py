@@ -18,7 +18,7 @@ from mnistflow.errors import PipelineInputError
 from mnistflow.params import ExportParams, MinAccuracyParams
 from mnistflow.release.export import convert, gated_export
 from mnistflow.release.gates import (
-    Baseline,
+    AccuracyBaseline,
     decide,
     load_baseline,
     parity,
@@ -102,7 +102,7 @@ def test_parity_gate_trips_on_a_perturbed_weight(trained):
 def test_the_gates_decide_release_with_their_reasons(trained):
     model, images = trained
     params = ExportParams(min_accuracy=MinAccuracyParams(cnn=0.5), max_accuracy_drop=0.002)
-    baseline = Baseline(model_name="cnn", accuracy=0.99)
+    baseline = AccuracyBaseline(model_name="cnn", accuracy=0.99)
     assert quality_gate(0.989, baseline, params, "cnn") == []
     onnx_bytes, report, verdict = gated_export(
         model, SCALE, images, 0.95, baseline, params, "cnn", METADATA
@@ -122,7 +122,7 @@ def test_the_gates_decide_release_with_their_reasons(trained):
 
 
 def test_a_baseline_of_another_family_is_not_compared():
-    baseline = Baseline(model_name="cnn", accuracy=0.993)
+    baseline = AccuracyBaseline(model_name="cnn", accuracy=0.993)
     # An MLP experiment is not a regression of the released CNN ...
     assert quality_gate(0.978, baseline, ExportParams(), "mlp") == []
     # ... but it still has its own floor.
@@ -135,7 +135,7 @@ def test_baseline_file(tmp_path):
     path.write_text("{}")
     assert load_baseline(path) is None
     path.write_text(json.dumps({"model_name": "cnn", "accuracy": 0.99}))
-    assert load_baseline(path) == Baseline("cnn", 0.99)
+    assert load_baseline(path) == AccuracyBaseline("cnn", 0.99)
     for content, message in [
         ({"model_name": "cnn"}, "accuracy None; expected a number in 0..1"),
         ({"model_name": "cnn", "accuracy": True}, "accuracy True; expected a number"),

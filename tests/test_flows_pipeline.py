@@ -34,7 +34,7 @@ def workspace(tmp_path_factory, prefect_harness):
     return root
 
 
-def task_states(flow_run_id) -> dict[str, str]:
+def stage_task_runs(flow_run_id) -> list:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
@@ -44,7 +44,21 @@ def task_states(flow_run_id) -> dict[str, str]:
             sort=TaskRunSort.EXPECTED_START_TIME_ASC,
             limit=200,
         )
-    return {run.name: run.state.name for run in runs if run.name in STAGES}
+    return [run for run in runs if run.name in ("compute", *STAGES)]
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    return {run.name: run.state.name for run in stage_task_runs(flow_run_id) if run.name in STAGES}
+
+
+def drawn_upstreams(flow_run_id) -> dict[str, set[str]]:
+    """Per stage task, the stage tasks Prefect's graph draws an arrow from (its wait_for)."""
+    runs = stage_task_runs(flow_run_id)
+    names = {run.id: run.name for run in runs}
+    return {
+        run.name: {names[i.id] for i in run.task_inputs.get("wait_for", []) if i.id in names}
+        for run in runs
+    }
 
 
 def run_artifacts(flow_run_id) -> dict[str, object]:
@@ -70,6 +84,11 @@ def test_first_run_runs_every_stage_then_second_skips_all(workspace):
     assert [s["stage"] for s in result["stages"]] == ["compute", *STAGES]
     assert all(s["ran"] for s in result["stages"])
     assert set(task_states(first.state_details.flow_run_id).values()) == {"Ran"}
+    # Prefect's graph shows dvc.yaml's DAG, not seven tasks starting together.
+    drawn = drawn_upstreams(first.state_details.flow_run_id)
+    assert drawn["prepare"] == {"ingest", "validate"}
+    assert drawn["export"] == {"compute", "ingest", "validate", "prepare", "train", "evaluate"}
+    assert drawn["ingest"] == set() and drawn["train"] == {"compute", "prepare"}
     artifacts = run_artifacts(first.state_details.flow_run_id)
     assert "accuracy" in str(artifacts["test-metrics"]) and "f1_macro" in str(
         artifacts["test-metrics"]

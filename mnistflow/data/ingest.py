@@ -51,13 +51,6 @@ def trusted_pickles(params_file: Path) -> frozenset[str]:
     return sources.SHIPPED_PICKLES | ({committed} if committed else set())
 
 
-def obtain(
-    params: DataParams, trusted: frozenset[str] = sources.SHIPPED_PICKLES
-) -> tuple[str, sources.MnistArrays]:
-    """Return (the source used, the checked arrays)."""
-    return params.source, sources.load_source(params.source, params.sha256, trusted)
-
-
 def write_raw(arrays: sources.MnistArrays, output: Path) -> None:
     # np.savez pins the zip timestamps, so equal arrays give byte-identical files (and one DVC
     # hash) on every run and machine.
@@ -68,7 +61,7 @@ def write_raw(arrays: sources.MnistArrays, output: Path) -> None:
 def ingest(
     params: DataParams, output: Path, trusted: frozenset[str] = sources.SHIPPED_PICKLES
 ) -> Path:
-    source, arrays = obtain(params, trusted)
+    source, arrays = params.source, sources.load_source(params.source, params.sha256, trusted)
     write_raw(arrays, output)
     logger.info(
         "MNIST from %s: %d train, %d test images -> %s",

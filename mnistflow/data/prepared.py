@@ -17,7 +17,7 @@ from mnistflow.data.normalization import Normalization, fit_normalization
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import PrepareParams
 
-SPLITS = ("train", "validation", "test")
+PREPARED_SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def prepare(
 def save_prepared(data: PreparedData, output: Path) -> None:
     # Uncompressed .npy inside .npz: loads fast and np.savez is byte-reproducible.
     with atomic_directory(output) as folder:
-        for name in SPLITS:
+        for name in PREPARED_SPLITS:
             part: PreparedSplit = getattr(data, name)
             with open(folder / f"{name}.npz", "wb") as handle:
                 np.savez(handle, x=part.x, y=part.y)
@@ -96,4 +96,4 @@ def load_split(folder: Path, name: str) -> PreparedSplit:
 
 
 def load_prepared(folder: Path) -> PreparedData:
-    return PreparedData(**{name: load_split(folder, name) for name in SPLITS})
+    return PreparedData(**{name: load_split(folder, name) for name in PREPARED_SPLITS})

@@ -39,3 +39,29 @@ def stage_names(root: Path) -> list[str]:
     """The stages in the order dvc.yaml lists them (its order is the pipeline's)."""
     content = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))
     return list(content["stages"])
+
+
+def stage_upstreams(root: Path) -> dict[str, list[str]]:
+    """Per stage, the stages whose outputs it depends on (dvc.yaml's DAG), in dvc.yaml's order."""
+    stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    outputs = {name: _outputs(spec) for name, spec in stages.items()}
+    return {
+        name: [
+            other
+            for other in stages
+            if other != name
+            and any(_covers(out, dep) for out in outputs[other] for dep in spec.get("deps") or [])
+        ]
+        for name, spec in stages.items()
+    }
+
+
+def _outputs(spec: dict) -> list[str]:
+    """A stage's outputs: its outs, metrics and plots, each a path or a {path: options}."""
+    entries = [e for key in ("outs", "metrics", "plots") for e in spec.get(key) or []]
+    return [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
+
+
+def _covers(output: str, dependency: str) -> bool:
+    """Whether `dependency` is `output` or lies inside it."""
+    return dependency == output or dependency.startswith(output.rstrip("/") + "/")

@@ -24,7 +24,8 @@ from mnistflow.core.atomic import atomic_directory, write_json
 from mnistflow.core.hashing import md5_of_file, sha256_of_file
 from mnistflow.data.sources import load_npz
 from mnistflow.errors import PipelineInputError
-from mnistflow.paths import ONNX_MODEL, RAW_DATA
+from mnistflow.params import load_validate_params
+from mnistflow.paths import ONNX_MODEL, PARAMS, RAW_DATA
 from mnistflow.reference.folder import INFO_FILE, REFERENCE_DIR
 from mnistflow.reference.label_quality import LABEL_FOLD_MODELS, LABEL_ONNX_MODEL
 from mnistflow.reference.profile import build_profile, save_profile
@@ -78,7 +79,10 @@ def accept_reference(
         )
     use_released = released is not None and label_model in ("auto", "released")
     logger.info("profiling %s (md5 %s)", raw_path, data_md5)
-    profile = build_profile(arrays)
+    # Near-duplicates counted at the distance validate will count them at: the bounds inferred
+    # from these counts must mean the same thing there.
+    bits = load_validate_params(root / PARAMS).duplicates.max_distance
+    profile = build_profile(arrays, bits)
     folder = root / REFERENCE_DIR
     with atomic_directory(folder) as staging:
         save_profile(profile, staging)

@@ -31,7 +31,7 @@ from mnistflow.reference.image_features import box_aspects, centres_of_mass
 from mnistflow.reference.near_duplicates import close_pairs, perceptual_hashes
 from mnistflow.validation.summaries import summarize_images
 
-SPLITS = ("train", "test")
+PROFILED_SPLITS = ("train", "test")
 # Fixed bin edges, so histograms of any two datasets compare bin by bin.
 INTENSITY_EDGES = np.linspace(0.0, 256.0, 33)  # 32 bins of 8 grey levels, in pixel units
 INK_EDGES = np.linspace(0.0, 1.0, 21)
@@ -41,9 +41,6 @@ ASPECT_EDGES = np.linspace(-3.0, 3.0, 25)
 HISTOGRAMS = {"intensity": INTENSITY_EDGES, "ink": INK_EDGES, "aspect": ASPECT_EDGES}
 # The per-image summaries whose observed range the inferred bounds start from.
 RANGED_SUMMARIES = ("mean_intensity", "ink_fraction", "max_pixel")
-# Two images at most this many bits apart (of 256) count as near-duplicates; see
-# mnistflow/reference/near_duplicates.py for how that separates copies from distinct digits.
-NEAR_DUPLICATE_BITS = 12
 
 
 @dataclass
@@ -62,16 +59,13 @@ class Profile:
     splits: dict[str, dict[str, Any]]
     hashes: dict[str, np.ndarray] = field(default_factory=dict)  # per split, (N, 32) uint8
 
-    def scope_names(self) -> list[str]:
-        return list(self.scopes)
 
-
-def build_profile(arrays: dict[str, np.ndarray], near_duplicate_bits: int = NEAR_DUPLICATE_BITS):
+def build_profile(arrays: dict[str, np.ndarray], near_duplicate_bits: int):
     """The profile of a labelled dataset in Keras' mnist.npz layout (x_train, y_train, ...)."""
     scopes: dict[str, ScopeProfile] = {}
     splits: dict[str, dict[str, Any]] = {}
     hashes: dict[str, np.ndarray] = {}
-    for split in SPLITS:
+    for split in PROFILED_SPLITS:
         images = pixel_units(np.asarray(arrays[f"x_{split}"]))
         labels = np.asarray(arrays[f"y_{split}"]).reshape(-1)
         features = _image_features(images)

@@ -25,7 +25,7 @@ from mnistflow.reference.input_profile import input_profile_metadata
 from mnistflow.release.export import gated_export, marked_refused, model_metadata
 from mnistflow.release.gates import Verdict, load_baseline, read_accuracy
 from mnistflow.release.quantization import Int8Report, gated_int8
-from mnistflow.validation.applied_bounds import applied_bounds
+from mnistflow.validation.bounds import applied_bounds
 
 logger = logging.getLogger(__name__)
 

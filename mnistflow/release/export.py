@@ -26,7 +26,7 @@ from mnistflow.core.hashing import sha256_of_file
 from mnistflow.data.normalization import Normalization
 from mnistflow.params import ExportParams, ModelName, Params, ValidateParams
 from mnistflow.release.gates import (
-    Baseline,
+    AccuracyBaseline,
     ParityReport,
     Verdict,
     decide,
@@ -182,7 +182,7 @@ def gated_export(
     normalization: Normalization,
     test_images: np.ndarray,
     accuracy: float,
-    baseline: Baseline | None,
+    baseline: AccuracyBaseline | None,
     params: ExportParams,
     model_name: ModelName,
     metadata: dict[str, str],

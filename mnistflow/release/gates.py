@@ -24,7 +24,7 @@ PARITY_BATCH = 1024
 
 
 @dataclass(frozen=True)
-class Baseline:
+class AccuracyBaseline:
     """The metrics of the released model: what a new model must not fall far below.
 
     Kept in a git-tracked file that the export stage declares as a dependency, so the gate's
@@ -64,7 +64,7 @@ def read_accuracy(metrics_path: Path) -> float:
     return float(value)
 
 
-def load_baseline(path: Path) -> Baseline | None:
+def load_baseline(path: Path) -> AccuracyBaseline | None:
     """The baseline in `path`; None when the file holds none yet (`{}`)."""
     content = read_json_object(path, "a baseline: model_name, accuracy, source")
     if not content:
@@ -80,11 +80,11 @@ def load_baseline(path: Path) -> Baseline | None:
         or not 0 <= accuracy <= 1
     ):
         raise PipelineInputError(f"{path}: accuracy {accuracy!r}; expected a number in 0..1")
-    return Baseline(model_name, float(accuracy), str(content.get("source", "")))
+    return AccuracyBaseline(model_name, float(accuracy), str(content.get("source", "")))
 
 
 def quality_gate(
-    accuracy: float, baseline: Baseline | None, params: ExportParams, model_name: ModelName
+    accuracy: float, baseline: AccuracyBaseline | None, params: ExportParams, model_name: ModelName
 ) -> list[str]:
     """The reasons to refuse the model; empty when it may be exported.
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,7 +237,7 @@ def promote(root: Path, version: str, stage: str = "prod") -> ModelVersion:
 
 
 def write_baseline(root: Path, version: ModelVersion) -> None:
-    from mnistflow.release.gates import Baseline
+    from mnistflow.release.gates import AccuracyBaseline
 
     metrics = file_at_revision(root, version.revision, METRICS)
     params = file_at_revision(root, version.revision, "params.yaml")
@@ -246,7 +245,8 @@ def write_baseline(root: Path, version: ModelVersion) -> None:
         raise PipelineInputError(f"{ARTIFACT} {version.version}: no metrics recorded with it")
     model_name = (yaml.safe_load(params).get("model") or {}).get("name", "cnn")
     accuracy = json.loads(metrics)["accuracy"]
-    Baseline(model_name, accuracy, f"{ARTIFACT} {version.version}").save(Path(root) / BASELINE)
+    baseline = AccuracyBaseline(model_name, accuracy, f"{ARTIFACT} {version.version}")
+    baseline.save(Path(root) / BASELINE)
 
 
 def resolve(root: Path, spec: str) -> ModelVersion:
@@ -381,10 +381,10 @@ def _artifact_path(root: Path, revision: str) -> str:
     return ((declared.get("artifacts") or {}).get(ARTIFACT) or {}).get("path", ARTIFACT_PATH)
 
 
-def fetch_to_temporary(root: Path, spec: str, folder: Path | None = None) -> tuple[Path, str]:
-    """(a local copy of the model `spec` names, its registry version)."""
+def fetch_to_folder(root: Path, spec: str, folder: Path) -> tuple[Path, str]:
+    """(a verified copy in `folder`, which the caller owns, of the model `spec` names, its
+    registry version)."""
     version = resolve(root, spec)
-    folder = folder or Path(tempfile.mkdtemp(prefix="mnistflow-model-"))
     return fetch_model(
         root, version, folder / f"{ARTIFACT}-{version.version}.onnx"
     ), version.version

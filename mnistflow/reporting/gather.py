@@ -52,7 +52,9 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_i
 
 
 @dataclass(frozen=True)
-class Baseline:
+class ComparedRevision:
+    """The revision a report compares this run with (a registry version, a record, HEAD)."""
+
     label: str
     revision: str
 
@@ -88,7 +90,7 @@ class ReportInputs:
     generated_at: str
     code_revision: str | None
     code_changes: list[str]
-    baseline: Baseline | None
+    baseline: ComparedRevision | None
     data_versions: dict[str, str]
     params_changes: list[tuple[str, Any, Any]]
     params: dict[str, Any]
@@ -196,7 +198,7 @@ def dvc_json(root: Path, *arguments: str) -> Any:
         return None
 
 
-def choose_baseline(root: Path) -> Baseline | None:
+def choose_baseline(root: Path) -> ComparedRevision | None:
     """The registry's prod version, else its latest version, else the last commit; named
     by its git tag (or HEAD), which is what DVC's diffs and chart legends then show.
 
@@ -216,16 +218,16 @@ def choose_baseline(root: Path) -> Baseline | None:
         recorded = registry.exported_model_hash(file_at_revision(root, revision, DVC_LOCK))
         return own_model is not None and recorded == own_model
 
-    candidates: list[Baseline] = []
+    candidates: list[ComparedRevision] = []
     try:
         prod = registry.version_in_stage(root, "prod")
         if prod and not is_this_run(prod.revision):
-            candidates.append(Baseline(
+            candidates.append(ComparedRevision(
                 f"{registry.ARTIFACT} {prod.version} (prod)", f"{registry.ARTIFACT}@{prod.version}"
             ))  # fmt: skip
         for version in registry.versions_newest_first(root):
             if not is_this_run(version.revision):
-                candidates.append(Baseline(
+                candidates.append(ComparedRevision(
                     f"{registry.ARTIFACT} {version.version} (latest other version)",
                     f"{registry.ARTIFACT}@{version.version}",
                 ))  # fmt: skip
@@ -236,23 +238,20 @@ def choose_baseline(root: Path) -> Baseline | None:
     # (every change +0.0000) is the news that the commit reproduces here.
     head = git_output(root, "rev-parse", "--short", "HEAD")
     if head:
-        candidates.append(Baseline(f"last commit {head}", "HEAD"))
+        candidates.append(ComparedRevision(f"last commit {head}", "HEAD"))
     return candidates[0] if candidates else None
 
 
-def metric_rows(root: Path, baseline: Baseline | None) -> list[MetricRow]:
+def metric_rows(root: Path, baseline: ComparedRevision | None) -> list[MetricRow]:
     current = read_json(root / METRICS) or {}
     old: dict[str, Any] = {}
     if baseline:
         diff = dvc_json(root, "metrics", "diff", baseline.revision, "--all") or {}
-        old = {
-            name: entry.get("old")
-            for name, entry in (diff.get(METRICS) or {}).items()
-        }
+        old = {name: entry.get("old") for name, entry in (diff.get(METRICS) or {}).items()}
     return [MetricRow(name, current.get(name), old.get(name)) for name in TEST_METRICS]
 
 
-def params_changes(root: Path, baseline: Baseline | None) -> list[tuple[str, Any, Any]]:
+def params_changes(root: Path, baseline: ComparedRevision | None) -> list[tuple[str, Any, Any]]:
     if not baseline:
         return []
     diff = dvc_json(root, "params", "diff", baseline.revision) or {}
@@ -263,7 +262,7 @@ def params_changes(root: Path, baseline: Baseline | None) -> list[tuple[str, Any
     )
 
 
-def plots(root: Path, baseline: Baseline | None) -> tuple[list[Chart], list[Picture]]:
+def plots(root: Path, baseline: ComparedRevision | None) -> tuple[list[Chart], list[Picture]]:
     """DVC's plots of the workspace (and of the baseline, overlaid or side by side)."""
     from mnistflow.reporting.charts import vega_lite_svg
 
@@ -355,7 +354,6 @@ def environment(training: dict[str, Any] | None) -> dict[str, str]:
 
 def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInputs:
     """Everything the report shows, for the project at `root`."""
-
 
     root = Path(root)
     baseline = choose_baseline(root)

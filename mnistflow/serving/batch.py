@@ -107,7 +107,7 @@ def snapshot_model(request: BatchRequest, folder: Path) -> ModelSnapshot:
     the md5 git records, the project's export against the sha256 export recorded): an export
     that lands mid-run cannot give two shards two models."""
     if request.model.startswith(registry.ARTIFACT):
-        source, version = registry.fetch_to_temporary(request.project, request.model, folder)
+        source, version = registry.fetch_to_folder(request.project, request.model, folder)
         expected = None
     else:
         source, version = Path(request.model), None

@@ -43,19 +43,6 @@ UNCOMMITTED_FOLDER = "uncommitted"
 PARTITION_PREFIX = "part-"
 # Only names this module writes are ever removed (not Spark's part-00000-… files, say).
 PARTITION_NAME = re.compile(r"part-\d{8}T\d{12}Z\.parquet")
-MANIFEST_COLUMNS = (
-    "content_sha256",
-    "source",
-    "size",
-    "mtime_ns",
-    "model_sha256",
-    "model_version",
-    "partition",
-    "predicted_at",
-    "images",
-    "error",
-    "recovered",
-)
 # Columns that hold a value in every record (the rest may be null).
 REQUIRED_COLUMNS = ("content_sha256", "source", "model_sha256", "partition", "predicted_at")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")

@@ -9,17 +9,50 @@ once written by hand. Sizes and image shape are the reference's own; near-duplic
 the reference's plus 0.1 % of the training split; the label-error rate the reference's own
 estimate plus `validate.labels.allowance`. Without a reference (a prediction batch
 outside any project), MNIST's built-in values below apply.
+
+The bounds a validation report applied are read back from reports/validation.json by
+`applied_bounds`: export embeds them in the ONNX model as `input_checks` (what `mnistflow
+predict` flags inputs with), so the model carries the bounds its data was actually checked
+against, inferred ones included, and serving needs neither the reference nor params.yaml.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mnistflow.constants import PIXEL_MAX
+from mnistflow.constants import IMAGE_SIZE, PIXEL_MAX
+from mnistflow.errors import PipelineInputError
 from mnistflow.params import DuplicateChecks, ValidateParams
-from mnistflow.reference.profile import Profile
-from mnistflow.validation.builtin_bounds import BUILT_IN, BUILT_IN_DUPLICATES
+
+if TYPE_CHECKING:  # a type only: the profile module itself builds on the summaries' bounds
+    from mnistflow.reference.profile import Profile
+
+# MNIST's bounds as once written by hand: what applies where no reference profile is known
+# (a prediction batch outside any project, a model exported before bounds were inferred).
+BUILT_IN = {
+    "train_size": 60000,
+    "test_size": 10000,
+    "image_height": IMAGE_SIZE,
+    "image_width": IMAGE_SIZE,
+    "min_mean_intensity": 3.0,
+    "max_mean_intensity": 140.0,
+    "min_ink_fraction": 0.02,
+    "max_ink_fraction": 0.6,
+    "min_max_pixel": 128,
+    "min_class_share": 0.05,
+    "max_class_share": 0.15,
+}
+BUILT_IN_DUPLICATES = {"max_in_train": 60, "max_test_in_train": 0}
+
+
+def bound(params, key: str):
+    """params' value for `key`, or the built-in one where params leaves it null."""
+    value = getattr(params, key)
+    return BUILT_IN[key] if value is None else value
+
 
 TRAIN_NEAR_DUPLICATE_ALLOWANCE = 0.001  # of the training split, on top of the reference's count
 
@@ -94,3 +127,33 @@ def resolve_bounds(
 
 def _round(value: float) -> float:
     return round(float(value), 6)
+
+
+def applied_bounds(report: Path, params: ValidateParams) -> ValidateParams:
+    """`params` with every bound set to the value the report at `report` applied."""
+    try:
+        entries = json.loads(Path(report).read_text(encoding="utf-8"))["bounds"]
+        values = {entry["key"]: entry["value"] for entry in entries}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PipelineInputError(
+            f"{report}: no applied bounds in it ({type(error).__name__}: {error}); run the "
+            "validate stage first"
+        ) from None
+    duplicates = {
+        key.split(".", 1)[1]: value
+        for key, value in values.items()
+        if key.startswith("duplicates.")
+    }
+    plain = {key: value for key, value in values.items() if "." not in key}
+    try:
+        return ValidateParams.model_validate(
+            {
+                **params.model_dump(),
+                **plain,
+                "duplicates": DuplicateChecks(
+                    **{**params.duplicates.model_dump(), **duplicates}
+                ).model_dump(),
+            }
+        )
+    except ValueError as error:
+        raise PipelineInputError(f"{report}: its bounds are not valid ({error})") from None

@@ -19,7 +19,7 @@ from mnistflow.reference.drift import MEASURES, profile_distances
 from mnistflow.reference.folder import Reference
 from mnistflow.reference.label_quality import assess_labels
 from mnistflow.reference.near_duplicates import close_pairs
-from mnistflow.reference.profile import SPLITS, Profile, cross_near_duplicates
+from mnistflow.reference.profile import PROFILED_SPLITS, Profile, cross_near_duplicates
 from mnistflow.validation.checks import CheckResult
 
 THRESHOLD_OF = {
@@ -72,7 +72,7 @@ def label_checks(
         return [], {"model": None, "note": "the reference holds no label model"}
     results = []
     splits: dict[str, Any] = {}
-    for split in SPLITS:
+    for split in PROFILED_SPLITS:
         images, labels = np.asarray(arrays[f"x_{split}"]), np.asarray(arrays[f"y_{split}"])
         why_not = _why_labels_cannot_be_assessed(images, labels, reference)
         if why_not:

@@ -16,7 +16,7 @@ import numpy as np
 from mnistflow.constants import NUM_CLASSES, PIXEL_MAX
 from mnistflow.data.pixels import pixel_units
 from mnistflow.params import ValidateParams
-from mnistflow.validation.builtin_bounds import bound
+from mnistflow.validation.bounds import bound
 
 CLASSES = tuple(range(NUM_CLASSES))
 
