@@ -20,23 +20,10 @@ from mnistflow.core.hashing import md5_of_file
 from mnistflow.data.sources import read_npz_arrays
 from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
-from mnistflow.reference.folder import ACCEPT_HINT, load_reference
-from mnistflow.validation.dataset import validate_dataset
+from mnistflow.reference.folder import load_reference
+from mnistflow.validation.dataset import failure_message, validate_dataset
 
 logger = logging.getLogger(__name__)
-
-# Checks that compare the data with the accepted reference: failing one may mean the data is
-# a new dataset rather than a broken one, so the error says how to accept it.
-REFERENCE_TABLES = ("drift",)
-REFERENCE_CHECKS = (
-    "split_size",
-    "image_height",
-    "image_width",
-    "mean_intensity",
-    "ink_fraction",
-    "max_pixel",
-    "class_share",
-)
 
 
 def main() -> None:
@@ -63,21 +50,7 @@ def main() -> None:
         {"data": {"path": arguments.raw.as_posix(), "md5": data_md5}, **report.as_json()},
     )
     if not report.success:
-        lines = "\n".join(f"  - {failure.line()}" for failure in report.failures)
-        hint = ""
-        if reference is not None and any(
-            failure.table in REFERENCE_TABLES or failure.name in REFERENCE_CHECKS
-            for failure in report.failures
-        ):
-            hint = (
-                f"\nThe data differs from the reference accepted from data md5 "
-                f"{reference.data_md5}; {ACCEPT_HINT}."
-            )
-        print(
-            f"error: {arguments.raw} failed {len(report.failures)} of {len(report.results)} "
-            f"data checks:\n{lines}{hint}",
-            file=sys.stderr,
-        )
+        print(f"error: {failure_message(report, arguments.raw, reference)}", file=sys.stderr)
         sys.exit(1)
     logger.info("all %d data checks passed", len(report.results))
 

@@ -41,14 +41,25 @@ def test_the_layers_reach_the_stages_they_should():
         "evaluate",
         "export",
     }
-    assert stages_importing(PROJECT_ROOT, module / "serving" / "gates.py") == {"export"}
+    assert stages_importing(PROJECT_ROOT, module / "release" / "gates.py") == {"export"}
     assert stages_importing(PROJECT_ROOT, module / "training" / "models.py") == {"train"}
     # The kernel cap is applied by every stage that computes with TensorFlow.
-    assert stages_importing(PROJECT_ROOT, module / "cpu_kernels.py") == {
+    assert stages_importing(PROJECT_ROOT, module / "compute" / "cpu_kernels.py") == {
         "compute", "train", "evaluate", "export"
     }  # fmt: skip
     # Prediction code is not part of the pipeline: editing it re-runs nothing.
-    assert stages_importing(PROJECT_ROOT, module / "serving" / "predict.py") == set()
+    for serving in sorted((module / "serving").glob("*.py")):
+        assert stages_importing(PROJECT_ROOT, serving) == set(), serving
+
+
+def test_the_library_is_grouped_by_concern():
+    """At most ten modules directly in mnistflow/; the rest live in a package per concern."""
+    module = PROJECT_ROOT / "mnistflow"
+    top = sorted(path.name for path in module.glob("*.py"))
+    assert len(top) <= 10, top
+    packages = {path.parent.name for path in module.glob("*/__init__.py")}
+    assert {"core", "data", "validation", "reference", "training", "evaluation", "release",
+            "serving", "orchestration", "reporting"} <= packages  # fmt: skip
 
 
 def test_the_library_never_imports_stages_or_flows():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from mnistflow.core.atomic import atomic_file
+from mnistflow.core.git import file_at_revision
 from mnistflow.data import sources
 from mnistflow.params import DataParams
 
@@ -28,17 +28,11 @@ def committed_data_sha256(params_file: Path, project: Path | None = None) -> str
     relative = Path(os.path.relpath(Path(params_file).absolute(), project))
     if ".." in relative.parts:
         return None
-    shown = subprocess.run(
-        ["git", "show", f"HEAD:./{relative.as_posix()}"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if shown.returncode != 0:
+    shown = file_at_revision(project, "HEAD", f"./{relative.as_posix()}")
+    if shown is None:
         return None
     try:
-        committed = yaml.safe_load(shown.stdout) or {}
+        committed = yaml.safe_load(shown) or {}
     except yaml.YAMLError:
         return None
     value = (committed.get("data") or {}).get("sha256") if isinstance(committed, dict) else None

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mnistflow.core.git import git_or_none
 from mnistflow.training.presets import format_value
 
 
@@ -76,10 +76,7 @@ def untracked_source_override(root: Path | str) -> dict[str, str]:
         return {}
     path = Path(root) / source
     tracked = (
-        subprocess.run(
-            ["git", "ls-files", "--error-unmatch", source], cwd=root, capture_output=True
-        ).returncode
-        == 0
+        git_or_none(root, "ls-files", "--error-unmatch", source) is not None
         or Path(f"{path}.dvc").is_file()
     )
     return {} if tracked or not path.exists() else {"data.source": str(path.resolve())}

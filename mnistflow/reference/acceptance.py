@@ -24,7 +24,7 @@ from mnistflow.core.atomic import atomic_directory, write_json
 from mnistflow.core.hashing import md5_of_file, sha256_of_file
 from mnistflow.data.sources import load_npz
 from mnistflow.errors import PipelineInputError
-from mnistflow.params import load_validate_params
+from mnistflow.params import ValidateParams, load_validate_params
 from mnistflow.paths import ONNX_MODEL, PARAMS, RAW_DATA
 from mnistflow.reference.folder import INFO_FILE, REFERENCE_DIR
 from mnistflow.reference.label_quality import LABEL_FOLD_MODELS, LABEL_ONNX_MODEL
@@ -81,7 +81,9 @@ def accept_reference(
     logger.info("profiling %s (md5 %s)", raw_path, data_md5)
     # Near-duplicates counted at the distance validate will count them at: the bounds inferred
     # from these counts must mean the same thing there.
-    bits = load_validate_params(root / PARAMS).duplicates.max_distance
+    params_file = root / PARAMS
+    checks = load_validate_params(params_file) if params_file.is_file() else ValidateParams()
+    bits = checks.duplicates.max_distance
     profile = build_profile(arrays, bits)
     folder = root / REFERENCE_DIR
     with atomic_directory(folder) as staging:

@@ -16,7 +16,6 @@ A label column shifted by one row, random label noise and two swapped classes al
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.core.hashing import image_digests
 from mnistflow.core.onnx_runs import batched_outputs, cpu_session
 from mnistflow.data.pixels import uint8_pixels, unit_floats
 from mnistflow.errors import PipelineInputError
@@ -38,13 +38,8 @@ SUSPICIOUS_KEPT = 64  # most suspicious examples listed (and drawn in the report
 
 def exact_hashes(images: np.ndarray) -> np.ndarray:
     """A 64-bit content hash per image: finds accepted training images among new data."""
-    rows = np.ascontiguousarray(images).reshape(len(images), -1)
     return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
-            for row in rows
-        ],
-        dtype=np.uint64,
+        [int.from_bytes(digest, "little") for digest in image_digests(images, 8)], dtype=np.uint64
     )
 
 

@@ -10,13 +10,12 @@ points at, which name themselves wherever they are copied.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from mnistflow.core.atomic import atomic_file
+from mnistflow.core.git import git_or_none
 
 # dvc.lock stages whose outputs are the data a model was trained and tested on.
 DATA_STAGES = ("ingest", "prepare")
@@ -48,12 +47,10 @@ def output_paths(lock_text: str) -> set[str]:
 
 def code_changes(root: Path, outputs: set[str]) -> list[str]:
     """Tracked files that differ from HEAD, other than `outputs` (and what lies inside them)."""
-    result = subprocess.run(
-        ["git", "diff", "--name-only", "-z", "HEAD"], cwd=root, capture_output=True, check=False
-    )
-    if result.returncode != 0:
+    listed = git_or_none(root, "diff", "--name-only", "-z", "HEAD")
+    if listed is None:
         return []
-    changed = [os.fsdecode(name) for name in result.stdout.split(b"\0") if name]
+    changed = [name for name in listed.split("\0") if name]
     return sorted(
         path
         for path in changed

@@ -13,22 +13,17 @@ parameter a Prefect API caller can pass.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
+
+from mnistflow.core.git import git_or_none
 
 SETTING = "mnistflow.publish"
 
 
 def clone_publishes(root: Path) -> bool:
     """The clone's own setting (git config --local); false where it is unset."""
-    result = subprocess.run(
-        ["git", "config", "--local", "--type=bool", "--get", SETTING],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.returncode == 0 and result.stdout.strip() == "true"
+    value = git_or_none(root, "config", "--local", "--type=bool", "--get", SETTING)
+    return value is not None and value.strip() == "true"
 
 
 def publishing(root: Path, requested: bool | None = None) -> bool:

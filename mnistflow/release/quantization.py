@@ -101,6 +101,13 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
             nodes_to_exclude=softmax_nodes,
         )
         quantized = onnx.load_model(str(int8_path))
+    _mark_int8(quantized, fp32_bytes, len(calibration))
+    return quantized.SerializeToString()
+
+
+def _mark_int8(quantized, fp32_bytes: bytes, calibration_images: int) -> None:
+    """The int8 model's metadata: the float32 model's own, without the quantization tools'
+    notes about themselves, plus its precision, its source's sha256 and its calibration."""
     kept = [entry for entry in quantized.metadata_props if entry.key not in TOOL_METADATA]
     del quantized.metadata_props[:]
     quantized.metadata_props.extend(kept)
@@ -111,10 +118,9 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
     quantized.metadata_props.add(
         key=CALIBRATION_KEY,
         value=json.dumps(
-            {"images": len(calibration), "split": "train", "method": "minmax"}, sort_keys=True
+            {"images": calibration_images, "split": "train", "method": "minmax"}, sort_keys=True
         ),
     )
-    return quantized.SerializeToString()
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ therefore pushed from the workspace itself, with the remote's URL resolved from 
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mnistflow.core.git import file_at_revision, git
 from mnistflow.errors import PipelineInputError
 from mnistflow.orchestration.dvc_runs import dvc_workspace
 from mnistflow.paths import DVC_LOCK
@@ -45,22 +45,6 @@ class RunRecord:
     def describe(self) -> str:
         where = ", ".join(self.pushed_to) if self.pushed_to else "this repository only"
         return f"experiment {self.name} ({self.revision[:7]}), stored in {where}"
-
-
-def git(root: Path, *arguments: str) -> str:
-    result = subprocess.run(
-        ["git", *arguments], cwd=root, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise PipelineInputError(f"git {' '.join(arguments)} failed: {result.stderr.strip()}")
-    return result.stdout
-
-
-def file_at_revision(root: Path, revision: str, path: str) -> str | None:
-    result = subprocess.run(
-        ["git", "show", f"{revision}:{path}"], cwd=root, capture_output=True, text=True
-    )
-    return result.stdout if result.returncode == 0 else None
 
 
 def newest_record_ref(root: Path) -> tuple[str, str] | None:

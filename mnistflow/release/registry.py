@@ -27,11 +27,12 @@ from pathlib import Path
 
 import yaml
 
+from mnistflow.core.git import file_at_revision, git
 from mnistflow.errors import PipelineInputError
 from mnistflow.orchestration.dvc_runs import dvc_workspace
 from mnistflow.paths import DVC_LOCK, EXPORT_REPORT, METRICS, ONNX_MODEL
 from mnistflow.release import lineage
-from mnistflow.release.records import RunRecord, file_at_revision, git, git_remote
+from mnistflow.release.records import RunRecord, git_remote
 
 logger = logging.getLogger(__name__)
 

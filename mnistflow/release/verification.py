@@ -30,10 +30,11 @@ from typing import Any
 
 import yaml
 
+from mnistflow.core.git import file_at_revision, git, git_or_none
 from mnistflow.core.hashing import md5_of_file
 from mnistflow.errors import PipelineInputError
 from mnistflow.paths import COMPUTE_FINGERPRINT, DVC_LOCK, INT8_MODEL, METRICS, ONNX_MODEL, RAW_DATA
-from mnistflow.release.records import EXPERIMENT_REFS, file_at_revision, git
+from mnistflow.release.records import EXPERIMENT_REFS
 
 ONNX_MODELS = (ONNX_MODEL, INT8_MODEL)
 
@@ -72,15 +73,9 @@ def resolve_target(root: Path, target: str) -> str:
 
     if target.startswith(registry.ARTIFACT) and target[len(registry.ARTIFACT) :][:1] in "@:":
         return registry.resolve(root, target).revision
-    found = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{target}^{{commit}}"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if found.returncode == 0:
-        return found.stdout.strip()
+    found = git_or_none(root, "rev-parse", "--verify", "--quiet", f"{target}^{{commit}}")
+    if found is not None:
+        return found.strip()
     for line in git(root, "for-each-ref", EXPERIMENT_REFS, "--format=%(refname) %(objectname)")\
             .splitlines():  # fmt: skip
         ref, _, commit = line.partition(" ")
@@ -111,10 +106,8 @@ def detached_worktree(root: Path, revision: str, keep: bool = False) -> Iterator
         yield worktree
     finally:
         if not keep:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=root,
-                           capture_output=True, check=False)  # fmt: skip
-            subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True,
-                           check=False)  # fmt: skip
+            git_or_none(root, "worktree", "remove", "--force", str(worktree))
+            git_or_none(root, "worktree", "prune")
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from mnistflow.compute.cpu_features import cpu_model, detect_cpu_flags
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.core.git import git_or_none
 from mnistflow.evaluation.metrics import per_class_metrics
 from mnistflow.params import read_params_file
 from mnistflow.paths import (
@@ -178,10 +179,8 @@ def suspicious_label_pictures(root: Path, validation: dict[str, Any] | None) -> 
 
 
 def git_output(root: Path, *arguments: str) -> str | None:
-    result = subprocess.run(
-        ["git", *arguments], cwd=root, capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() if result.returncode == 0 else None
+    output = git_or_none(root, *arguments)
+    return output.strip() if output is not None else None
 
 
 def dvc_json(root: Path, *arguments: str) -> Any:
@@ -206,8 +205,8 @@ def choose_baseline(root: Path) -> ComparedRevision | None:
     (the version this very run registered) is passed over."""
     from gto.exceptions import GTOException
 
+    from mnistflow.core.git import file_at_revision
     from mnistflow.release import registry
-    from mnistflow.release.records import file_at_revision
 
     lock = root / DVC_LOCK
     own_model = registry.exported_model_hash(

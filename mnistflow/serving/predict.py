@@ -92,6 +92,15 @@ class PredictionSummary:
     model_version: str = ""
     model_sha256: str = ""
 
+    def add_chunk(self, rows: dict, predicted: np.ndarray, drifting: list[str] | None) -> None:
+        """Count one predicted chunk: images, flags, classes, and its drift verdict."""
+        self.judged_chunks += drifting is not None
+        self.drifting_chunks += bool(drifting)
+        self.images += len(predicted)
+        self.flagged += sum(1 for flag in rows["flagged"] if flag)
+        for digit, count in enumerate(np.bincount(predicted, minlength=NUM_CLASSES)):
+            self.class_counts[digit] += int(count)
+
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
@@ -385,15 +394,8 @@ def predict_files(
         model_version=predictor.version,
         model_sha256=predictor.sha256,
     )
-    columns = [
-        "source",
-        "predicted",
-        "probability",
-        *_top_k_columns(top_k),
-        "flagged",
-        "error",
-        *LINEAGE_COLUMNS,
-    ]
+    columns = ["source", "predicted", "probability", *_top_k_columns(top_k), "flagged", "error",
+               *LINEAGE_COLUMNS]  # fmt: skip
     started = time.perf_counter()
     suffix = ".parquet" if output.name.endswith(".parquet") else ".csv"
     with atomic_file(output, suffix=suffix) as temporary:
@@ -405,12 +407,7 @@ def predict_files(
             chunks = iter_chunks(inputs, chunk_size, summary.errors)
             for rows, predicted, drifting in predict_chunks(predictor, chunks, top_k, params):
                 writer.write(rows)
-                summary.judged_chunks += drifting is not None
-                summary.drifting_chunks += bool(drifting)
-                summary.images += len(predicted)
-                summary.flagged += sum(1 for flag in rows["flagged"] if flag)
-                for digit, count in enumerate(np.bincount(predicted, minlength=NUM_CLASSES)):
-                    summary.class_counts[digit] += int(count)
+                summary.add_chunk(rows, predicted, drifting)
                 bar.update(len(predicted))
             writer.write_errors(summary.errors, predictor.lineage())
     summary.seconds = time.perf_counter() - started

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnistflow.params import ValidateParams
 from mnistflow.reference.drift import scope_distances
-from mnistflow.reference.folder import Reference
+from mnistflow.reference.folder import ACCEPT_HINT, Reference
 from mnistflow.reference.profile import batch_profile, build_profile
 from mnistflow.validation.bounds import resolve_bounds
 from mnistflow.validation.checks import (
@@ -119,3 +120,28 @@ def getattr_path(params: ValidateParams, key: str) -> Any:
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+# Checks that compare the data with the accepted reference: failing one may mean the data is
+# a new dataset rather than a broken one, so the error says how to accept it.
+REFERENCE_TABLES = ("drift",)
+REFERENCE_CHECKS = ("split_size", "image_height", "image_width", "mean_intensity",
+                    "ink_fraction", "max_pixel", "class_share")  # fmt: skip
+
+
+def failure_message(report, data: Path, reference) -> str:
+    """What failed, a line per check, and how to accept the data where it may be a new
+    dataset rather than a broken one."""
+    lines = "\n".join(f"  - {failure.line()}" for failure in report.failures)
+    hint = ""
+    if reference is not None and any(
+        failure.table in REFERENCE_TABLES or failure.name in REFERENCE_CHECKS
+        for failure in report.failures
+    ):
+        hint = (
+            f"\nThe data differs from the reference accepted from data md5 "
+            f"{reference.data_md5}; {ACCEPT_HINT}."
+        )
+    return (
+        f"{data} failed {len(report.failures)} of {len(report.results)} data checks:\n{lines}{hint}"
+    )

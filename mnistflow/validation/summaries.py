@@ -8,12 +8,12 @@ and batch prediction flags rows with them without a GX run per chunk.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 
 from mnistflow.constants import NUM_CLASSES, PIXEL_MAX
+from mnistflow.core.hashing import image_digests
 from mnistflow.data.pixels import pixel_units
 from mnistflow.params import ValidateParams
 from mnistflow.validation.bounds import bound
@@ -22,8 +22,8 @@ CLASSES = tuple(range(NUM_CLASSES))
 
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
-    rows = np.ascontiguousarray(images).reshape(len(images), -1)
-    return np.array([hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in rows])
+    """A 128-bit hex digest per image: exact duplicates within and across splits."""
+    return np.array([digest.hex() for digest in image_digests(images, 16)])
 
 
 def summarize_images(images: np.ndarray) -> dict[str, np.ndarray]:
