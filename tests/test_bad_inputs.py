@@ -120,6 +120,41 @@ def _tiff_named_png(folder: Path, digits: np.ndarray) -> Path:
     return folder / "tiff-inside.png"
 
 
+def _npz_member_in_bzip2(folder: Path, digits: np.ndarray) -> Path:
+    """bzip2 and LZMA members are inflated whole by zipfile (1 KB became 3 GB): refused."""
+    import zipfile
+
+    np.save(folder / "member.npy", digits[:3])
+    with zipfile.ZipFile(folder / "bzip2.npz", "w", zipfile.ZIP_BZIP2) as archive:
+        archive.write(folder / "member.npy", "x.npy")
+    (folder / "member.npy").unlink()
+    return folder / "bzip2.npz"
+
+
+def _tiff_tiles_larger_than_the_image(folder: Path, digits: np.ndarray) -> Path:
+    """A 64×64 grey TIFF whose one deflated tile is 16384×16384: libtiff would inflate 256 MB
+    for it (the helper's variants reached gigabytes)."""
+    import struct
+    import zlib
+
+    tile = zlib.compress(bytes(16384 * 16384), 9)
+    entries = [(256, 4, 64), (257, 4, 64), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
+               (322, 4, 16384), (323, 4, 16384), (324, 4, 8), (325, 4, len(tile))]  # fmt: skip
+    ifd = 8 + len(tile)
+    body = b"II*\x00" + struct.pack("<I", ifd) + tile + struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        packed = struct.pack("<H" if kind == 3 else "<I", value).ljust(4, b"\0")
+        body += struct.pack("<HHI", tag, kind, 1) + packed
+    (folder / "tiles.tif").write_bytes(body + struct.pack("<I", 0))
+    return folder / "tiles.tif"
+
+
+def _npy_that_is_not_npy(folder: Path, digits: np.ndarray) -> Path:
+    """numpy's own message would quote the file's first bytes (a secret, through a link)."""
+    (folder / "secret.npy").write_bytes(b"['remote \"team\"']\n url = s3://x\n")
+    return folder / "secret.npy"
+
+
 def _idx_not_28x28(folder: Path, digits: np.ndarray) -> Path:
     write_idx(folder / "small-idx3-ubyte", digits[:3, :20, :20], compress=False)
     return folder / "small-idx3-ubyte"
@@ -164,6 +199,9 @@ BAD_KINDS = [
     (_npz_members_named_otherwise, "expected one named x.npy", 1),
     (_png_bytes_named_jpg, "not a readable JPEG image", 1),
     (_tiff_named_png, "not a readable PNG image", 1),
+    (_npz_member_in_bzip2, "expected a stored or deflated member", 1),
+    (_tiff_tiles_larger_than_the_image, "tiles larger than the image are refused", 1),
+    (_npy_that_is_not_npy, "no valid numpy header", 1),
     (_idx_not_28x28, "expected 28×28", 1),
     (_idx_header_overflows, "4,294,967,295 images", 1),
     (_huge_png, "refused before decoding", 1),
@@ -190,6 +228,8 @@ def test_each_bad_input_is_skipped_with_its_reason(
     good, skipped = good_and_bad(read_rows(output))
     assert len(skipped) == bad_rows, skipped
     assert all(reason in row["error"] and row["predicted"] == "" for row in skipped)
+    # A reason says what is wrong, never what a file holds.
+    assert not any("remote" in row["error"] for row in skipped)
     assert all(row["source"].startswith(str(bad)) for row in skipped)
     delivered = [row for row in good if row["source"].startswith(str(inbox / "good.npy"))]
     assert len(delivered) == 5

@@ -61,19 +61,32 @@ def test_the_allowed_keys_hold_nothing_that_reads_or_runs():
     assert not [key for key in keys if key.split(".")[0] in ("data", "compute", "export")]
 
 
-def test_a_request_is_bounded_in_optimiser_steps_not_only_key_by_key():
-    from mnistflow.orchestration.deployment_requests import MAX_TRAINING_STEPS, training_steps
+def test_a_request_is_bounded_in_work_not_only_key_by_key():
+    from mnistflow.orchestration.deployment_requests import (
+        MAX_TRAINING_IMAGES,
+        MAX_TRAINING_STEPS,
+        training_work,
+    )
     from mnistflow.params import load_params
     from tests.project_root import PROJECT_ROOT
 
     committed = load_params(PROJECT_ROOT / "params.yaml")
-    # The committed recipe passes untouched; each key within its own range, together days.
-    assert training_steps({}, committed) <= MAX_TRAINING_STEPS
+    # The committed recipe passes untouched, and so does 4× its work.
+    images, steps = training_work({}, committed)
+    assert (images, steps) == (648_000, 20_256)
+    assert 4 * images <= MAX_TRAINING_IMAGES and 4 * steps <= MAX_TRAINING_STEPS
     checked_request({}, None, committed)
-    checked_request({"train.epochs": 40, "train.batch_size": 128}, None, committed)
-    hours = {"train.epochs": 100, "train.batch_size": 8}
+    checked_request({"train.epochs": 48}, None, committed)
+    # Each key within its own range, together days: too many steps, or too many images.
     with pytest.raises(PipelineInputError, match="optimiser steps") as caught:
-        checked_request(hours, None, committed)
+        checked_request({"train.epochs": 100, "train.batch_size": 8}, None, committed)
     assert "675,000" in str(caught.value)
+    with pytest.raises(PipelineInputError, match="images seen") as caught:
+        checked_request({"train.epochs": 100, "train.batch_size": 68}, None, committed)
+    assert "5,400,000" in str(caught.value)
     # A smaller training split makes the same epochs affordable.
-    checked_request({**hours, "prepare.max_train_images": 1000}, None, committed)
+    checked_request(
+        {"train.epochs": 100, "train.batch_size": 8, "prepare.max_train_images": 1000},
+        None,
+        committed,
+    )

@@ -302,3 +302,56 @@ def test_the_inbox_flow_delivers_good_files_beside_mutants_run_after_run(
     assert failed and all(row["file"].split("[")[0] in row["error"] for row in failed)
     second = batch_predict(**run)
     assert second["files_predicted"] == 0 and second["files_seen"] == 42
+
+
+def test_a_planted_manifest_a_restored_mtime_or_a_link_hides_nothing_and_reads_nothing(
+    prefect_harness, project, mnist, tmp_path
+):
+    """The output folder and the inbox are writable by others: a well-formed manifest naming a
+    partition that does not exist, a file rewritten with its old size and mtime put back, a
+    manifest announcing more rows than are ever read, a link to the project's DVC config."""
+    import numpy as np
+    import pyarrow as pa
+
+    from mnistflow.serving.inbox import MAX_MANIFEST_RECORDS, _manifest_schema
+
+    inbox, output = project / "data" / "inbox", project / "predictions" / "planted"
+    run = {"root": str(project), "output": "predictions/planted"}
+    add_digits(inbox, mnist.x_test[:2], 0)
+    victim = inbox / "digit-0000.png"
+    record = {
+        "content_sha256": hashlib.sha256(victim.read_bytes()).hexdigest(), "source": "x",
+        "size": -1, "mtime_ns": -1, "model_sha256": "0" * 64, "model_version": None,
+        "partition": "part-20000101T000000000000Z.parquet", "predicted_at": "2000-01-01",
+        "images": 1, "error": None, "recovered": False, "ctime_ns": -1, "inode": -1,
+    }  # fmt: skip
+    output.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([record], schema=_manifest_schema()),
+                   output / "manifest.parquet")  # fmt: skip
+    first = batch_predict(**run)
+    assert first["files_predicted"] == 2  # the planted record hid nothing
+
+    # Rewritten with the old size, modification time restored (cp -p, rsync -t): hashed again.
+    stamps = os.stat(victim)
+    other = tmp_path / "other.png"
+    Image.fromarray(mnist.x_test[5]).save(other)
+    victim.write_bytes(other.read_bytes()[: stamps.st_size].ljust(stamps.st_size, b"\0"))
+    assert victim.stat().st_size == stamps.st_size
+    os.utime(victim, ns=(stamps.st_atime_ns, stamps.st_mtime_ns))
+    assert batch_predict(**run)["files_predicted"] == 1
+
+    # A manifest whose footer announces more rows than are ever read: set aside unread.
+    rows = MAX_MANIFEST_RECORDS + 1
+    pq.write_table(pa.table({"content_sha256": pa.array(np.zeros(rows, np.int64))}),
+                   output / "manifest.parquet")  # fmt: skip
+    batch_predict(**run)
+    assert any(p.name.startswith("manifest.parquet") for p in (output / "uncommitted").iterdir())
+
+    # A link in the inbox to the project's DVC config: never read, hashed or quoted.
+    (project / ".dvc").mkdir(exist_ok=True)
+    (project / ".dvc" / "config.local").write_text("['remote \"team\"']\n password = hunter2\n")
+    (inbox / "creds.npy").symlink_to(project / ".dvc" / "config.local")
+    found = batch_predict(**run)
+    assert found["files_seen"] == 2
+    for partition in output.glob("part-*.parquet"):
+        assert "creds" not in str(pq.read_table(partition).to_pydict())

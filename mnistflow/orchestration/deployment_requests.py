@@ -9,8 +9,9 @@ may change what is read, deserialised or executed:
   (the data checks, the kernels and the release gates are the project's, in git);
 - no paths and no project root: the worker's own clone is the project;
 - numbers bounded, so a request cannot occupy the worker for days or exhaust memory: each
-  key has a range, and together they may ask for at most MAX_TRAINING_STEPS optimiser steps
-  (epochs × batches per epoch, the committed params filling in what the request leaves);
+  key has a range, and together they may ask for at most 4× the committed recipe's work, in
+  images seen (epochs × training images) and in optimiser steps (epochs × batches), the
+  committed params filling in what the request leaves;
 - an experiment name from a plain alphabet (it becomes a git ref).
 
 Anything else is refused with a message naming the key and what is allowed. A pydantic model
@@ -28,11 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ModelName, Params
 
-# The most optimiser steps a request may ask for: 4× the committed recipe (12 epochs of
-# 1,688 batches = 20,256 steps, about 9 minutes of the CNN on the 2-core CI host), so about
-# 40 minutes there. Each key's own range alone would allow 100 epochs at batch 8: 675,000
-# steps, days of the worker.
-MAX_TRAINING_STEPS = 81_000
+# The most work a request may ask for: 4× the committed recipe (12 epochs of 54,000 images in
+# 1,688 batches: 648,000 images seen, 20,256 steps, about 9 minutes of the CNN on the 2-core
+# CI host), so about 40 minutes there. Both count: images bound the arithmetic, steps the
+# per-batch overhead of small batches. Each key's own range alone would allow 100 epochs at
+# batch 8 (675,000 steps) or at batch 68 (5.4 M images): days of the worker.
+MAX_TRAINING_IMAGES = 4 * 648_000
+MAX_TRAINING_STEPS = 4 * 20_256
 # The images an epoch covers when the request and params cap nothing: MNIST's training split.
 MNIST_TRAIN_IMAGES = 60_000
 
@@ -87,15 +90,33 @@ def allowed_keys() -> list[str]:
     ]
 
 
-def training_steps(nested: dict[str, dict[str, Any]], committed: Params) -> int:
-    """Optimiser steps the request asks for, the committed params filling in the rest."""
+def training_work(nested: dict[str, dict[str, Any]], committed: Params) -> tuple[int, int]:
+    """(images seen, optimiser steps) the request asks for, the committed params filling in
+    the rest."""
     train, prepare = nested.get("train", {}), nested.get("prepare", {})
     epochs = train.get("epochs", committed.train.epochs)
     batch_size = train.get("batch_size", committed.train.batch_size)
     images = prepare.get("max_train_images", committed.prepare.max_train_images)
     images = min(images or MNIST_TRAIN_IMAGES, MNIST_TRAIN_IMAGES)
     fitted = math.ceil(images * (1 - committed.prepare.validation_fraction))
-    return epochs * math.ceil(fitted / batch_size)
+    return epochs * fitted, epochs * math.ceil(fitted / batch_size)
+
+
+def _work_problems(images: int, steps: int) -> list[str]:
+    problems = []
+    if images > MAX_TRAINING_IMAGES:
+        problems.append(
+            f"train.epochs × training images: {images:,} images seen; a deployment run may ask "
+            f"for at most {MAX_TRAINING_IMAGES:,} (fewer epochs or a smaller "
+            "prepare.max_train_images)"
+        )
+    if steps > MAX_TRAINING_STEPS:
+        problems.append(
+            f"train.epochs × batches per epoch: {steps:,} optimiser steps; a deployment run "
+            f"may ask for at most {MAX_TRAINING_STEPS:,} (fewer epochs, a larger "
+            "train.batch_size or a smaller prepare.max_train_images)"
+        )
+    return problems
 
 
 def checked_request(
@@ -103,7 +124,7 @@ def checked_request(
 ) -> DeploymentRequest:
     """The request's overrides as flat `section.key` params, or a PipelineInputError that says
     which key is refused and what is allowed. With the project's `committed` params, the
-    request's whole training run is bounded too (MAX_TRAINING_STEPS)."""
+    request's whole training run is bounded too (MAX_TRAINING_IMAGES, MAX_TRAINING_STEPS)."""
     if overrides is None:
         overrides = {}
     if not isinstance(overrides, dict):
@@ -132,13 +153,7 @@ def checked_request(
             else:
                 problems.append(f"{key}: {item['msg']}, found {item.get('input')!r}")
     if not problems and committed is not None:
-        steps = training_steps(nested, committed)
-        if steps > MAX_TRAINING_STEPS:
-            problems.append(
-                f"train.epochs × batches per epoch: {steps:,} optimiser steps; a deployment "
-                f"run may ask for at most {MAX_TRAINING_STEPS:,} (fewer epochs, a larger "
-                "train.batch_size or a smaller prepare.max_train_images)"
-            )
+        problems.extend(_work_problems(*training_work(nested, committed)))
     try:
         _Name.model_validate({"experiment_name": experiment_name})
     except ValidationError:

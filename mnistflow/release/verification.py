@@ -154,19 +154,22 @@ def _recorded_source_md5(lock_text: str, source: str) -> str | None:
     return None
 
 
+def _reached_without_links(root: Path, relative: str) -> bool:
+    """Whether `root`/`relative` stays inside `root` with no link on the way (a component that
+    does not exist yet is no link)."""
+    parts = Path(relative).parts
+    if not parts or Path(relative).is_absolute() or ".." in parts:
+        return False
+    return not any((root / Path(*parts[: depth + 1])).is_symlink() for depth in range(len(parts)))
+
+
 def _project_source(root: Path, source: str) -> Path | None:
     """`source` as a regular file inside this project, reached without links; None for a URL,
     an absolute path, a folder, or anything that leads elsewhere (the revision may be anyone's:
     its params must not make the replay read from outside the project)."""
-    if not source or "://" in source or Path(source).is_absolute() or ".." in Path(source).parts:
+    if "://" in source or not _reached_without_links(root, source):
         return None
-    here = root / source
-    steps = [
-        root / Path(*Path(source).parts[: depth + 1]) for depth in range(len(Path(source).parts))
-    ]
-    if any(step.is_symlink() for step in steps) or not here.is_file():
-        return None
-    return here
+    return root / source if (root / source).is_file() else None
 
 
 def _provide_data(root: Path, worktree: Path, lock_text: str, report: Callable[[str], None]) -> str:
@@ -177,7 +180,9 @@ def _provide_data(root: Path, worktree: Path, lock_text: str, report: Callable[[
     source = str((params.get("data") or {}).get("source") or "")
     recorded = _recorded_source_md5(lock_text, source)
     here = _project_source(root, source)
-    if here is not None and recorded is not None and md5_of_file(here) == recorded:
+    # The worktree is the revision's: a link it commits must not aim this copy elsewhere.
+    copyable = here is not None and _reached_without_links(worktree, source)
+    if copyable and recorded is not None and md5_of_file(here) == recorded:
         target = worktree / source
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(here, target)

@@ -44,9 +44,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 def display_name(path: Path | str) -> str:
-    """A path as text that any output can hold: bytes of a name that is not valid UTF-8 are
-    shown as \\x escapes instead of breaking the writer."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path as text that any output can hold, one text per path: bytes of a name that are not
+    valid UTF-8 are shown as \\x escapes, and a backslash of the name itself as two, so
+    `x\\xff.png` named so and a name holding the byte 0xff never read alike."""
+    return os.fsencode(path).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,11 @@ class StreamedImages:
 
 def _npy_images(path: Path, name: str) -> StreamedImages:
     with open(path, "rb") as handle:
-        shape, fortran_order, dtype = read_npy_header(handle)
+        try:
+            shape, fortran_order, dtype = read_npy_header(handle)
+        except ValueError:
+            # numpy's message quotes the file's first bytes: say what is wrong, not what is there.
+            raise PipelineInputError(f"{name}: not an .npy file (no valid numpy header)") from None
         header_bytes = handle.tell()
     if fortran_order:
         raise PipelineInputError(f"{name}: Fortran-ordered array; expected C order")
@@ -196,10 +201,21 @@ def _npz_member(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
     )
 
 
+# Members inflated a block at a time: zipfile bounds what one read of a deflated member
+# inflates, but hands bzip2 and LZMA data to their codecs whole (a 1 KB bzip2 member inflated
+# to 3 GB in one call), so only these two methods are read.
+STREAMED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+
+
 def _npz_images(path: Path, name: str) -> StreamedImages:
     with zipfile.ZipFile(path) as archive:
         member = _npz_member(archive, name)
         origin = f"{name}[{display_name(member.filename[: -len('.npy')])}]"
+        if member.compress_type not in STREAMED_COMPRESSION:
+            raise PipelineInputError(
+                f"{origin}: compression method {member.compress_type}; expected a stored or "
+                "deflated member (what numpy's savez and savez_compressed write)"
+            )
         with archive.open(member) as handle:
             shape, fortran_order, dtype = read_npy_header(handle)
             header_bytes = handle.tell()

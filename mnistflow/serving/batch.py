@@ -120,7 +120,7 @@ def snapshot_model(request: BatchRequest, folder: Path) -> ModelSnapshot:
 
 def inbox_files(request: BatchRequest, records: list[dict]) -> tuple[list, list[Path]]:
     """(the inbox's files with their content hashes, files that resolve out of the roots)."""
-    found, escaping = confined_files(request.project, expand_inputs([request.inbox]))
+    found, escaping = confined_files(request.inbox, expand_inputs([request.inbox]))
     return inbox_records.identify(found, request.inbox, records), escaping
 
 

@@ -52,12 +52,18 @@ def within_roots(path: Path, roots: list[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def confined_files(project_root: Path, files: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(files that resolve inside the allowed roots, those that escape, e.g. by a symlink)."""
-    roots = allowed_roots(project_root)
+def confined_files(folder: Path, files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(files that resolve inside `folder` or a root the operator lists, those that escape,
+    e.g. by a link, or lead into .git or .dvc). An inbox's files are its own: a link to the
+    project's params, a DVC config or a key must not be read, hashed and quoted."""
+    roots = [Path(folder).resolve()] + [
+        Path(root).resolve() for root in _listed(DATA_ROOTS_VARIABLE, os.pathsep)
+    ]
     inside, outside = [], []
     for path in files:
-        (inside if within_roots(Path(path).resolve(), roots) else outside).append(path)
+        resolved = Path(path).resolve()
+        allowed = within_roots(resolved, roots) and not PROTECTED & set(resolved.parts)
+        (inside if allowed else outside).append(path)
     return inside, outside
 
 

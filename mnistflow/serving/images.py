@@ -143,6 +143,27 @@ def _oriented(image, orientation: int):
     return image.transpose(method) if method is not None else image
 
 
+# TIFF tags of a tiled image's tile size (TIFF 6.0, section 15).
+TILE_WIDTH_TAG, TILE_LENGTH_TAG = 322, 323
+
+
+def _check_tiles(image, image_format: str, name: str) -> None:
+    """Refuse a TIFF whose tiles are larger than the image: libtiff allocates and inflates
+    whole tiles, so a 64×64 image with 16384×16384 tiles would cost gigabytes the pixel cap
+    never sees. Tiles are multiples of 16 (the specification), hence the rounding."""
+    if image_format != "TIFF":
+        return
+    width, height = image.size
+    tags = getattr(image, "tag_v2", {})
+    for tag, side, limit in ((TILE_WIDTH_TAG, "width", width), (TILE_LENGTH_TAG, "length", height)):
+        tile = tags.get(tag)
+        if tile is not None and (not isinstance(tile, int) or tile > -(-limit // 16) * 16):
+            raise PipelineInputError(
+                f"{name}: TIFF tile {side} {tile} for an image {limit} pixels that way; "
+                "tiles larger than the image are refused before decoding"
+            )
+
+
 def _image_format(path: Path, name: str) -> str:
     suffix = path.suffix.lower()
     if suffix not in FORMAT_BY_SUFFIX:
@@ -187,6 +208,7 @@ def read_image_file(path: Path, name: str | None = None) -> np.ndarray:
                 f"{name}: {width}×{height} pixels; {image_format} images above {max_pixels:,} "
                 "pixels are refused before decoding"
             )
+        _check_tiles(image, image_format, name)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             raise PipelineInputError(

@@ -45,6 +45,14 @@ PARTITION_PREFIX = "part-"
 PARTITION_NAME = re.compile(r"part-\d{8}T\d{12}Z\.parquet")
 # Columns that hold a value in every record (the rest may be null).
 REQUIRED_COLUMNS = ("content_sha256", "source", "model_sha256", "partition", "predicted_at")
+# Columns added after the first manifests: the value an older record reads as.
+LATER_COLUMNS = {"recovered": False, "ctime_ns": -1, "inode": -1}
+# State files are read only below these sizes (from their footer, before any data): a 2 MB
+# planted Parquet file can announce 500 M rows and take gigabytes to read.
+MAX_MANIFEST_RECORDS = 1_000_000
+MAX_PARTITION_ROWS = 50_000_000
+# Rows read at a time where only a partition's content hashes are needed.
+HASH_BATCH_ROWS = 65_536
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -55,6 +63,8 @@ class InboxFile:
     content_sha256: str
     size: int
     mtime_ns: int
+    ctime_ns: int
+    inode: int
 
     @property
     def source(self) -> str:
@@ -78,6 +88,8 @@ def _manifest_schema():
             ("images", pa.int64()),
             ("error", pa.string()),
             ("recovered", pa.bool_()),
+            ("ctime_ns", pa.int64()),
+            ("inode", pa.int64()),
         ]
     )
 
@@ -93,8 +105,8 @@ def _is_regular_file(path: Path) -> bool:
 def _checked_records(table, schema) -> list[dict]:
     """The manifest table's records, or ValueError naming what is not of the manifest's shape."""
     for field in schema:
-        if field.name == "recovered" and field.name not in table.column_names:
-            continue  # manifests written before the column existed: nothing was recovered
+        if field.name in LATER_COLUMNS and field.name not in table.column_names:
+            continue  # a manifest written before the column existed
         if field.name not in table.column_names:
             raise ValueError(f"no column {field.name!r}")
         found = table.schema.field(field.name).type
@@ -108,8 +120,18 @@ def _checked_records(table, schema) -> list[dict]:
             raise ValueError(f"record {number}: content_sha256 is not a sha256")
         if not PARTITION_NAME.fullmatch(record["partition"]):
             raise ValueError(f"record {number}: partition {record['partition']!r} is not one")
-        record["recovered"] = bool(record.get("recovered"))
+        for column, default in LATER_COLUMNS.items():
+            record[column] = default if record.get(column) is None else record[column]
     return records
+
+
+def _parquet_rows(path: Path, limit: int) -> None:
+    """ValueError unless the Parquet file's footer announces at most `limit` rows."""
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows > limit:
+        raise ValueError(f"its footer announces {rows:,} rows; at most {limit:,} are read")
 
 
 def read_manifest(folder: Path) -> list[dict]:
@@ -120,7 +142,12 @@ def read_manifest(folder: Path) -> list[dict]:
     path = Path(folder) / MANIFEST_FILE
     if _is_regular_file(path):
         try:
-            return _checked_records(pq.read_table(path), _manifest_schema())
+            _parquet_rows(path, MAX_MANIFEST_RECORDS)
+            schema = _manifest_schema()
+            present = set(pq.ParquetFile(path).schema_arrow.names)
+            columns = [name for name in schema.names if name in present]
+            records = _checked_records(pq.read_table(path, columns=columns), schema)
+            return vouched(folder, records)
         except Exception as error:  # noqa: BLE001 - any unreadable manifest is set aside
             moved = set_aside(folder, MANIFEST_FILE)
             logger.warning(
@@ -140,6 +167,45 @@ def read_manifest(folder: Path) -> list[dict]:
     )
     records = records_from_partitions(folder, partitions)
     write_manifest(folder, records)
+    return records
+
+
+def _partition_hashes(partition: Path) -> set[str]:
+    """The content hashes a partition holds rows for, read a batch at a time."""
+    import pyarrow.parquet as pq
+
+    _parquet_rows(partition, MAX_PARTITION_ROWS)
+    hashes: set[str] = set()
+    for batch in pq.ParquetFile(partition).iter_batches(
+        batch_size=HASH_BATCH_ROWS, columns=["content_sha256"]
+    ):
+        hashes.update(value for value in batch.column(0).to_pylist() if isinstance(value, str))
+    return hashes
+
+
+def vouched(folder: Path, records: list[dict]) -> list[dict]:
+    """The records, each that its partition does not back (missing, not a plain file,
+    unreadable, or without a row of that content) marked `recovered`: kept, but it no longer
+    stops the file from being predicted. A manifest is a file like any other in the folder; a
+    planted one must not hide inbox files behind partitions that do not exist."""
+    backing: dict[str, set[str]] = {}
+    for name in {record["partition"] for record in records}:
+        path = Path(folder) / name
+        try:
+            backing[name] = _partition_hashes(path) if _is_regular_file(path) else set()
+        except Exception as error:  # noqa: BLE001 - an unreadable partition backs nothing
+            logger.warning("%s cannot be read (%s); its records back nothing", path, error)
+            backing[name] = set()
+    unbacked = 0
+    for record in records:
+        if not record["recovered"] and record["content_sha256"] not in backing[record["partition"]]:
+            record["recovered"] = True
+            unbacked += 1
+    if unbacked:
+        logger.warning(
+            "%d manifest record(s) name a partition that does not hold them; their files are "
+            "predicted again", unbacked,
+        )  # fmt: skip
     return records
 
 
@@ -165,6 +231,7 @@ def _partition_rows(partition: Path) -> list[dict]:
     """A partition's rows (the columns a manifest is rebuilt from), or ValueError."""
     import pyarrow.parquet as pq
 
+    _parquet_rows(partition, MAX_PARTITION_ROWS)
     rows = pq.read_table(partition, columns=list(PARTITION_COLUMNS)).to_pylist()
     for row in rows:
         if not isinstance(row["file"], str) or not SHA256_HEX.fullmatch(str(row["content_sha256"])):
@@ -201,6 +268,7 @@ def records_from_partitions(folder: Path, partitions: list[Path]) -> list[dict]:
                     "predicted_at": row["predicted_at"],
                     "images": 0,
                     "error": None,
+                    **LATER_COLUMNS,
                     "recovered": True,
                 },
             )
@@ -274,19 +342,28 @@ def set_aside_uncommitted_partitions(folder: Path, records: list[dict]) -> list[
     return moved
 
 
+def _identity(name: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> tuple:
+    return (name, size, mtime_ns, ctime_ns, inode)
+
+
 def identify(paths: list[Path], inbox: Path, records: list[dict]) -> list[InboxFile]:
-    """Each file with its content hash; a file whose name, size and modification time match a
-    manifest record reuses that record's hash instead of being read again."""
+    """Each file with its content hash; a file whose name, size, modification and change
+    times and inode all match a manifest record reuses that record's hash instead of being read
+    again. The change time cannot be set back (a rewrite with its old size and mtime restored,
+    as `cp -p` or `touch -d` would, still changes it), so a changed file is always hashed."""
     known = {
-        (record["source"], record["size"], record["mtime_ns"]): record["content_sha256"]
-        for record in records
-    }
+        _identity(r["source"], r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"]):
+        r["content_sha256"]
+        for r in records
+        if r["ctime_ns"] >= 0 and not r["recovered"]
+    }  # fmt: skip
     files = []
     for path in paths:
         status = os.stat(path)
         name = display_name(path.relative_to(inbox))
-        digest = known.get((name, status.st_size, status.st_mtime_ns)) or sha256_of_file(path)
-        files.append(InboxFile(path, name, digest, status.st_size, status.st_mtime_ns))
+        stamps = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+        digest = known.get(_identity(name, *stamps)) or sha256_of_file(path)
+        files.append(InboxFile(path, name, digest, *stamps))
     return files
 
 
@@ -360,6 +437,8 @@ def new_records(
             "images": images_per_file.get(inbox_file.name, 0),
             "error": errors.get(inbox_file.name),
             "recovered": False,
+            "ctime_ns": inbox_file.ctime_ns,
+            "inode": inbox_file.inode,
         }
         for inbox_file in files
     ]
