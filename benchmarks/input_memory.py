@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from predict_throughput import measured_predict  # beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -101,22 +100,9 @@ def build_cases(folder: Path) -> dict[str, tuple[Path, str]]:
 
 
 def peak_rss_mib(source: Path, output: Path) -> tuple[float, float, int]:
-    """(peak RSS in MiB, seconds, exit code) of one `mnistflow predict` process."""
-    measure = (
-        "import resource, subprocess, sys, time; started = time.perf_counter(); "
-        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
-        "stderr=subprocess.DEVNULL).returncode; "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-        "time.perf_counter() - started, code)"
-    )
-    command = [
-        sys.executable, "-c", measure, sys.executable, "-m", "mnistflow", "predict",
-        str(source), "-o", str(output), "--no-progress",
-        "--model", str(ROOT / "models" / "model.onnx"), "--params", str(ROOT / "params.yaml"),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
-    kilobytes, seconds, code = result.stdout.split()
-    return int(kilobytes) / 1024, float(seconds), int(code)
+    """(peak RSS in MiB, seconds, exit code) of one `mnistflow predict` process: the same
+    measurement as predict_throughput.py's, on one hostile file."""
+    return measured_predict(source, output)
 
 
 def rows_in(output: Path) -> tuple[int, int]:

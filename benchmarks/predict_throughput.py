@@ -129,6 +129,28 @@ def throughput(repeats: int) -> dict[str, dict[int, float]]:
     return figures
 
 
+def measured_predict(source: Path, output: Path, check: bool = False) -> tuple[float, float, int]:
+    """(peak RSS in MiB, seconds, exit code) of one fresh `mnistflow predict` process on
+    `source`, measured by a parent that does nothing else (RUSAGE_CHILDREN)."""
+    measure = (
+        "import resource, subprocess, sys, time; started = time.perf_counter(); "
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+        "stderr=subprocess.DEVNULL).returncode; "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+        "time.perf_counter() - started, code)"
+    )
+    command = [
+        sys.executable, "-c", measure, sys.executable, "-m", "mnistflow", "predict",
+        str(source), "-o", str(output), "--no-progress",
+        "--model", str(ROOT / "models" / "model.onnx"), "--params", str(ROOT / "params.yaml"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    kilobytes, seconds, code = result.stdout.split()
+    if check and int(code) != 0:
+        raise RuntimeError(f"mnistflow predict {source} exited {code}")
+    return int(kilobytes) / 1024, float(seconds), int(code)
+
+
 def peak_rss_mb(images: int, scratch: Path) -> tuple[float, float]:
     """(peak RSS in MB, seconds) of `mnistflow predict` on `images` images from an .npy file."""
     with np.load(ROOT / "data" / "raw" / "mnist.npz") as raw:
@@ -140,21 +162,9 @@ def peak_rss_mb(images: int, scratch: Path) -> tuple[float, float]:
         array[start:stop] = test[: stop - start]
     array.flush()
     del array
-    measure = (
-        "import resource, subprocess, sys, time; started = time.perf_counter(); "
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-        "time.perf_counter() - started)"
-    )
-    command = [
-        sys.executable, "-c", measure, sys.executable, "-m", "mnistflow", "predict",
-        str(source), "-o", str(scratch / f"out_{images}.csv"), "--no-progress",
-        "--model", str(ROOT / "models" / "model.onnx"), "--params", str(ROOT / "params.yaml"),
-    ]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
-    kilobytes, seconds = output.stdout.split()
+    rss, seconds, _ = measured_predict(source, scratch / f"out_{images}.csv", check=True)
     source.unlink()
-    return int(kilobytes) / 1024, float(seconds)
+    return rss, seconds
 
 
 def main() -> None:
