@@ -152,7 +152,7 @@ def batch_predict(
     """
     logger = get_run_logger()
     project = find_project_root(Path(root) if root else None)
-    request = batch.checked_request(
+    request = batch.checked_batch_request(
         project, inbox, output, model, shards=shards, top_k=top_k, chunk_size=chunk_size,
         dask_workers=dask_workers, dask_address=dask_address,
     )  # fmt: skip

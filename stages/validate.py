@@ -21,7 +21,7 @@ from mnistflow.data.sources import read_npz_arrays
 from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
 from mnistflow.reference.folder import load_reference
-from mnistflow.validation.dataset import failure_message, validate_dataset
+from mnistflow.validation.suite import failure_message, validate_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from mnistflow.reference.folder import load_reference
 from mnistflow.reference.near_duplicates import close_pairs, perceptual_hashes
 from mnistflow.reference.profile import build_profile
 from mnistflow.validation.bounds import resolve_bounds
-from mnistflow.validation.dataset import validate_batch, validate_dataset
+from mnistflow.validation.suite import validate_batch, validate_dataset
 from tests.project_root import PROJECT_ROOT
 
 # The slice's label model is 3 MLPs fitted on 2,000 images each (about 92 % accurate): its

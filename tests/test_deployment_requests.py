@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from mnistflow.errors import PipelineInputError
-from mnistflow.orchestration.deployment_requests import allowed_keys, checked_request
+from mnistflow.orchestration.deployment_requests import allowed_keys, checked_deployment_request
 
 
 def test_bounded_training_overrides_pass():
-    request = checked_request({"train.epochs": 3, "model.name": "mlp"}, "quick-check_1")
+    request = checked_deployment_request({"train.epochs": 3, "model.name": "mlp"}, "quick-check_1")
     assert request.overrides == {"train.epochs": 3, "model.name": "mlp"}
     assert request.experiment_name == "quick-check_1"
-    assert checked_request(None, None).overrides == {}
+    assert checked_deployment_request(None, None).overrides == {}
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_bounded_training_overrides_pass():
 )
 def test_everything_else_is_refused_naming_the_key(overrides):
     with pytest.raises(PipelineInputError) as caught:
-        checked_request(overrides, None)
+        checked_deployment_request(overrides, None)
     message = str(caught.value)
     assert "deployment parameters refused" in message
     assert next(iter(overrides)) in message or "train" in message
@@ -49,10 +49,10 @@ def test_everything_else_is_refused_naming_the_key(overrides):
 
 def test_non_mappings_and_bad_names_are_refused():
     with pytest.raises(PipelineInputError, match="expected a mapping"):
-        checked_request(["train.epochs=3"], None)
+        checked_deployment_request(["train.epochs=3"], None)
     for name in ("../../refs/heads/main", "a" * 65, "-x", "name with space", 7):
         with pytest.raises(PipelineInputError, match="experiment_name"):
-            checked_request({}, name)
+            checked_deployment_request({}, name)
 
 
 def test_the_allowed_keys_hold_nothing_that_reads_or_runs():
@@ -75,17 +75,17 @@ def test_a_request_is_bounded_in_work_not_only_key_by_key():
     images, steps = training_work({}, committed)
     assert (images, steps) == (648_000, 20_256)
     assert 4 * images <= MAX_TRAINING_IMAGES and 4 * steps <= MAX_TRAINING_STEPS
-    checked_request({}, None, committed)
-    checked_request({"train.epochs": 48}, None, committed)
+    checked_deployment_request({}, None, committed)
+    checked_deployment_request({"train.epochs": 48}, None, committed)
     # Each key within its own range, together days: too many steps, or too many images.
     with pytest.raises(PipelineInputError, match="optimiser steps") as caught:
-        checked_request({"train.epochs": 100, "train.batch_size": 8}, None, committed)
+        checked_deployment_request({"train.epochs": 100, "train.batch_size": 8}, None, committed)
     assert "675,000" in str(caught.value)
     with pytest.raises(PipelineInputError, match="images seen") as caught:
-        checked_request({"train.epochs": 100, "train.batch_size": 68}, None, committed)
+        checked_deployment_request({"train.epochs": 100, "train.batch_size": 68}, None, committed)
     assert "5,400,000" in str(caught.value)
     # A smaller training split makes the same epochs affordable.
-    checked_request(
+    checked_deployment_request(
         {"train.epochs": 100, "train.batch_size": 8, "prepare.max_train_images": 1000},
         None,
         committed,

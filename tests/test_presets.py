@@ -7,7 +7,8 @@ import yaml
 
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import parse_params, read_params_file
-from mnistflow.training.presets import PRESETS_FILE, format_value, load_presets, preset_overrides
+from mnistflow.paths import PRESETS as PRESETS_FILE
+from mnistflow.training.presets import format_value, load_presets, preset_overrides
 from tests.project_root import PROJECT_ROOT
 
 PRESETS = PROJECT_ROOT / PRESETS_FILE

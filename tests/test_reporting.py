@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mnistflow.paths import PLOTS_TEMPLATE
 from mnistflow.reporting.page import make_report, number, observed
-from mnistflow.reporting.plots_template import TEMPLATE_PATH, offline_template
+from mnistflow.reporting.plots_template import offline_template
 from tests.project_root import PROJECT_ROOT
 from tests.test_pipeline_end_to_end import EXTERNAL, copy_project
 
 
 def test_the_committed_plots_template_is_the_pinned_bundle():
-    committed = (PROJECT_ROOT / TEMPLATE_PATH).read_text(encoding="utf-8")
+    committed = (PROJECT_ROOT / PLOTS_TEMPLATE).read_text(encoding="utf-8")
     assert committed == offline_template()
     assert "{plot_divs}" in committed and "{scripts}" not in committed  # no CDN tags
     config = (PROJECT_ROOT / ".dvc" / "config").read_text()
-    assert f"html_template = {TEMPLATE_PATH.name}" in config
+    assert f"html_template = {Path(PLOTS_TEMPLATE).name}" in config
 
 
 def test_values_read_as_people_expect():

@@ -11,7 +11,7 @@ import pytest
 
 from mnistflow.params import ValidateParams
 from mnistflow.validation.checks import validate_images
-from mnistflow.validation.dataset import validate_dataset
+from mnistflow.validation.suite import validate_dataset
 from tests.project_root import PROJECT_ROOT
 
 SLICE_PARAMS = ValidateParams(train_size=3000, test_size=1000)

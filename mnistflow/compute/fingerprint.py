@@ -51,10 +51,10 @@ BYTE_DETERMINING_LIBRARIES = (
     "tensorflow", "keras", "numpy", "onnx", "onnxruntime", "tf2onnx", "scipy", "cleanlab",
     "scikit-learn", "pillow", "h5py",
 )  # fmt: skip
-NVIDIA_DRIVER = Path("/proc/driver/nvidia/gpus")
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 
 
-def nvidia_driver_present(driver: Path = NVIDIA_DRIVER) -> bool:
+def nvidia_driver_present(driver: Path = NVIDIA_GPUS) -> bool:
     try:
         return any(driver.iterdir())
     except OSError:

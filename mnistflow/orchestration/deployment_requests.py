@@ -119,7 +119,7 @@ def _work_problems(images: int, steps: int) -> list[str]:
     return problems
 
 
-def checked_request(
+def checked_deployment_request(
     overrides: Any, experiment_name: Any, committed: Params | None = None
 ) -> DeploymentRequest:
     """The request's overrides as flat `section.key` params, or a PipelineInputError that says

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistflow.core.git import git_or_none
+from mnistflow.paths import PARAMS
 from mnistflow.training.presets import format_value
 
 
@@ -69,9 +70,7 @@ def untracked_source_override(root: Path | str) -> dict[str, str]:
 
     from mnistflow.data.sources import is_url
 
-    source = (yaml.safe_load((Path(root) / "params.yaml").read_text()).get("data") or {}).get(
-        "source"
-    )
+    source = (yaml.safe_load((Path(root) / PARAMS).read_text()).get("data") or {}).get("source")
     if not source or is_url(source) or Path(source).is_absolute():
         return {}
     path = Path(root) / source

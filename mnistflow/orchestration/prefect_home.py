@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mnistflow.core.atomic import write_json
+from mnistflow.paths import PREFECT_HOME
 
-PREFECT_FOLDER = ".prefect"
 SERVER_RECORD = "server.json"
 HOME_VARIABLE = "MNISTFLOW_PREFECT_HOME"
 
@@ -32,7 +32,7 @@ HOME_VARIABLE = "MNISTFLOW_PREFECT_HOME"
 def prefect_home(root: Path) -> Path:
     """The project's `.prefect/`, or the folder $MNISTFLOW_PREFECT_HOME names."""
     override = os.environ.get(HOME_VARIABLE)
-    return Path(override).expanduser().resolve() if override else Path(root) / PREFECT_FOLDER
+    return Path(override).expanduser().resolve() if override else Path(root) / PREFECT_HOME
 
 
 def server_is_healthy(api_url: str) -> bool:

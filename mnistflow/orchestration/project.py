@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from mnistflow.errors import PipelineInputError
+from mnistflow.paths import DVC_YAML
 
 ROOT_VARIABLE = "MNISTFLOW_ROOT"
 
@@ -22,12 +23,12 @@ def find_project_root(start: Path | None = None) -> Path:
     working directory by default) that holds dvc.yaml."""
     if os.environ.get(ROOT_VARIABLE):
         root = Path(os.environ[ROOT_VARIABLE]).resolve()
-        if not (root / "dvc.yaml").is_file():
+        if not (root / DVC_YAML).is_file():
             raise PipelineInputError(f"{ROOT_VARIABLE}={root}: no dvc.yaml there")
         return root
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").is_file():
+        if (folder / DVC_YAML).is_file():
             return folder
     raise PipelineInputError(
         f"{here}: not inside an mnistflow project (no dvc.yaml here or above); run from a "
@@ -37,13 +38,13 @@ def find_project_root(start: Path | None = None) -> Path:
 
 def stage_names(root: Path) -> list[str]:
     """The stages in the order dvc.yaml lists them (its order is the pipeline's)."""
-    content = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))
+    content = yaml.safe_load((Path(root) / DVC_YAML).read_text(encoding="utf-8"))
     return list(content["stages"])
 
 
 def stage_upstreams(root: Path) -> dict[str, list[str]]:
     """Per stage, the stages whose outputs it depends on (dvc.yaml's DAG), in dvc.yaml's order."""
-    stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    stages = yaml.safe_load((Path(root) / DVC_YAML).read_text(encoding="utf-8"))["stages"]
     outputs = {name: _outputs(spec) for name, spec in stages.items()}
     return {
         name: [

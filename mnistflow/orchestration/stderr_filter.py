@@ -34,7 +34,7 @@ NO_GPU_NOISE = (
     GLOG + r"\w+\.cc:\d+\] Unable to register cu(DNN|FFT|BLAS) factory",
     GLOG + r"\w+\.cc:\d+\] TF-TRT Warning: Could not find TensorRT",
 )
-NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
+NVIDIA_DRIVER_VERSION = Path("/proc/driver/nvidia/version")
 # Splits on \n and \r, so a progress bar redrawing its line passes through as it is drawn;
 # a partial line is written out once nothing more arrives for 0.2 s. It ignores the signals a
 # terminal sends the stage (Ctrl-C must not cut the stage's last words) and ends at EOF; if
@@ -74,7 +74,7 @@ out.flush()
 """
 
 
-def noise_patterns(nvidia_driver: Path = NVIDIA_DRIVER) -> tuple[str, ...]:
+def noise_patterns(nvidia_driver: Path = NVIDIA_DRIVER_VERSION) -> tuple[str, ...]:
     return ALWAYS_NOISE + (() if nvidia_driver.exists() else NO_GPU_NOISE)
 
 

@@ -13,20 +13,20 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from mnistflow.constants import REFUSED_KEY
 from mnistflow.core.atomic import atomic_directory, write_json
+from mnistflow.core.dvc_cli import checked_dvc
 from mnistflow.core.hashing import md5_of_file, sha256_of_file
+from mnistflow.core.onnx_metadata import metadata_of
 from mnistflow.data.sources import load_npz
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ValidateParams, load_validate_params
-from mnistflow.paths import ONNX_MODEL, PARAMS, RAW_DATA
-from mnistflow.reference.folder import INFO_FILE, REFERENCE_DIR
+from mnistflow.paths import ONNX_MODEL, PARAMS, RAW_DATA, REFERENCE
+from mnistflow.reference.folder import INFO_FILE
 from mnistflow.reference.label_quality import LABEL_FOLD_MODELS, LABEL_ONNX_MODEL
 from mnistflow.reference.profile import build_profile, save_profile
 from mnistflow.serving.precision import int8_path_for, int8_problem
@@ -85,7 +85,7 @@ def accept_reference(
     checks = load_validate_params(params_file) if params_file.is_file() else ValidateParams()
     bits = checks.duplicates.max_distance
     profile = build_profile(arrays, bits)
-    folder = root / REFERENCE_DIR
+    folder = root / REFERENCE
     with atomic_directory(folder) as staging:
         save_profile(profile, staging)
         if use_released:
@@ -138,10 +138,7 @@ def _released_model_of(model: Path, raw: Path) -> Path | None:
     try:
         import onnx
 
-        metadata = {
-            entry.key: entry.value
-            for entry in onnx.load(str(model), load_external_data=False).metadata_props
-        }
+        metadata = metadata_of(onnx.load(str(model), load_external_data=False))
         inputs = json.loads(metadata.get("inputs_sha256", "{}"))
     except Exception as error:  # a damaged file: not a model to judge labels with
         logger.warning("%s: not usable as the label model (%s)", model, error)
@@ -162,14 +159,4 @@ def _track_in_dvc(root: Path, data_md5: str, source: str | None) -> None:
     dvc_file.write_text(
         DVC_FILE_TEMPLATE.format(md5=data_md5, source=json.dumps(source)), encoding="utf-8"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", "reference.dvc"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise PipelineInputError(
-            f"{dvc_file}: `dvc commit` failed: {result.stderr.strip() or result.stdout.strip()}"
-        )
+    checked_dvc(root, "commit", "--force", "--quiet", "reference.dvc")

@@ -19,7 +19,6 @@ from mnistflow.errors import PipelineInputError
 from mnistflow.reference.label_quality import label_model_kind, load_label_model
 from mnistflow.reference.profile import Profile, load_profile
 
-REFERENCE_DIR = Path("reference")
 INFO_FILE = "reference.json"
 ACCEPT_HINT = (
     "if this is the data you mean to train on, accept it as the new reference with "

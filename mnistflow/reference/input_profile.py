@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 
 from mnistflow.errors import PipelineInputError
+from mnistflow.reference.drift import MIN_DRIFT_IMAGES
 
 HISTOGRAM_NAMES = ("intensity", "ink", "aspect")
-# Chunks smaller than this are not judged: their histograms are too noisy (see
-# mnistflow/validation/dataset.py, where the same figure applies to `mnistflow validate`).
-MIN_DRIFT_IMAGES = 500
 
 
 def input_profile_metadata(reference: Path, thresholds: dict[str, float]) -> str:

@@ -58,10 +58,33 @@ class ParityReport:
 
 
 def read_accuracy(metrics_path: Path) -> float:
-    value = read_json_object(metrics_path, "the evaluate stage's metrics").get("accuracy")
+    return _accuracy(read_json_object(metrics_path, "the evaluate stage's metrics"), metrics_path)
+
+
+def _accuracy(metrics: dict, where: Path | str) -> float:
+    value = metrics.get("accuracy")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PipelineInputError(f"{metrics_path}: accuracy {value!r}; expected a number")
+        raise PipelineInputError(f"{where}: accuracy {value!r}; expected a number")
     return float(value)
+
+
+def recorded_baseline(metrics_text: str, params_text: str, source: str) -> AccuracyBaseline:
+    """The baseline a model's recorded test metrics and params make: its family (params'
+    model.name, validated) and its test accuracy; `source` says where they were recorded."""
+    import json
+
+    import yaml
+
+    from mnistflow.params import parse_params
+
+    try:
+        metrics = json.loads(metrics_text)
+        params = parse_params(yaml.safe_load(params_text) or {}, f"{source}: params.yaml")
+    except (ValueError, yaml.YAMLError) as error:
+        raise PipelineInputError(f"{source}: unreadable metrics or params ({error})") from None
+    if not isinstance(metrics, dict):
+        raise PipelineInputError(f"{source}: metrics are not a JSON object")
+    return AccuracyBaseline(params.model.name, _accuracy(metrics, source), source)
 
 
 def load_baseline(path: Path) -> AccuracyBaseline | None:

@@ -15,7 +15,10 @@ from pathlib import Path
 import yaml
 
 from mnistflow.core.atomic import atomic_file
+from mnistflow.core.dvc_lock import recorded_outputs
 from mnistflow.core.git import git_or_none
+from mnistflow.core.onnx_metadata import replace_metadata
+from mnistflow.paths import DVC_LOCK
 
 # dvc.lock stages whose outputs are the data a model was trained and tested on.
 DATA_STAGES = ("ingest", "prepare")
@@ -39,10 +42,7 @@ def data_versions(lock_text: str) -> dict[str, str]:
 
 def output_paths(lock_text: str) -> set[str]:
     """Every stage output dvc.lock lists, and dvc.lock itself: results, not code."""
-    stages = (yaml.safe_load(lock_text) or {}).get("stages", {})
-    return {"dvc.lock"} | {
-        out["path"] for stage in stages.values() for out in stage.get("outs", [])
-    }
+    return {DVC_LOCK} | {path for _, path, _ in recorded_outputs(lock_text)}
 
 
 def code_changes(root: Path, outputs: set[str]) -> list[str]:
@@ -86,11 +86,6 @@ def stamp(source: Path, target: Path, metadata: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load_model_from_string(Path(source).read_bytes())
-    kept = [entry for entry in model.metadata_props if entry.key not in metadata]
-    del model.metadata_props[:]
-    for entry in kept:
-        model.metadata_props.add(key=entry.key, value=entry.value)
-    for key, value in sorted(metadata.items()):
-        model.metadata_props.add(key=key, value=value)
+    replace_metadata(model, drop=metadata, add=sorted(metadata.items()))
     with atomic_file(target) as temporary:
         temporary.write_bytes(model.SerializeToString())

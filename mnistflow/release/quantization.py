@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistflow.constants import INPUT_NAME, NUM_CLASSES, PRECISION_KEY, QUANTIZED_FROM_KEY
+from mnistflow.core.onnx_metadata import replace_metadata
 from mnistflow.core.onnx_runs import batched_outputs, cpu_session
 from mnistflow.params import Int8Params
 from mnistflow.release.gates import Verdict
@@ -108,18 +109,15 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
 def _mark_int8(quantized, fp32_bytes: bytes, calibration_images: int) -> None:
     """The int8 model's metadata: the float32 model's own, without the quantization tools'
     notes about themselves, plus its precision, its source's sha256 and its calibration."""
-    kept = [entry for entry in quantized.metadata_props if entry.key not in TOOL_METADATA]
-    del quantized.metadata_props[:]
-    quantized.metadata_props.extend(kept)
-    quantized.metadata_props.add(key=PRECISION_KEY, value="int8")
-    quantized.metadata_props.add(
-        key=QUANTIZED_FROM_KEY, value=hashlib.sha256(fp32_bytes).hexdigest()
-    )
-    quantized.metadata_props.add(
-        key=CALIBRATION_KEY,
-        value=json.dumps(
-            {"images": calibration_images, "split": "train", "method": "minmax"}, sort_keys=True
-        ),
+    calibration = {"images": calibration_images, "split": "train", "method": "minmax"}
+    replace_metadata(
+        quantized,
+        drop=TOOL_METADATA,
+        add=[
+            (PRECISION_KEY, "int8"),
+            (QUANTIZED_FROM_KEY, hashlib.sha256(fp32_bytes).hexdigest()),
+            (CALIBRATION_KEY, json.dumps(calibration, sort_keys=True)),
+        ],
     )
 
 

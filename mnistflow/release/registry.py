@@ -27,21 +27,31 @@ from pathlib import Path
 
 import yaml
 
+from mnistflow.core.dvc_lock import recorded_md5
 from mnistflow.core.git import file_at_revision, git
+from mnistflow.core.onnx_metadata import metadata_of
 from mnistflow.errors import PipelineInputError
 from mnistflow.orchestration.dvc_runs import dvc_workspace
-from mnistflow.paths import DVC_LOCK, EXPORT_REPORT, METRICS, ONNX_MODEL
+from mnistflow.paths import (
+    BASELINE,
+    DVC_LOCK,
+    DVC_YAML,
+    EXPORT_REPORT,
+    METRICS,
+    ONNX_MODEL,
+    PARAMS,
+    REGISTERED_MODEL,
+)
 from mnistflow.release import lineage
 from mnistflow.release.records import RunRecord, git_remote
+from mnistflow.release.tracked_bytes import bytes_at_revision, matches
 
 logger = logging.getLogger(__name__)
 
 ARTIFACT = "mnist-classifier"
 # What each version points at: the stamped copy, tracked by its own .dvc file in the record.
-ARTIFACT_PATH = "release/model.onnx"
-ARTIFACT_DVC_FILE = f"{ARTIFACT_PATH}.dvc"
+ARTIFACT_DVC_FILE = f"{REGISTERED_MODEL}.dvc"
 # The export stage's output, which the stamped copy is made from.
-BASELINE = Path("release") / "baseline.json"
 # The registry stage whose version is served by default, and the name that asks for it.
 SERVED_STAGE = "prod"
 SERVED = "served"
@@ -78,12 +88,7 @@ def version_in_stage(root: Path, stage: str) -> ModelVersion | None:
 
 def exported_model_hash(lock_text: str | None) -> str | None:
     """The md5 a dvc.lock records for the export stage's model."""
-    if lock_text is None:
-        return None
-    for out in yaml.safe_load(lock_text)["stages"].get("export", {}).get("outs", []):
-        if out["path"] == ONNX_MODEL:
-            return out.get("md5")
-    return None
+    return recorded_md5(lock_text, ONNX_MODEL)
 
 
 def next_version(root: Path) -> str:
@@ -143,10 +148,10 @@ def _stamp_and_track(root: Path, version: str, record_name: str) -> None:
         lineage.code_changes(root, lineage.output_paths(lock_text)),
         lock_text,
     )
-    lineage.stamp(root / ONNX_MODEL, root / ARTIFACT_PATH, metadata)
+    lineage.stamp(root / ONNX_MODEL, root / REGISTERED_MODEL, metadata)
     with dvc_workspace(root) as repo, repo.scm_context(quiet=True, autostage=False):
         # quiet: no "git add release/model.onnx.dvc" hint; the file belongs to the record.
-        repo.add(ARTIFACT_PATH)
+        repo.add(REGISTERED_MODEL)
     dvc_file = root / ARTIFACT_DVC_FILE
     tracked = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))
     # Which version the record is for: read back when registering (or retrying to).
@@ -165,10 +170,12 @@ def clear_release(root: Path) -> None:
             with dvc_workspace(root) as repo:
                 repo.checkout(ARTIFACT_DVC_FILE, force=True)
         except Exception as error:  # noqa: BLE001 - the record is made; say what is left
-            logger.warning("%s: not restored to HEAD's (%s); run `dvc pull`", ARTIFACT_PATH, error)
+            logger.warning(
+                "%s: not restored to HEAD's (%s); run `dvc pull`", REGISTERED_MODEL, error
+            )
         return
     (root / ARTIFACT_DVC_FILE).unlink(missing_ok=True)
-    (root / ARTIFACT_PATH).unlink(missing_ok=True)
+    (root / REGISTERED_MODEL).unlink(missing_ok=True)
 
 
 def register_release(root: Path, record: RunRecord) -> ModelVersion | None:
@@ -238,15 +245,13 @@ def promote(root: Path, version: str, stage: str = "prod") -> ModelVersion:
 
 
 def write_baseline(root: Path, version: ModelVersion) -> None:
-    from mnistflow.release.gates import AccuracyBaseline
+    from mnistflow.release.gates import recorded_baseline
 
     metrics = file_at_revision(root, version.revision, METRICS)
-    params = file_at_revision(root, version.revision, "params.yaml")
+    params = file_at_revision(root, version.revision, PARAMS)
     if metrics is None or params is None:
         raise PipelineInputError(f"{ARTIFACT} {version.version}: no metrics recorded with it")
-    model_name = (yaml.safe_load(params).get("model") or {}).get("name", "cnn")
-    accuracy = json.loads(metrics)["accuracy"]
-    baseline = AccuracyBaseline(model_name, accuracy, f"{ARTIFACT} {version.version}")
+    baseline = recorded_baseline(metrics, params, f"{ARTIFACT} {version.version}")
     baseline.save(Path(root) / BASELINE)
 
 
@@ -316,18 +321,10 @@ def fetch_model(root: Path, version: ModelVersion, target: Path) -> Path:
     """The version's model bytes into `target` (from the DVC cache, else the DVC remote),
     refused unless the model's own metadata names that version."""
     import onnx
-    from dvc.repo import Repo
-
-    from mnistflow.orchestration.dvc_remotes import resolved_remote_config
 
     path = _artifact_path(root, version.revision)
-    config = resolved_remote_config(root)
     try:
-        with (
-            Repo(str(root), rev=version.revision, config=config) as repo,
-            repo.dvcfs.open(path, "rb") as source,
-        ):
-            model_bytes = source.read()
+        model_bytes = bytes_at_revision(root, version.revision, path)
     except Exception as error:  # noqa: BLE001 - DVC raises many kinds; say which version
         raise PipelineInputError(
             f"{ARTIFACT} {version.version} ({version.revision[:7]}): {path} is in neither this "
@@ -336,20 +333,18 @@ def fetch_model(root: Path, version: ModelVersion, target: Path) -> Path:
         ) from None
     # The cache or remote that delivered the bytes is not what vouches for them: git does.
     expected = _recorded_md5(root, version.revision, path)
-    actual = hashlib.md5(model_bytes).hexdigest()
-    if expected is None or actual != expected:
+    if not matches(model_bytes, expected):
+        actual = hashlib.md5(model_bytes).hexdigest()
         raise PipelineInputError(
             f"{ARTIFACT} {version.version} ({version.revision[:7]}): {path} has md5 {actual}, "
             f"but git records {expected or 'none'} for it at that revision; refusing to serve "
             "bytes the registry did not register"
         )
-    stamped = {
-        entry.key: entry.value for entry in onnx.load_from_string(model_bytes).metadata_props
-    }
+    stamped = metadata_of(onnx.load_from_string(model_bytes))
     # Versions registered before stamping point at the export stage's own, unstamped file.
     if path != ONNX_MODEL and stamped.get("model_version") != version.version:
         raise PipelineInputError(
-            f"{ARTIFACT} {version.version} ({version.revision[:7]}): {ARTIFACT_PATH} names "
+            f"{ARTIFACT} {version.version} ({version.revision[:7]}): {REGISTERED_MODEL} names "
             f"version {stamped.get('model_version')!r}, expected {version.version!r}"
         )
     target.write_bytes(model_bytes)
@@ -378,8 +373,8 @@ def served_model(root: Path) -> str:
 def _artifact_path(root: Path, revision: str) -> str:
     """The artifact's path as that revision's dvc.yaml declares it (as `dvc artifacts get`
     reads it)."""
-    declared = yaml.safe_load(file_at_revision(root, revision, "dvc.yaml") or "") or {}
-    return ((declared.get("artifacts") or {}).get(ARTIFACT) or {}).get("path", ARTIFACT_PATH)
+    declared = yaml.safe_load(file_at_revision(root, revision, DVC_YAML) or "") or {}
+    return ((declared.get("artifacts") or {}).get(ARTIFACT) or {}).get("path", REGISTERED_MODEL)
 
 
 def fetch_to_folder(root: Path, spec: str, folder: Path) -> tuple[Path, str]:

@@ -16,10 +16,8 @@ The worktree is removed afterwards (`git worktree remove`), so the repository is
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,11 +28,23 @@ from typing import Any
 
 import yaml
 
+from mnistflow.core.dvc_cli import dvc
+from mnistflow.core.dvc_lock import recorded_md5, recorded_outputs
 from mnistflow.core.git import file_at_revision, git, git_or_none
 from mnistflow.core.hashing import md5_of_file
+from mnistflow.core.json_files import read_json
 from mnistflow.errors import PipelineInputError
-from mnistflow.paths import COMPUTE_FINGERPRINT, DVC_LOCK, INT8_MODEL, METRICS, ONNX_MODEL, RAW_DATA
+from mnistflow.paths import (
+    COMPUTE_FINGERPRINT,
+    DVC_LOCK,
+    INT8_MODEL,
+    METRICS,
+    ONNX_MODEL,
+    PARAMS,
+    RAW_DATA,
+)
 from mnistflow.release.records import EXPERIMENT_REFS
+from mnistflow.release.tracked_bytes import bytes_at_revision, matches
 
 ONNX_MODELS = (ONNX_MODEL, INT8_MODEL)
 
@@ -87,16 +97,6 @@ def resolve_target(root: Path, target: str) -> str:
     )
 
 
-def recorded_outputs(lock_text: str) -> list[tuple[str, str, str | None]]:
-    """(stage, path, md5) of every output a dvc.lock records, in its order."""
-    lock = yaml.safe_load(lock_text) or {}
-    found = []
-    for stage, entry in (lock.get("stages") or {}).items():
-        for out in entry.get("outs") or []:
-            found.append((stage, out["path"], out.get("md5")))
-    return found
-
-
 @contextmanager
 def detached_worktree(root: Path, revision: str, keep: bool = False) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="mnistflow-verify-"))
@@ -112,18 +112,7 @@ def detached_worktree(root: Path, revision: str, keep: bool = False) -> Iterator
 
 
 def _dvc(worktree: Path, *arguments: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ}
-    interpreter_dir = str(Path(sys.executable).parent)
-    environment["PATH"] = os.pathsep.join([interpreter_dir, environment.get("PATH", "")])
-    environment.pop("MNISTFLOW_ROOT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments],
-        cwd=worktree,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return dvc(worktree, *arguments, isolated=True)
 
 
 def _checked_dvc(worktree: Path, *arguments: str) -> None:
@@ -176,7 +165,7 @@ def _provide_data(root: Path, worktree: Path, lock_text: str, report: Callable[[
     """The revision's data source copied in from this project when it is a file in the project
     whose bytes are the ones the revision's dvc.lock records; else ingest's output from the DVC
     remote. Returns where the data came from."""
-    params = yaml.safe_load((worktree / "params.yaml").read_text(encoding="utf-8")) or {}
+    params = yaml.safe_load((worktree / PARAMS).read_text(encoding="utf-8")) or {}
     source = str((params.get("data") or {}).get("source") or "")
     recorded = _recorded_source_md5(lock_text, source)
     here = _project_source(root, source)
@@ -218,34 +207,15 @@ def replay(worktree: Path, skip_ingest: bool, report: Callable[[str], None]) -> 
         report(f"replayed {stage} in {time.perf_counter() - started:.1f} s")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _recorded_model(root: Path, revision: str, path: str, folder: Path) -> Path | None:
     """The recorded model's bytes, from this clone's DVC cache or remote, checked against the
     md5 its dvc.lock records; None where neither has it."""
-    import hashlib
-
-    from dvc.repo import Repo
-
-    from mnistflow.orchestration.dvc_remotes import resolved_remote_config
-
-    expected = {p: md5 for _, p, md5 in recorded_outputs(
-        file_at_revision(root, revision, DVC_LOCK) or "")}.get(path)  # fmt: skip
-    config = resolved_remote_config(root)
+    expected = recorded_md5(file_at_revision(root, revision, DVC_LOCK), path)
     try:
-        with (
-            Repo(str(root), rev=revision, config=config) as repo,
-            repo.dvcfs.open(path, "rb") as source,
-        ):
-            content = source.read()
+        content = bytes_at_revision(root, revision, path)
     except Exception:  # noqa: BLE001 - not in the cache or on a remote: no comparison
         return None
-    if hashlib.md5(content).hexdigest() != expected:
+    if not matches(content, expected):
         return None
     target = folder / f"recorded-{Path(path).name}"
     target.write_bytes(content)
@@ -320,7 +290,7 @@ def verify(
             OutputComparison(stage, path, md5, replayed.get((stage, path)))
             for stage, path, md5 in recorded_outputs(lock_text)
         ]
-        result.replayed_fingerprint = _read_json(worktree / COMPUTE_FINGERPRINT)
+        result.replayed_fingerprint = read_json(worktree / COMPUTE_FINGERPRINT)
         differing = {o.path for o in result.outputs if not o.identical}
         for path in ONNX_MODELS:
             if path in differing:
@@ -329,7 +299,7 @@ def verify(
                     recorded, worktree / path, worktree / RAW_DATA
                 )
         recorded_metrics = _json_or_empty(file_at_revision(root, revision, METRICS))
-        replayed_metrics = _read_json(worktree / METRICS) or {}
+        replayed_metrics = read_json(worktree / METRICS) or {}
         result.metric_deltas = {
             name: replayed_metrics[name] - value
             for name, value in recorded_metrics.items()

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
 import logging
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,13 +25,17 @@ import numpy as np
 
 from mnistflow.compute.cpu_features import cpu_model, detect_cpu_flags
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.core.dvc_cli import dvc_json
 from mnistflow.core.git import git_or_none
+from mnistflow.core.json_files import read_json
 from mnistflow.evaluation.metrics import per_class_metrics
 from mnistflow.params import read_params_file
 from mnistflow.paths import (
     DVC_LOCK,
     EXPORT_REPORT,
     METRICS,
+    PARAMS,
+    RAW_DATA,
     TEST_PREDICTIONS,
     TRAIN_REPORT,
     VALIDATION_REPORT,
@@ -113,13 +114,6 @@ class ReportInputs:
     drift_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def drift_rows(validation: dict[str, Any] | None) -> tuple[list[str], list[dict[str, Any]]]:
     """(measures, rows): per split its distance per measure, then its worst class's."""
     scopes = (validation or {}).get("drift_scopes") or []
@@ -146,7 +140,7 @@ def suspicious_label_pictures(root: Path, validation: dict[str, Any] | None) -> 
     from mnistflow.core.hashing import md5_of_file
     from mnistflow.evaluation.figures import image_grid
 
-    raw = root / "data" / "raw" / "mnist.npz"
+    raw = root / RAW_DATA
     quality = (validation or {}).get("label_quality") or {}
     splits = {
         split: values
@@ -181,20 +175,6 @@ def suspicious_label_pictures(root: Path, validation: dict[str, Any] | None) -> 
 def git_output(root: Path, *arguments: str) -> str | None:
     output = git_or_none(root, *arguments)
     return output.strip() if output is not None else None
-
-
-def dvc_json(root: Path, *arguments: str) -> Any:
-    """A `dvc … --json` command's answer (DVC's public output format), None when it fails."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *arguments, "--json"],
-        cwd=root, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if result.returncode != 0 or not result.stdout.strip():
-        return None
-    try:
-        return json.loads(result.stdout)
-    except ValueError:
-        return None
 
 
 def choose_baseline(root: Path) -> ComparedRevision | None:
@@ -368,7 +348,7 @@ def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInpu
         baseline=baseline,
         data_versions=data_versions(lock_text),
         params_changes=params_changes(root, baseline),
-        params=read_params_file(root / "params.yaml"),
+        params=read_params_file(root / PARAMS),
         validation=validation,
         training=training,
         metrics=metric_rows(root, baseline),

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mnistflow.core.atomic import atomic_file
+from mnistflow.paths import HTML_REPORT
 from mnistflow.reporting.gather import ReportInputs
 
-REPORT_PATH = Path("reports") / "report.html"
 TEMPLATE = "report.html.j2"
 # Section ids, in page order: a test checks each is present and filled.
 SECTIONS = ("run", "data", "training", "evaluation", "release", "environment")
@@ -95,4 +95,4 @@ def make_report(
     from mnistflow.reporting.gather import gather
 
     inputs = gather(Path(root), stages)
-    return write_report(inputs, target or Path(root) / REPORT_PATH), inputs
+    return write_report(inputs, target or Path(root) / HTML_REPORT), inputs

@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 from mnistflow.core.atomic import atomic_file
+from mnistflow.paths import PLOTS_TEMPLATE
 from mnistflow.reporting.charts import VEGA_LITE_VERSION
 
-TEMPLATE_PATH = Path(".dvc") / "plots-offline.html"
 PAGE = """<!DOCTYPE html>
 <html>
 <head>
@@ -61,7 +61,7 @@ def offline_template() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output", type=Path, default=TEMPLATE_PATH)
+    parser.add_argument("--output", type=Path, default=Path(PLOTS_TEMPLATE))
     arguments = parser.parse_args()
     with atomic_file(arguments.output) as temporary:
         temporary.write_text(offline_template(), encoding="utf-8")

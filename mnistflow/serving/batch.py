@@ -7,7 +7,6 @@ flows/batch_predict.py wires these into Prefect tasks; nothing here imports Pref
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from mnistflow.release import registry
 from mnistflow.serving import inbox as inbox_records
 from mnistflow.serving.confinement import confined_dask_address, confined_files, confined_path
 from mnistflow.serving.inputs import expand_inputs
+from mnistflow.serving.precision import recorded_fp32_sha256
 from mnistflow.serving.predict import verified_model_bytes
 
 # Request parameters are untrusted: each number has a range that bounds memory and processes.
@@ -58,7 +58,9 @@ def check_bounds(**values: int) -> None:
             )
 
 
-def checked_request(project: Path, inbox: str, output: str, model: str, **numbers) -> BatchRequest:
+def checked_batch_request(
+    project: Path, inbox: str, output: str, model: str, **numbers
+) -> BatchRequest:
     """The request with its paths confined to the project (or the operator's roots), its model
     under models/ or in the registry, its numbers bounded and its Dask address allowed."""
     dask_address = numbers.pop("dask_address", None)
@@ -97,9 +99,13 @@ def inbox_lock(project: Path, output_dir: Path) -> Path:
 def recorded_model_sha256(project: Path, model: Path) -> str | None:
     """The sha256 the export stage recorded for the project's model (None for other models)."""
     report = project / EXPORT_REPORT
-    if model != (project / ONNX_MODEL).resolve() or not report.is_file():
+    if model != (project / ONNX_MODEL).resolve() or not report.exists():
         return None
-    return json.loads(report.read_text(encoding="utf-8")).get("onnx_sha256")
+    recorded = recorded_fp32_sha256(report)
+    if recorded is None:
+        # A report that says nothing vouches for nothing: the model is not served unverified.
+        raise PipelineInputError(f"{report}: no onnx_sha256 in it; run `dvc repro export`")
+    return recorded
 
 
 def snapshot_model(request: BatchRequest, folder: Path) -> ModelSnapshot:

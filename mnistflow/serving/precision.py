@@ -10,13 +10,14 @@ quantization, which the export stage runs: choosing at prediction time must not 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from mnistflow.constants import PRECISION_KEY, QUANTIZED_FROM_KEY, REFUSED_KEY
 from mnistflow.core.hashing import sha256_of_file
+from mnistflow.core.json_files import read_json
+from mnistflow.core.onnx_metadata import metadata_of
 from mnistflow.errors import PipelineInputError
 from mnistflow.paths import EXPORT_REPORT
 
@@ -112,7 +113,7 @@ def _metadata(path: Path) -> dict[str, str]:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - onnx raises protobuf's and its own errors
         return {}
-    return {entry.key: entry.value for entry in model.metadata_props}
+    return metadata_of(model)
 
 
 def int8_problem(fp32_path: Path, int8_path: Path) -> str | None:
@@ -153,16 +154,19 @@ def released_int8_sha256(fp32_path: Path) -> str | None:
     return recorded[1] if recorded else None
 
 
+def recorded_fp32_sha256(report: Path) -> str | None:
+    """The float32 model's sha256 as the export report records it."""
+    content = read_json(report)
+    value = content.get("onnx_sha256") if isinstance(content, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _recorded_pair(report: Path) -> tuple[str, str] | None:
     """(float32 sha256, int8 sha256) as the export report records them, the int8 released."""
-    try:
-        content = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    content = read_json(report)
     int8 = content.get("int8") if isinstance(content, dict) else None
-    if not isinstance(int8, dict) or int8.get("released") is not True:
+    fp32_sha256 = recorded_fp32_sha256(report)
+    if not isinstance(int8, dict) or int8.get("released") is not True or fp32_sha256 is None:
         return None
-    fp32_sha256, int8_sha256 = content.get("onnx_sha256"), int8.get("onnx_sha256")
-    if not isinstance(fp32_sha256, str) or not isinstance(int8_sha256, str):
-        return None
-    return fp32_sha256, int8_sha256
+    int8_sha256 = int8.get("onnx_sha256")
+    return (fp32_sha256, int8_sha256) if isinstance(int8_sha256, str) else None

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnistflow.core.durable import fsync_path
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
@@ -59,7 +61,7 @@ class Checkpoint:
     best_weights: list[np.ndarray]
 
 
-def fingerprint(settings: dict, arrays: list[np.ndarray]) -> str:
+def settings_fingerprint(settings: dict, arrays: list[np.ndarray]) -> str:
     """A hash of the run's settings and the bytes of its (already loaded) training data."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for array in arrays:
@@ -82,14 +84,6 @@ def _snapshot_name(epochs_done: int) -> str:
     # Unique per save, ordered by epoch then time: saving the same epoch again never has to
     # remove the old folder first (a moment with no snapshot).
     return f"{SNAPSHOT_PREFIX}{epochs_done:04d}-{time.time_ns():020d}"
-
-
-def _fsync_path(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _write_synced(path: Path, write) -> None:
@@ -129,10 +123,10 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
         _write_synced(staging / BEST_WEIGHTS_FILE, lambda h: np.savez(h, *checkpoint.best_weights))
         state = json.dumps(dataclasses.asdict(checkpoint.state), indent=1).encode("utf-8")
         _write_synced(staging / STATE_FILE, lambda h: h.write(state))
-        _fsync_path(staging)
+        fsync_path(staging)
         snapshot = folder / _snapshot_name(checkpoint.state.epochs_done)
         os.rename(staging, snapshot)
-        _fsync_path(folder)
+        fsync_path(folder)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

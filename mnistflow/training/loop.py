@@ -21,9 +21,9 @@ from mnistflow.data.prepared import PreparedData
 from mnistflow.params import ModelParams, TrainParams
 from mnistflow.training.checkpoints import (
     TrainingState,
-    fingerprint,
     load_checkpoint,
     restore_variables,
+    settings_fingerprint,
     training_code_digest,
 )
 from mnistflow.training.dataset import evaluation_dataset, steps_per_epoch, training_dataset
@@ -79,7 +79,8 @@ def run_fingerprint(
         },  # fmt: skip
         "devices": dataclasses.asdict(plan),
     }
-    return fingerprint(settings, [data.train.x, data.train.y, data.validation.x, data.validation.y])
+    arrays = [data.train.x, data.train.y, data.validation.x, data.validation.y]
+    return settings_fingerprint(settings, arrays)
 
 
 def compiled_model(input_shape, model_params: ModelParams, params: TrainParams, plan, strategy):

@@ -11,8 +11,6 @@ import yaml
 
 from mnistflow.errors import PipelineInputError
 
-PRESETS_FILE = "presets.yaml"
-
 
 @dataclass(frozen=True)
 class Preset:

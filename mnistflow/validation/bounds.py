@@ -157,3 +157,29 @@ def applied_bounds(report: Path, params: ValidateParams) -> ValidateParams:
         )
     except ValueError as error:
         raise PipelineInputError(f"{report}: its bounds are not valid ({error})") from None
+
+
+def image_bounds(params: ValidateParams) -> list[tuple[str, str, float, float]]:
+    """(check name, summary column, min, max) per image: the one definition of the bounds.
+
+    GX validates them (`image_expectations`); batch prediction flags rows with them
+    (`flag_images`) without a GX run per chunk. Bounds params leaves null take MNIST's
+    built-in values here; the validate stage resolves them from the reference first.
+    """
+
+    def value(key: str):
+        return bound(params, key)
+
+    return [
+        ("image_height", "height", value("image_height"), value("image_height")),
+        ("image_width", "width", value("image_width"), value("image_width")),
+        ("single_channel", "channels", 1, 1),
+        (
+            "mean_intensity",
+            "mean_intensity",
+            value("min_mean_intensity"),
+            value("max_mean_intensity"),
+        ),
+        ("ink_fraction", "ink_fraction", value("min_ink_fraction"), value("max_ink_fraction")),
+        ("max_pixel", "max_pixel", value("min_max_pixel"), PIXEL_MAX),
+    ]

@@ -14,12 +14,8 @@ from typing import Any
 import numpy as np
 
 from mnistflow.params import ValidateParams
-from mnistflow.validation.summaries import (
-    CLASSES,
-    dataset_tables,
-    image_bounds,
-    prediction_input_table,
-)
+from mnistflow.validation.bounds import image_bounds
+from mnistflow.validation.summaries import CLASSES, dataset_tables, prediction_input_table
 
 # No Great Expectations Data Docs: GX's site pages load bootstrap, jQuery, DataTables and Font
 # Awesome from public CDNs and render empty offline, and vendoring those assets would mean

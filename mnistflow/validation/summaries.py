@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from mnistflow.constants import NUM_CLASSES, PIXEL_MAX
+from mnistflow.constants import NUM_CLASSES
 from mnistflow.core.hashing import image_digests
 from mnistflow.data.pixels import pixel_units
 from mnistflow.params import ValidateParams
-from mnistflow.validation.bounds import bound
+from mnistflow.validation.bounds import image_bounds
 
 CLASSES = tuple(range(NUM_CLASSES))
 
@@ -76,32 +76,6 @@ def dataset_tables(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
             }
         )
     return tables
-
-
-def image_bounds(params: ValidateParams) -> list[tuple[str, str, float, float]]:
-    """(check name, summary column, min, max) per image: the one definition of the bounds.
-
-    GX validates them (`image_expectations`); batch prediction flags rows with them
-    (`flag_images`) without a GX run per chunk. Bounds params leaves null take MNIST's
-    built-in values here; the validate stage resolves them from the reference first.
-    """
-
-    def value(key: str):
-        return bound(params, key)
-
-    return [
-        ("image_height", "height", value("image_height"), value("image_height")),
-        ("image_width", "width", value("image_width"), value("image_width")),
-        ("single_channel", "channels", 1, 1),
-        (
-            "mean_intensity",
-            "mean_intensity",
-            value("min_mean_intensity"),
-            value("max_mean_intensity"),
-        ),
-        ("ink_fraction", "ink_fraction", value("min_ink_fraction"), value("max_ink_fraction")),
-        ("max_pixel", "max_pixel", value("min_max_pixel"), PIXEL_MAX),
-    ]
 
 
 def flag_images(images: np.ndarray, params: ValidateParams) -> list[str]:

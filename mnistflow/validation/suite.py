@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mnistflow.params import ValidateParams
-from mnistflow.reference.drift import scope_distances
+from mnistflow.reference.drift import MIN_DRIFT_IMAGES, scope_distances
 from mnistflow.reference.folder import ACCEPT_HINT, Reference
 from mnistflow.reference.profile import batch_profile, build_profile
 from mnistflow.validation.bounds import resolve_bounds
@@ -77,21 +77,16 @@ def validate_dataset(
     return ValidationReport(results=results, metrics=metrics, details=details)
 
 
-# Below this many images a batch's histograms are too noisy to judge drift by (1,000 clean
-# MNIST test images lie within the thresholds; 100 do not always).
-MIN_DRIFT_BATCH = 500
-
-
 def validate_batch(
     images: np.ndarray, params: ValidateParams, reference: Reference | None = None
 ) -> ValidationReport:
     """The checks that apply to an unlabelled prediction batch: each image against the bounds
     (resolved from the reference where params leaves them null), and the batch as a whole
-    against the reference's training split for drift (from MIN_DRIFT_BATCH images on)."""
+    against the reference's training split for drift (from MIN_DRIFT_IMAGES images on)."""
     resolved, _ = resolve_bounds(params, reference.profile if reference else None)
     results = list(validate_images(images, resolved).results)
     metrics: dict[str, Any] = {}
-    if reference is not None and len(images) >= MIN_DRIFT_BATCH:
+    if reference is not None and len(images) >= MIN_DRIFT_IMAGES:
         accepted = reference.profile.scopes["train"]
         if list(np.asarray(images).shape[1:3]) == list(accepted.mean_image.shape):
             distances = scope_distances(batch_profile(images), accepted)
