@@ -66,15 +66,24 @@ def profile_distances(current: Profile, reference: Profile) -> list[Distance]:
     return distances
 
 
+def batch_distances(
+    images: np.ndarray, accepted: ScopeProfile, min_images: int = MIN_DRIFT_IMAGES
+) -> dict[str, float] | None:
+    """A batch's drift distances against an accepted scope; None when the batch is too small
+    to judge or its images have another shape."""
+    from mnistflow.reference.profile import batch_profile
+
+    shape = tuple(np.asarray(images).shape[1:3])
+    if len(images) < min_images or shape != tuple(accepted.mean_image.shape):
+        return None
+    return scope_distances(batch_profile(images), accepted)
+
+
 def batch_drift(images: np.ndarray, input_profile: dict) -> list[str] | None:
     """The drift measures over their threshold for a batch of prediction inputs, against the
     profile an exported model carries (`mnistflow.reference.input_profile`); None when the batch
     is too small to judge or its images have another shape."""
-    from mnistflow.reference.profile import batch_profile
-
     mean_image = np.asarray(input_profile["mean_image"], np.float32)
-    if len(images) < input_profile["min_images"] or images.shape[1:3] != mean_image.shape:
-        return None
     accepted = ScopeProfile(
         count=1,
         mean_image=mean_image,
@@ -82,7 +91,9 @@ def batch_drift(images: np.ndarray, input_profile: dict) -> list[str] | None:
         histograms={k: np.asarray(v, np.int64) for k, v in input_profile["histograms"].items()},
         centre=np.asarray(input_profile["centre"], np.float64),
     )
-    distances = scope_distances(batch_profile(images), accepted)
+    distances = batch_distances(images, accepted, input_profile["min_images"])
+    if distances is None:
+        return None
     thresholds = input_profile["thresholds"]
     return [name for name, value in distances.items() if value > thresholds[f"max_{name}"]]
 

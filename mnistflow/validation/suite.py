@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from mnistflow.params import ValidateParams
-from mnistflow.reference.drift import MIN_DRIFT_IMAGES, scope_distances
+from mnistflow.reference.drift import batch_distances
 from mnistflow.reference.folder import ACCEPT_HINT, Reference
-from mnistflow.reference.profile import batch_profile, build_profile
+from mnistflow.reference.profile import build_profile
 from mnistflow.validation.bounds import resolve_bounds
 from mnistflow.validation.checks import (
     CheckResult,
@@ -86,23 +86,21 @@ def validate_batch(
     resolved, _ = resolve_bounds(params, reference.profile if reference else None)
     results = list(validate_images(images, resolved).results)
     metrics: dict[str, Any] = {}
-    if reference is not None and len(images) >= MIN_DRIFT_IMAGES:
-        accepted = reference.profile.scopes["train"]
-        if list(np.asarray(images).shape[1:3]) == list(accepted.mean_image.shape):
-            distances = scope_distances(batch_profile(images), accepted)
-            metrics["drift"] = distances
-            for measure, value in distances.items():
-                threshold = getattr(resolved.drift, THRESHOLD_OF[measure])
-                results.append(
-                    CheckResult(
-                        name=f"drift_{measure}",
-                        table="batch",
-                        column=None,
-                        success=value <= threshold,
-                        observed=value,
-                        bound=f"at most {threshold} (against the reference's train split)",
-                    )
+    distances = batch_distances(images, reference.profile.scopes["train"]) if reference else None
+    if distances is not None:
+        metrics["drift"] = distances
+        for measure, value in distances.items():
+            threshold = getattr(resolved.drift, THRESHOLD_OF[measure])
+            results.append(
+                CheckResult(
+                    name=f"drift_{measure}",
+                    table="batch",
+                    column=None,
+                    success=value <= threshold,
+                    observed=value,
+                    bound=f"at most {threshold} (against the reference's train split)",
                 )
+            )
     return ValidationReport(results=results, metrics=metrics)
 
 
