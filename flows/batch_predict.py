@@ -99,7 +99,7 @@ def find_new_files(
     request: batch.BatchRequest, records: list[dict], model_sha256: str, repredict: bool
 ) -> tuple[list, int]:
     """(the files to predict now, how many the inbox holds)."""
-    files, escaping = batch.inbox_files(request, records)
+    files, escaping = batch.inbox_files(request)
     for path in escaping:
         get_run_logger().warning("skipping %s: it resolves outside the allowed roots", path)
     return inbox_records.pending(files, records, model_sha256, repredict), len(files)

@@ -149,6 +149,41 @@ def _tiff_tiles_larger_than_the_image(folder: Path, digits: np.ndarray) -> Path:
     return folder / "tiles.tif"
 
 
+def _tiff_tags_sharing_one_block(folder: Path, digits: np.ndarray) -> Path:
+    """200 tags all pointing at one 20 KB block: libtiff would read 4 MB for them (a second
+    review reached 2 GB from a 974 KB file this way)."""
+    import struct
+    import zlib
+
+    strip = zlib.compress(bytes(64 * 64), 9)
+    block = 20_000
+    base = [(256, 4, 64), (257, 4, 64), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
+            (278, 4, 64), (279, 4, len(strip))]  # fmt: skip
+    count = len(base) + 1 + 200
+    blob_at = 8 + 2 + count * 12 + 4
+    strip_at = blob_at + block
+    entries = sorted([*base, (273, 4, strip_at)])
+    body = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", count)
+    for tag, kind, value in entries:
+        packed = struct.pack("<H" if kind == 3 else "<I", value).ljust(4, b"\0")
+        body += struct.pack("<HHI", tag, kind, 1) + packed
+    for tag in range(60000, 60200):
+        body += struct.pack("<HHII", tag, 7, block, blob_at)
+    body += struct.pack("<I", 0) + b"Z" * block + strip
+    (folder / "tagbomb.tif").write_bytes(body)
+    return folder / "tagbomb.tif"
+
+
+def _npz_whose_header_is_a_secret(folder: Path, digits: np.ndarray) -> Path:
+    """numpy's and zipfile's messages would quote the member's header text."""
+    import zipfile
+
+    with zipfile.ZipFile(folder / "leak.npz", "w") as archive:
+        archive.writestr("x.npy", b"\x93NUMPY\x01\x00\x40\x00{'descr': 'remote secret', "
+                         b"'fortran_order': False, 'shape': (1,), }      \n")  # fmt: skip
+    return folder / "leak.npz"
+
+
 def _npy_that_is_not_npy(folder: Path, digits: np.ndarray) -> Path:
     """numpy's own message would quote the file's first bytes (a secret, through a link)."""
     (folder / "secret.npy").write_bytes(b"['remote \"team\"']\n url = s3://x\n")
@@ -202,6 +237,8 @@ BAD_KINDS = [
     (_npz_member_in_bzip2, "expected a stored or deflated member", 1),
     (_tiff_tiles_larger_than_the_image, "tiles larger than the image are refused", 1),
     (_npy_that_is_not_npy, "no valid numpy header", 1),
+    (_tiff_tags_sharing_one_block, "tags sharing their data are refused", 1),
+    (_npz_whose_header_is_a_secret, "no valid numpy header", 1),
     (_idx_not_28x28, "expected 28×28", 1),
     (_idx_header_overflows, "4,294,967,295 images", 1),
     (_huge_png, "refused before decoding", 1),

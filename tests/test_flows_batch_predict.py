@@ -355,3 +355,52 @@ def test_a_planted_manifest_a_restored_mtime_or_a_link_hides_nothing_and_reads_n
     assert found["files_seen"] == 2
     for partition in output.glob("part-*.parquet"):
         assert "creds" not in str(pq.read_table(partition).to_pydict())
+
+
+def test_planted_state_with_a_matching_partition_still_hides_nothing(
+    prefect_harness, project, mnist
+):
+    """A second review's variants: a planted record backed by a one-column partition holding
+    the victim's real hash; a planted record with the victim's name, size, times and inode but
+    a made-up hash, backed by a partition holding that hash; a manifest with one huge cell."""
+    import pyarrow as pa
+
+    from mnistflow.serving.inbox import _manifest_schema
+
+    inbox, output = project / "data" / "inbox", project / "predictions" / "second"
+    run = {"root": str(project), "output": "predictions/second"}
+    add_digits(inbox, mnist.x_test[:1], 0)
+    victim = inbox / "digit-0000.png"
+    status = victim.stat()
+    real = hashlib.sha256(victim.read_bytes()).hexdigest()
+    partition = "part-20000101T000000000000Z.parquet"
+    output.mkdir(parents=True)
+
+    def plant(source: str, digest: str) -> None:
+        record = {
+            "content_sha256": digest, "source": source, "size": status.st_size,
+            "mtime_ns": status.st_mtime_ns, "model_sha256": "0" * 64, "model_version": None,
+            "partition": partition, "predicted_at": "2000-01-01", "images": 1, "error": None,
+            "recovered": False, "ctime_ns": status.st_ctime_ns, "inode": status.st_ino,
+        }  # fmt: skip
+        pq.write_table(pa.Table.from_pylist([record], schema=_manifest_schema()),
+                       output / "manifest.parquet")  # fmt: skip
+        pq.write_table(pa.table({"content_sha256": [digest]}), output / partition)
+
+    plant("decoy.png", real)
+    assert batch_predict(**run)["files_predicted"] == 1
+    for leftover in output.glob("*.parquet"):
+        leftover.unlink()
+    plant("digit-0000.png", "f" * 64)
+    assert batch_predict(**run)["files_predicted"] == 1
+
+    # One 129 MiB cell in a few KB: set aside from its footer, never read.
+    huge = {name: [None] for name in _manifest_schema().names}
+    huge.update(content_sha256=["a" * 64], source=["A" * (129 << 20)], partition=[partition],
+                model_sha256=["0" * 64], predicted_at=["x"])  # fmt: skip
+    pq.write_table(pa.Table.from_pydict(huge, schema=_manifest_schema()),
+                   output / "manifest.parquet", compression="zstd")  # fmt: skip
+    assert (output / "manifest.parquet").stat().st_size < 1 << 20
+    batch_predict(**run)
+    aside = [p for p in (output / "uncommitted").iterdir() if p.name.startswith("manifest")]
+    assert aside and not any("A" * 100 in str(r) for r in read_manifest(output))

@@ -172,8 +172,8 @@ def _npy_images(path: Path, name: str) -> StreamedImages:
     with open(path, "rb") as handle:
         try:
             shape, fortran_order, dtype = read_npy_header(handle)
-        except ValueError:
-            # numpy's message quotes the file's first bytes: say what is wrong, not what is there.
+        except Exception:  # noqa: BLE001 - numpy's parser raises several kinds, and quotes
+            # the file's first bytes: say what is wrong, not what is there.
             raise PipelineInputError(f"{name}: not an .npy file (no valid numpy header)") from None
         header_bytes = handle.tell()
     if fortran_order:
@@ -194,7 +194,8 @@ def _npz_member(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
             return by_key[key]
     if len(members) == 1 and names[0].endswith(".npy"):
         return members[0]
-    shown = ", ".join(repr(display_name(entry)) for entry in names[:5])
+    # Names shown short: a member name is the file's own text and may be 64 KB long.
+    shown = ", ".join(repr(display_name(entry)[:40]) for entry in names[:5])
     raise PipelineInputError(
         f"{name}: members {shown}{'…' if len(names) > 5 else ''}; expected one named "
         f"{', '.join(f'{key}.npy' for key in NPZ_IMAGE_KEYS)}, or a single .npy member"
@@ -217,7 +218,12 @@ def _npz_images(path: Path, name: str) -> StreamedImages:
                 "deflated member (what numpy's savez and savez_compressed write)"
             )
         with archive.open(member) as handle:
-            shape, fortran_order, dtype = read_npy_header(handle)
+            try:
+                shape, fortran_order, dtype = read_npy_header(handle)
+            except Exception:  # noqa: BLE001 - as for .npy: never quote the header
+                raise PipelineInputError(
+                    f"{origin}: not an .npy member (no valid numpy header)"
+                ) from None
             header_bytes = handle.tell()
     if fortran_order:
         raise PipelineInputError(f"{origin}: Fortran-ordered array; expected C order")
@@ -267,7 +273,8 @@ def array_images(path: Path) -> StreamedImages:
             str(error).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         ) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        # The readers' own messages quote what they found (header text, names from the
+        # archive): the reason names the kind of failure, never the file's bytes.
         raise PipelineInputError(
-            f"{name}: cannot read ({type(error).__name__}: {error}); the file is truncated or "
-            "corrupt"
+            f"{name}: cannot read ({type(error).__name__}); the file is truncated or corrupt"
         ) from None

@@ -124,10 +124,10 @@ def snapshot_model(request: BatchRequest, folder: Path) -> ModelSnapshot:
     return ModelSnapshot(snapshot, digest, version)
 
 
-def inbox_files(request: BatchRequest, records: list[dict]) -> tuple[list, list[Path]]:
+def inbox_files(request: BatchRequest) -> tuple[list, list[Path]]:
     """(the inbox's files with their content hashes, files that resolve out of the roots)."""
     found, escaping = confined_files(request.inbox, expand_inputs([request.inbox]))
-    return inbox_records.identify(found, request.inbox, records), escaping
+    return inbox_records.identify(found, request.inbox), escaping
 
 
 def shard_inputs(files: list, shards: int) -> list[list]:

@@ -15,6 +15,7 @@ refused rather than silently reduced to their first.
 from __future__ import annotations
 
 import math
+import struct
 import warnings
 from pathlib import Path
 
@@ -145,6 +146,46 @@ def _oriented(image, orientation: int):
 
 # TIFF tags of a tiled image's tile size (TIFF 6.0, section 15).
 TILE_WIDTH_TAG, TILE_LENGTH_TAG = 322, 323
+# Bytes per value of each TIFF field type (TIFF 6.0 section 2; 16-18 are BigTIFF's 8-byte
+# integers); an unknown type counts as 8, the largest.
+TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+                   13: 4, 16: 8, 17: 8, 18: 8}  # fmt: skip
+
+
+def _tiff_tag_bytes(path: Path) -> int:
+    """The bytes the first TIFF directory's tags say they hold, read from the directory's
+    entries only (classic and BigTIFF layouts): what libtiff will read when it decodes."""
+    with open(path, "rb") as handle:
+        header = handle.read(16)
+        order = "<" if header[:2] == b"II" else ">"
+        big = struct.unpack(f"{order}H", header[2:4])[0] == 43
+        offset = struct.unpack(f"{order}Q", header[8:16])[0] if big else struct.unpack(
+            f"{order}I", header[4:8])[0]  # fmt: skip
+        handle.seek(offset)
+        count_format, entry_format = (f"{order}Q", f"{order}HHQQ") if big else (
+            f"{order}H", f"{order}HHII")  # fmt: skip
+        count = struct.unpack(count_format, handle.read(struct.calcsize(count_format)))[0]
+        entry_size = struct.calcsize(entry_format)
+        entries = handle.read(entry_size * min(count, 65536))
+    total = 0
+    for start in range(0, len(entries) - entry_size + 1, entry_size):
+        _, kind, values, _ = struct.unpack(entry_format, entries[start : start + entry_size])
+        total += values * TIFF_TYPE_BYTES.get(kind, 8)
+    return total
+
+
+def _check_tiff_tags(path: Path, image_format: str, name: str) -> None:
+    """Refuse a TIFF whose tags claim more bytes than the whole file holds: a real file stores
+    each tag's data once, but tags may all point at one block, and libtiff reads every one of
+    them when it decodes (a 974 KB file took 2 GB that way)."""
+    if image_format != "TIFF":
+        return
+    claimed, size = _tiff_tag_bytes(path), Path(path).stat().st_size
+    if claimed > size:
+        raise PipelineInputError(
+            f"{name}: TIFF tags claim {claimed:,} bytes in a {size:,}-byte file; tags sharing "
+            "their data are refused before decoding"
+        )
 
 
 def _check_tiles(image, image_format: str, name: str) -> None:
@@ -175,6 +216,17 @@ def _image_format(path: Path, name: str) -> str:
 
 def read_image_file(path: Path, name: str | None = None) -> np.ndarray:
     """One image file as a 28×28 digit; PipelineInputError (naming `name`) when it cannot be
+    read, is not the format its suffix names, is too large, or holds several frames.
+
+    Pillow's warnings are silenced: they repeat per tag or chunk of a crafted file (thousands
+    of lines), and whatever they warn of is refused here with one clear reason."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_image_file(path, name)
+
+
+def _read_image_file(path: Path, name: str | None = None) -> np.ndarray:
+    """One image file as a 28×28 digit; PipelineInputError (naming `name`) when it cannot be
     read, is not the format its suffix names, is too large, or holds several frames."""
     from PIL import Image, UnidentifiedImageError
 
@@ -187,10 +239,7 @@ def read_image_file(path: Path, name: str | None = None) -> np.ndarray:
             f"{name}: {size:,} bytes; image files above {MAX_IMAGE_BYTES:,} bytes are refused"
         )
     try:
-        with warnings.catch_warnings():
-            # Pillow warns on large sizes; the cap below refuses them with a clear reason.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path, formats=[image_format])
+        image = Image.open(path, formats=[image_format])
     except UnidentifiedImageError:
         raise PipelineInputError(
             f"{name}: not a readable {image_format} image (the only format its suffix "
@@ -209,6 +258,12 @@ def read_image_file(path: Path, name: str | None = None) -> np.ndarray:
                 "pixels are refused before decoding"
             )
         _check_tiles(image, image_format, name)
+        try:
+            _check_tiff_tags(path, image_format, name)
+        except (OSError, struct.error) as error:
+            raise PipelineInputError(
+                f"{name}: not a readable TIFF directory ({type(error).__name__})"
+            ) from None
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             raise PipelineInputError(

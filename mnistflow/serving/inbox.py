@@ -47,10 +47,15 @@ PARTITION_NAME = re.compile(r"part-\d{8}T\d{12}Z\.parquet")
 REQUIRED_COLUMNS = ("content_sha256", "source", "model_sha256", "partition", "predicted_at")
 # Columns added after the first manifests: the value an older record reads as.
 LATER_COLUMNS = {"recovered": False, "ctime_ns": -1, "inode": -1}
-# State files are read only below these sizes (from their footer, before any data): a 2 MB
-# planted Parquet file can announce 500 M rows and take gigabytes to read.
+# State files are read only below these sizes, taken from their footer before any data: a 2 MB
+# planted Parquet file can announce 500 M rows, or one 256 MiB cell in 12 KB, and take
+# gigabytes to read. A column chunk this flow writes holds one row group (pyarrow's default:
+# about a million rows of short text), far below the chunk cap.
 MAX_MANIFEST_RECORDS = 1_000_000
 MAX_PARTITION_ROWS = 50_000_000
+MAX_COLUMN_CHUNK_BYTES = 128 * 1024 * 1024
+# A manifest record keeps the start of a file's reasons; the partition's rows hold them all.
+MAX_RECORDED_ERROR = 4000
 # Rows read at a time where only a partition's content hashes are needed.
 HASH_BATCH_ROWS = 65_536
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -126,12 +131,24 @@ def _checked_records(table, schema) -> list[dict]:
 
 
 def _parquet_rows(path: Path, limit: int) -> None:
-    """ValueError unless the Parquet file's footer announces at most `limit` rows."""
+    """ValueError unless the Parquet file's footer announces at most `limit` rows, and no
+    column chunk larger than MAX_COLUMN_CHUNK_BYTES once decompressed."""
     import pyarrow.parquet as pq
 
-    rows = pq.ParquetFile(path).metadata.num_rows
-    if rows > limit:
-        raise ValueError(f"its footer announces {rows:,} rows; at most {limit:,} are read")
+    metadata = pq.ParquetFile(path).metadata
+    if metadata.num_rows > limit:
+        raise ValueError(
+            f"its footer announces {metadata.num_rows:,} rows; at most {limit:,} are read"
+        )
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for column in range(row_group.num_columns):
+            size = row_group.column(column).total_uncompressed_size
+            if size > MAX_COLUMN_CHUNK_BYTES:
+                raise ValueError(
+                    f"a column chunk of {size:,} bytes decompressed; at most "
+                    f"{MAX_COLUMN_CHUNK_BYTES:,} are read"
+                )
 
 
 def read_manifest(folder: Path) -> list[dict]:
@@ -170,35 +187,47 @@ def read_manifest(folder: Path) -> list[dict]:
     return records
 
 
-def _partition_hashes(partition: Path) -> set[str]:
-    """The content hashes a partition holds rows for, read a batch at a time."""
+def _partition_files(partition: Path) -> set[tuple[str, str]]:
+    """(file, content hash) of every row the partition holds an outcome for (a prediction or
+    a reason), read a batch at a time."""
     import pyarrow.parquet as pq
 
     _parquet_rows(partition, MAX_PARTITION_ROWS)
-    hashes: set[str] = set()
+    found: set[tuple[str, str]] = set()
+    columns = ["file", "content_sha256", "predicted", "error"]
     for batch in pq.ParquetFile(partition).iter_batches(
-        batch_size=HASH_BATCH_ROWS, columns=["content_sha256"]
+        batch_size=HASH_BATCH_ROWS, columns=columns
     ):
-        hashes.update(value for value in batch.column(0).to_pylist() if isinstance(value, str))
-    return hashes
+        for file, digest, predicted, error in zip(
+            *(batch.column(name).to_pylist() for name in columns), strict=True
+        ):
+            if (
+                isinstance(file, str)
+                and isinstance(digest, str)
+                and (predicted is not None or error is not None)
+            ):
+                found.add((file, digest))
+    return found
 
 
 def vouched(folder: Path, records: list[dict]) -> list[dict]:
     """The records, each that its partition does not back (missing, not a plain file,
-    unreadable, or without a row of that content) marked `recovered`: kept, but it no longer
-    stops the file from being predicted. A manifest is a file like any other in the folder; a
-    planted one must not hide inbox files behind partitions that do not exist."""
-    backing: dict[str, set[str]] = {}
+    unreadable, or without an outcome row for that file and content) marked `recovered`:
+    kept, but it no longer stops the file from being predicted. A manifest is a file like any
+    other in the folder: a planted one hides nothing; to pass it would have to come with a
+    planted prediction row for that very file and content, which shows in the output."""
+    backing: dict[str, set[tuple[str, str]]] = {}
     for name in {record["partition"] for record in records}:
         path = Path(folder) / name
         try:
-            backing[name] = _partition_hashes(path) if _is_regular_file(path) else set()
+            backing[name] = _partition_files(path) if _is_regular_file(path) else set()
         except Exception as error:  # noqa: BLE001 - an unreadable partition backs nothing
             logger.warning("%s cannot be read (%s); its records back nothing", path, error)
             backing[name] = set()
     unbacked = 0
     for record in records:
-        if not record["recovered"] and record["content_sha256"] not in backing[record["partition"]]:
+        key = (record["source"], record["content_sha256"])
+        if not record["recovered"] and key not in backing[record["partition"]]:
             record["recovered"] = True
             unbacked += 1
     if unbacked:
@@ -342,28 +371,15 @@ def set_aside_uncommitted_partitions(folder: Path, records: list[dict]) -> list[
     return moved
 
 
-def _identity(name: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> tuple:
-    return (name, size, mtime_ns, ctime_ns, inode)
-
-
-def identify(paths: list[Path], inbox: Path, records: list[dict]) -> list[InboxFile]:
-    """Each file with its content hash; a file whose name, size, modification and change
-    times and inode all match a manifest record reuses that record's hash instead of being read
-    again. The change time cannot be set back (a rewrite with its old size and mtime restored,
-    as `cp -p` or `touch -d` would, still changes it), so a changed file is always hashed."""
-    known = {
-        _identity(r["source"], r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"]):
-        r["content_sha256"]
-        for r in records
-        if r["ctime_ns"] >= 0 and not r["recovered"]
-    }  # fmt: skip
+def identify(paths: list[Path], inbox: Path) -> list[InboxFile]:
+    """Each file with the sha256 of its content, read every run: a hash remembered from the
+    manifest would trust the manifest, which whoever writes the output folder controls."""
     files = []
     for path in paths:
         status = os.stat(path)
         name = display_name(path.relative_to(inbox))
         stamps = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
-        digest = known.get(_identity(name, *stamps)) or sha256_of_file(path)
-        files.append(InboxFile(path, name, digest, *stamps))
+        files.append(InboxFile(path, name, sha256_of_file(path), *stamps))
     return files
 
 
@@ -414,6 +430,12 @@ def file_of(source: str, by_source: dict[str, InboxFile]) -> InboxFile:
     return by_source[source[: source.rindex("[")]]
 
 
+def _short(reason: str | None) -> str | None:
+    if reason is None or len(reason) <= MAX_RECORDED_ERROR:
+        return reason
+    return f"{reason[:MAX_RECORDED_ERROR]}… (the partition's rows hold every reason)"
+
+
 def new_records(
     files: list[InboxFile],
     images_per_file: dict[str, int],
@@ -435,7 +457,7 @@ def new_records(
             "partition": partition,
             "predicted_at": predicted_at,
             "images": images_per_file.get(inbox_file.name, 0),
-            "error": errors.get(inbox_file.name),
+            "error": _short(errors.get(inbox_file.name)),
             "recovered": False,
             "ctime_ns": inbox_file.ctime_ns,
             "inode": inbox_file.inode,

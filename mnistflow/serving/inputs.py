@@ -87,11 +87,12 @@ class Chunk:
 
 
 def quarantine_reason(name: str, error: BaseException) -> str:
-    """Why a file was skipped: our own message for a known problem, else what failed. A file
-    never stops the batch, whatever its bytes make a reader raise."""
+    """Why a file was skipped: our own message for a known problem, else the kind of failure
+    (a reader's own message may quote the file's bytes). A file never stops the batch, whatever
+    its bytes make a reader raise."""
     if isinstance(error, PipelineInputError):
         return str(error)
-    return f"{name}: cannot be read ({type(error).__name__}: {error})"
+    return f"{name}: cannot be read ({type(error).__name__})"
 
 
 def iter_chunks(
