@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -505,11 +506,9 @@ def test_data_that_means_something_else_stops_at_validate(reproduced, tmp_path, 
     for name, content in before.items():
         assert (workspace / name).read_bytes() == content, f"{name} was overwritten"
     # prepare, run by hand on this data, refuses: the report failed.
-    refused = run(
-        [sys.executable, "-m", "stages.prepare", "--params", "params.yaml"],
-        workspace,
-        expect_failure=True,
-    )
+    prepare = yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"]["prepare"]["cmd"]
+    refused = run(shlex.split(prepare.replace("python", sys.executable, 1)), workspace,
+                  expect_failure=True)  # fmt: skip
     assert "failed validation; not preparing it" in refused
 
 
