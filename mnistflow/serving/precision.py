@@ -154,19 +154,21 @@ def released_int8_sha256(fp32_path: Path) -> str | None:
     return recorded[1] if recorded else None
 
 
+def _sha256_in(section) -> str | None:
+    value = section.get("onnx_sha256") if isinstance(section, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def recorded_fp32_sha256(report: Path) -> str | None:
     """The float32 model's sha256 as the export report records it."""
-    content = read_json(report)
-    value = content.get("onnx_sha256") if isinstance(content, dict) else None
-    return value if isinstance(value, str) else None
+    return _sha256_in(read_json(report))
 
 
 def _recorded_pair(report: Path) -> tuple[str, str] | None:
     """(float32 sha256, int8 sha256) as the export report records them, the int8 released."""
     content = read_json(report)
     int8 = content.get("int8") if isinstance(content, dict) else None
-    fp32_sha256 = recorded_fp32_sha256(report)
-    if not isinstance(int8, dict) or int8.get("released") is not True or fp32_sha256 is None:
+    fp32_sha256, int8_sha256 = _sha256_in(content), _sha256_in(int8)
+    if not isinstance(int8, dict) or int8.get("released") is not True:
         return None
-    int8_sha256 = int8.get("onnx_sha256")
-    return (fp32_sha256, int8_sha256) if isinstance(int8_sha256, str) else None
+    return (fp32_sha256, int8_sha256) if fp32_sha256 and int8_sha256 else None
