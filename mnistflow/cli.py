@@ -12,7 +12,7 @@ import typer
 
 from mnistflow.errors import PipelineInputError
 from mnistflow.orchestration.writer_lock import DEFAULT_WAIT_SECONDS
-from mnistflow.paths import BASELINE, METRICS, PARAMS, PRESETS, REFERENCE
+from mnistflow.paths import BASELINE, METRICS, PARAMS, PRESETS, REFERENCE, TEST_OUTCOMES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -168,32 +168,42 @@ def baseline(
         BASELINE
     ),
 ) -> None:
-    """Accept the current model's test accuracy as the quality gate's baseline.
+    """Accept the current model's test outcome as the quality gate's baseline.
 
     A deliberate step, like a release: export re-runs (the baseline is one of its declared
-    inputs) and from then on refuses models more than export.max_accuracy_drop below it.
+    inputs) and from then on refuses models clearly worse than this one on the same test
+    images (more than export.max_accuracy_drop below it, and not by chance).
     """
     from mnistflow.errors import require_file
     from mnistflow.orchestration.dvc_runs import changed_stages
     from mnistflow.release.gates import recorded_baseline
 
     root = _project_root()
-    # The model family comes from params.yaml: only sound while the metrics are current.
-    stale = changed_stages(root, "evaluate")
+    # The model family comes from params.yaml, the outcomes from export: only sound while
+    # both are current.
+    stale = changed_stages(root, "export")
     if stale:
         typer.echo(
-            f"error: {metrics} is not current ({', '.join(stale)} changed since it was made); "
-            "run the pipeline first",
+            f"error: the test outcomes are not current ({', '.join(stale)} changed since they "
+            "were made); run the pipeline first",
             err=True,
         )
         raise typer.Exit(2)
     with reported_input_errors():
-        for path in (metrics, PARAMS):
+        for path in (metrics, PARAMS, TEST_OUTCOMES):
             require_file(root / path)
-        read = {path: (root / path).read_text(encoding="utf-8") for path in (metrics, PARAMS)}
-        accepted = recorded_baseline(read[metrics], read[PARAMS], f"{metrics}")
+        read = {
+            path: (root / path).read_text(encoding="utf-8")
+            for path in (metrics, PARAMS, TEST_OUTCOMES)
+        }
+        accepted = recorded_baseline(
+            read[metrics], read[PARAMS], read[TEST_OUTCOMES], f"{TEST_OUTCOMES}"
+        )
         accepted.save(root / output)
-    typer.echo(f"baseline: {accepted.model_name} test accuracy {accepted.accuracy:.4f} -> {output}")
+    typer.echo(
+        f"baseline: {accepted.model_name} test accuracy {accepted.accuracy:.4f}, "
+        f"{len(accepted.misclassified or ())} misclassified test images -> {output}"
+    )
 
 
 @app.command()

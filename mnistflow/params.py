@@ -303,6 +303,11 @@ class Int8Params(Section):
 
     # Served only when its test accuracy is at most this far below float32's (same test set).
     max_accuracy_drop: float = Field(0.002, ge=0.0)
+    # ... and only when the drop is statistically supported: McNemar's exact one-sided
+    # p-value on the test images the two models disagree on is below this.
+    significance: float = Field(0.05, gt=0.0, lt=1.0)
+    # The confidence of the intervals reported for each accuracy and their difference.
+    interval_confidence: float = Field(0.95, gt=0.0, lt=1.0)
     # Training images (a seeded sample; never test images) that fix the activation ranges.
     calibration_images: int = Field(1000, gt=0)
     calibration_seed: int = 0
@@ -316,12 +321,31 @@ class ExportParams(Section):
     # (the released model's metrics, a declared dependency of export) it may fall.
     min_accuracy: MinAccuracyParams = Field(default_factory=MinAccuracyParams)
     max_accuracy_drop: float = Field(0.002, ge=0.0)
+    # ... and only when the drop is statistically supported: McNemar's exact one-sided
+    # p-value on the test images the two models disagree on is below this.
+    significance: float = Field(0.05, gt=0.0, lt=1.0)
+    # The confidence of the intervals reported for each accuracy and their difference.
+    interval_confidence: float = Field(0.95, gt=0.0, lt=1.0)
     # Set true to release a deliberate regression anyway; recorded in dvc.lock like any param.
     allow_regression: bool = False
     # The gates decide release, not whether a run is recorded: a refused model is recorded
     # with its verdict and the stage succeeds. true fails the stage instead (a red CI build).
     strict: bool = False
     int8: Int8Params = Field(default_factory=Int8Params)
+
+
+class ServingParams(Section):
+    """How far an inbox run's predictions may move from what the served model predicted on
+    the test set before the run is flagged (in the log, its Prefect artifact and the report);
+    a flagged run still delivers its predictions. Read by the inbox flow, by no stage."""
+
+    # Total variation distance between the run's predicted-class shares and the test set's:
+    # the share of predictions that would have to change class to match.
+    max_class_shift: float = Field(0.2, gt=0.0, le=1.0)
+    # The run's mean confidence (top class probability) below the test set's mean.
+    max_confidence_drop: float = Field(0.05, ge=0.0, le=1.0)
+    # Fewer images than this say too little to judge (sampling noise alone moves the shares).
+    min_images: int = Field(100, ge=1)
 
 
 class Params(Section):
@@ -336,6 +360,7 @@ class Params(Section):
     train: TrainParams = Field(default_factory=TrainParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     export: ExportParams = Field(default_factory=ExportParams)
+    serving: ServingParams = Field(default_factory=ServingParams)
 
 
 class ParamsLoader(yaml.SafeLoader):

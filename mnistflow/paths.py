@@ -27,6 +27,7 @@ EXPORT_REPORT = f"{REPORTS}/export.json"
 VALIDATION_REPORT = f"{REPORTS}/validation.json"
 TRAIN_REPORT = f"{REPORTS}/train.json"
 TEST_PREDICTIONS = f"{REPORTS}/test_predictions.csv"
+TEST_OUTCOMES = f"{REPORTS}/test_outcomes.json"
 COMPUTE_FINGERPRINT = f"{REPORTS}/compute.json"
 HTML_REPORT = f"{REPORTS}/report.html"
 # `dvc plots show`'s page template with Vega inline (.dvc/config names it).

@@ -21,7 +21,7 @@ from mnistflow.release.candidates import ExportPaths, export_candidates
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("params", "model", "normalization", "raw", "metrics", "validation", "baseline",
-                 "output", "int8-output", "report"):  # fmt: skip
+                 "output", "int8-output", "outcomes", "report"):  # fmt: skip
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument(
         "--reference",

@@ -24,7 +24,9 @@ from mnistflow.release.gates import (
     parity,
     parity_failures,
     quality_gate,
+    recorded_baseline,
 )
+from mnistflow.release.outcomes import Outcomes, outcomes_of
 from mnistflow.serving.predict import Predictor
 from tests.project_root import PROJECT_ROOT
 
@@ -99,35 +101,151 @@ def test_parity_gate_trips_on_a_perturbed_weight(trained):
     assert any("exceeds export.max_abs_diff" in failure for failure in failures)
 
 
-def test_the_gates_decide_release_with_their_reasons(trained):
+def test_the_gates_decide_release_with_their_reasons(trained, mnist_slice):
     model, images = trained
+    labels = mnist_slice.y_test[:500]
     params = ExportParams(min_accuracy=MinAccuracyParams(cnn=0.5), max_accuracy_drop=0.002)
     baseline = AccuracyBaseline(model_name="cnn", accuracy=0.99)
-    assert quality_gate(0.989, baseline, params, "cnn") == []
-    onnx_bytes, report, verdict = gated_export(
-        model, SCALE, images, 0.95, baseline, params, "cnn", METADATA
-    )
+    gated = gated_export(model, SCALE, images, labels, 0.95, baseline, params, "cnn", METADATA)
     # Refused, yet converted and measured like a released model: the run is recorded whole.
-    assert not verdict.released and onnx_bytes and report.argmax_agreement == 1.0
-    assert "0.9500" in verdict.describe() and "baseline 0.9900" in verdict.describe()
-    assert verdict.as_json()["released"] is False
-    _, _, floor = gated_export(model, SCALE, images, 0.9, None, ExportParams(), "cnn", METADATA)
-    assert "below export.min_accuracy.cnn 0.9900" in floor.describe()
+    assert not gated.verdict.released and gated.onnx_bytes
+    assert gated.parity.argmax_agreement == 1.0
+    # The baseline recorded its accuracy only: the comparison says it is unpaired, and why.
+    compared = gated.quality.record["baseline"]
+    assert compared["test"] == "fisher_exact_unpaired"
+    assert compared["unpaired_because"] == "the baseline recorded no per-image outcomes"
+    assert "baseline 0.9900" in gated.verdict.describe()
+    assert gated.verdict.as_json()["released"] is False
+    floor = gated_export(model, SCALE, images, labels, 0.9, None, ExportParams(), "cnn", METADATA)
+    assert "below export.min_accuracy.cnn 0.9900" in floor.verdict.describe()
+    assert floor.quality.record["baseline"] is None
     # The deliberate override releases, and says so.
     allowed = ExportParams(allow_regression=True)
-    _, _, regression = gated_export(model, SCALE, images, 0.95, baseline, allowed, "cnn", METADATA)
+    regression = gated_export(
+        model, SCALE, images, labels, 0.95, baseline, allowed, "cnn", METADATA
+    ).verdict
     assert regression.released and "released despite" in regression.describe()
     # Parity refusals hold whatever allow_regression says.
     assert not decide([], ["argmaxes differ"], allowed).released
 
 
+def _perturbed(model, scale: float, seed: int):
+    """A copy of `model` whose weights carry seeded noise of `scale` times each one's spread."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    generator = np.random.default_rng(seed)
+    copy.set_weights(
+        [w + generator.normal(0, scale * (w.std() or 1), w.shape) for w in model.get_weights()]
+    )
+    return copy
+
+
+def test_the_paired_gate_on_real_models(trained, mnist_slice):
+    """Three real models on the same 1,000 test images: a candidate that differs from the
+    baseline on a handful of them is released with its discordant counts and p-value, one
+    clearly worse is refused with the same figures. The margin is 0: only the test decides."""
+    baseline_model, _ = trained
+    images, labels = mnist_slice.x_test, mnist_slice.y_test
+    params = ExportParams(min_accuracy=MinAccuracyParams(cnn=0.0), max_accuracy_drop=0.0)
+    first = gated_export(baseline_model, SCALE, images, labels, 0.9, None, params, "cnn", METADATA)
+    recorded = json.dumps(first.outcomes.as_json())
+    baseline = recorded_baseline('{"accuracy": 0.9}', "model:\n  name: cnn\n", recorded, "v1")
+    assert baseline.paired and len(baseline.misclassified) == len(first.outcomes.misclassified)
+
+    def judged(model):
+        gated = gated_export(model, SCALE, images, labels, 0.9, baseline, params, "cnn", METADATA)
+        # The discordant counts, recounted here from onnxruntime's own predictions.
+        predicted = (
+            onnxruntime.InferenceSession(gated.onnx_bytes)
+            .run(None, {INPUT_NAME: images})[0]
+            .argmax(axis=1)
+        )
+        wrong = set(np.flatnonzero(predicted != labels).tolist())
+        wrong_before = set(baseline.misclassified)
+        compared = gated.quality.record["baseline"]
+        assert compared["test"] == "mcnemar_exact"
+        assert compared["baseline_only_correct"] == len(wrong - wrong_before)
+        assert compared["candidate_only_correct"] == len(wrong_before - wrong)
+        low, high = compared["difference_interval"]
+        assert low <= compared["difference"] <= high
+        return gated, compared
+
+    close, close_figures = judged(_perturbed(baseline_model, 0.02, seed=1))
+    discordant = close_figures["baseline_only_correct"] + close_figures["candidate_only_correct"]
+    assert 1 <= discordant <= 30
+    assert close.verdict.released and close_figures["p_value_worse"] >= params.significance
+    worse, worse_figures = judged(_perturbed(baseline_model, 0.6, seed=2))
+    assert worse_figures["difference"] < -0.05 and worse_figures["p_value_worse"] < 1e-6
+    assert not worse.verdict.released
+    reason = worse.verdict.describe()
+    assert f"{worse_figures['baseline_only_correct']} test images only the baseline" in reason
+    assert "McNemar's exact p=" in reason and "< export.significance 0.05" in reason
+    # Intervals for the accuracy itself, as the report shows it.
+    record = worse.quality.record
+    assert record["accuracy_low"] < record["accuracy"] < record["accuracy_high"]
+
+
+def _outcomes(wrong: list[int], images: int = 10_000) -> Outcomes:
+    probabilities = np.zeros((images, 10), np.float32)
+    labels = np.zeros(images, np.int64)
+    probabilities[:, 0] = 1.0
+    probabilities[wrong, 0], probabilities[wrong, 1] = 0.0, 1.0
+    return outcomes_of(probabilities, np.zeros((images, 28, 28), np.uint8), labels)
+
+
 def test_a_baseline_of_another_family_is_not_compared():
     baseline = AccuracyBaseline(model_name="cnn", accuracy=0.993)
+    mlp = _outcomes(list(range(220)))
     # An MLP experiment is not a regression of the released CNN ...
-    assert quality_gate(0.978, baseline, ExportParams(), "mlp") == []
+    assert quality_gate(0.978, mlp, baseline, ExportParams(), "mlp").reasons == ()
     # ... but it still has its own floor.
-    refusals = quality_gate(0.95, baseline, ExportParams(), "mlp")
-    assert refusals == ["test accuracy 0.9500 is below export.min_accuracy.mlp 0.9700"]
+    refusals = quality_gate(0.95, mlp, baseline, ExportParams(), "mlp").reasons
+    assert refusals == ("test accuracy 0.9500 is below export.min_accuracy.mlp 0.9700",)
+
+
+def test_a_drop_beyond_the_margin_refuses_only_when_it_is_not_noise():
+    before = _outcomes(list(range(400)))
+    baseline = AccuracyBaseline(
+        "cnn", before.accuracy, "v1", before.test_set_sha256, 10_000, tuple(range(400))
+    )
+    params = ExportParams()
+    # 30 images lost and 5 gained: 0.0025 below, beyond the 0.002 margin, and not by chance.
+    lost = _outcomes(list(range(5, 400)) + list(range(1000, 1030)))
+    judgement = quality_gate(0.99, lost, baseline, params, "cnn")
+    figures = judgement.record["baseline"]
+    assert (figures["baseline_only_correct"], figures["candidate_only_correct"]) == (30, 5)
+    # McNemar's exact one-sided p: P(X >= 30 | X ~ Binomial(35, 1/2)).
+    from scipy.stats import binom
+
+    assert figures["p_value_worse"] == pytest.approx(binom.sf(29, 35, 0.5), rel=1e-3)
+    assert len(judgement.reasons) == 1 and "0.0025 below the baseline" in judgement.reasons[0]
+    # The same 0.0025 drop out of heavy churn (200 lost, 175 gained) is noise: released.
+    churn = _outcomes(list(range(175, 400)) + list(range(1000, 1200)))
+    churned = quality_gate(0.99, churn, baseline, params, "cnn")
+    assert churned.record["baseline"]["difference"] == pytest.approx(-0.0025)
+    assert churned.record["baseline"]["p_value_worse"] > 0.05 and churned.reasons == ()
+    # A baseline of another test set is compared unpaired, and the record says so.
+    elsewhere = AccuracyBaseline("cnn", before.accuracy, "v0", "0" * 64, 10_000, (1, 2))
+    unpaired = quality_gate(0.99, lost, elsewhere, params, "cnn").record["baseline"]
+    assert unpaired["unpaired_because"] == "the baseline was measured on another test set"
+
+
+def test_newcombe_interval_agrees_with_a_paired_bootstrap():
+    from mnistflow.release.paired import compare
+
+    candidate_wrong = np.arange(40, 120)  # 80 wrong: 40 only the candidate
+    baseline_wrong = np.arange(0, 100)  # 100 wrong: 20 only the baseline... and 40 shared
+    figures = compare(candidate_wrong, baseline_wrong, 10_000, 0.95).as_json()
+    assert (figures["baseline_only_correct"], figures["candidate_only_correct"]) == (20, 40)
+    outcome = np.zeros(10_000)  # per image: candidate right minus baseline right
+    outcome[100:120] = -1
+    outcome[0:40] = 1
+    generator = np.random.default_rng(0)
+    means = np.array([outcome[generator.integers(0, 10_000, 10_000)].mean() for _ in range(4000)])
+    low, high = np.percentile(means, [2.5, 97.5])
+    assert figures["difference_interval"][0] == pytest.approx(low, abs=4e-4)
+    assert figures["difference_interval"][1] == pytest.approx(high, abs=4e-4)
 
 
 def test_baseline_file(tmp_path):
@@ -136,7 +254,24 @@ def test_baseline_file(tmp_path):
     assert load_baseline(path) is None
     path.write_text(json.dumps({"model_name": "cnn", "accuracy": 0.99}))
     assert load_baseline(path) == AccuracyBaseline("cnn", 0.99)
+    paired = AccuracyBaseline("cnn", 0.9998, "v1", "a" * 64, 10_000, (3, 7))
+    paired.save(path)
+    assert load_baseline(path) == paired
+    digest = {"model_name": "cnn", "accuracy": 0.99, "test_set_sha256": "a" * 64}
     for content, message in [
+        (
+            {**digest, "test_images": 10, "misclassified": [3, 3]},
+            "misclassified: expected distinct",
+        ),
+        (
+            {**digest, "test_images": 10, "misclassified": [10]},
+            "misclassified: expected distinct test indices in 0..9",
+        ),
+        (
+            {**digest, "test_images": 10, "misclassified": "3"},
+            "misclassified: expected a list of test indices",
+        ),
+        ({**digest, "misclassified": [1]}, "test_images None; expected a positive count"),
         ({"model_name": "cnn"}, "accuracy None; expected a number in 0..1"),
         ({"model_name": "cnn", "accuracy": True}, "accuracy True; expected a number"),
         ({"model_name": "resnet", "accuracy": 0.9}, "model_name 'resnet'; expected one of cnn"),
@@ -175,7 +310,8 @@ def test_export_stage_writes_a_refused_candidate_whatever_the_workspace_held(
              str(raw), "--metrics", str(tmp_path / "metrics.json"), "--validation",
              str(tmp_path / "validation.json"), "--baseline",
              str(tmp_path / "baseline.json"), "--output", str(onnx_path), "--int8-output",
-             str(tmp_path / "model.int8.onnx"), "--report", str(tmp_path / "export.json")],
+             str(tmp_path / "model.int8.onnx"), "--outcomes", str(tmp_path / "test_outcomes.json"),
+             "--report", str(tmp_path / "export.json")],
             cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
         )  # fmt: skip
 
@@ -186,6 +322,12 @@ def test_export_stage_writes_a_refused_candidate_whatever_the_workspace_held(
     assert "marked as refused" in first.stderr
     report = json.loads((tmp_path / "export.json").read_text())
     assert report["released"] is False
+    # Every test image's outcome is recorded beside the report, for a later paired gate.
+    outcomes = json.loads((tmp_path / "test_outcomes.json").read_text())
+    assert outcomes["images"] == report["quality"]["test_images"] == report["images"]
+    assert round(1 - len(outcomes["misclassified"]) / outcomes["images"], 6) == (
+        report["quality"]["accuracy"]
+    )
     assert report["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     metadata = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert metadata[REFUSED_KEY] == report["verdict"]

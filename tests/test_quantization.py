@@ -187,7 +187,8 @@ def run_export(tmp_path, raw, params_text: str) -> subprocess.CompletedProcess:
          "--raw", str(raw), "--metrics", str(tmp_path / "metrics.json"), "--validation",
          str(tmp_path / "validation.json"), "--baseline", str(tmp_path / "baseline.json"),
          "--output", str(tmp_path / "models" / "model.onnx"), "--int8-output",
-         str(tmp_path / "models" / "model.int8.onnx"), "--report",
+         str(tmp_path / "models" / "model.int8.onnx"), "--outcomes",
+         str(tmp_path / "reports" / "test_outcomes.json"), "--report",
          str(tmp_path / "reports" / "export.json")],
         cwd=PROJECT_ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip

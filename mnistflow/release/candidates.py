@@ -43,6 +43,7 @@ class ExportPaths:
     baseline: Path
     output: Path
     int8_output: Path
+    outcomes: Path
     report: Path
 
 
@@ -53,16 +54,18 @@ def export_candidates(paths: ExportPaths, params: Params) -> None:
     require_file(paths.model)
     normalization = Normalization.load(paths.normalization)
     raw = load_npz(paths.raw)
-    onnx_bytes, report, verdict = gated_export(
+    gated = gated_export(
         keras.models.load_model(paths.model),
         normalization,
         raw.x_test,
+        raw.y_test,
         read_accuracy(paths.metrics),
         load_baseline(paths.baseline),
         params.export,
         params.model.name,
         _metadata(paths, params, normalization),
     )
+    onnx_bytes, report, verdict = gated.onnx_bytes, gated.parity, gated.verdict
     if not verdict.released and params.export.strict:
         raise PipelineInputError(
             f"the gates refused the model ({verdict.describe()}); export.strict is set; "
@@ -73,11 +76,13 @@ def export_candidates(paths: ExportPaths, params: Params) -> None:
     served_int8 = write_candidate(
         paths.int8_output, onnx_bytes if int8_bytes is None else int8_bytes, int8_verdict
     )
+    write_json(paths.outcomes, gated.outcomes.as_json())
     write_json(
         paths.report,
         {
             **report.as_json(),
             **verdict.as_json(),
+            "quality": gated.quality.record,
             "opset": params.export.opset,
             # What consumers verify the written model against (the inbox flow does).
             "onnx_sha256": hashlib.sha256(served).hexdigest(),
@@ -88,6 +93,7 @@ def export_candidates(paths: ExportPaths, params: Params) -> None:
             },
         },
     )
+    log_quality(gated.quality.record)
     log = logger.info if verdict.released else logger.warning
     log(
         "%s: %s; argmax agreement %.4f, max abs diff %.2g on %d test images "
@@ -113,6 +119,29 @@ def _metadata(paths: ExportPaths, params: Params, normalization: Normalization) 
         input_profile_metadata(paths.reference, params.checks.drift.model_dump())
         if paths.reference
         else None,
+    )
+
+
+def log_quality(record: dict) -> None:
+    """The accuracy with its interval, and how it compares with the baseline's."""
+    logger.info(
+        "test accuracy %.4f [%.4f, %.4f] (%.0f %% interval, %d images)",
+        record["accuracy"],
+        record["accuracy_low"],
+        record["accuracy_high"],
+        record["confidence"] * 100,
+        record["test_images"],
+    )
+    baseline = record["baseline"]
+    if baseline is None:
+        return
+    logger.info(
+        "against the baseline %s (%.4f): difference %+.4f, one-sided p=%.3g (%s)",
+        baseline["source"],
+        baseline["baseline_accuracy"],
+        baseline["difference"],
+        baseline["p_value_worse"],
+        baseline["test"],
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,14 @@ from mnistflow.params import ExportParams, ModelName, Params, ValidateParams
 from mnistflow.release.gates import (
     AccuracyBaseline,
     ParityReport,
+    QualityJudgement,
     Verdict,
     decide,
     parity,
     parity_failures,
     quality_gate,
 )
+from mnistflow.release.outcomes import Outcomes, outcomes_of
 
 # tf2onnx's counter suffix on the names it generates.
 GENERATED_SUFFIX = re.compile(r"__\d+")
@@ -177,16 +180,28 @@ def marked_refused(onnx_bytes: bytes, verdict: Verdict) -> bytes:
     return model.SerializeToString()
 
 
+@dataclass(frozen=True)
+class GatedExport:
+    """A converted candidate and everything its gates found."""
+
+    onnx_bytes: bytes
+    parity: ParityReport
+    quality: QualityJudgement
+    outcomes: Outcomes
+    verdict: Verdict
+
+
 def gated_export(
     model,
     normalization: Normalization,
     test_images: np.ndarray,
+    test_labels: np.ndarray,
     accuracy: float,
     baseline: AccuracyBaseline | None,
     params: ExportParams,
     model_name: ModelName,
     metadata: dict[str, str],
-) -> tuple[bytes, ParityReport, Verdict]:
+) -> GatedExport:
     """Conversion, then the gates' verdict: quality (floor and baseline) and parity.
 
     The candidate is always converted and measured, so a refused model is recorded with the
@@ -194,9 +209,7 @@ def gated_export(
     """
     onnx_bytes = convert(model, normalization, params.opset, metadata).SerializeToString()
     report = parity(model, onnx_bytes, test_images, normalization)
-    verdict = decide(
-        quality_gate(accuracy, baseline, params, model_name),
-        parity_failures(report, params),
-        params,
-    )
-    return onnx_bytes, report, verdict
+    outcomes = outcomes_of(report.onnx_probabilities, test_images, test_labels)
+    quality = quality_gate(accuracy, outcomes, baseline, params, model_name)
+    verdict = decide(list(quality.reasons), parity_failures(report, params), params)
+    return GatedExport(onnx_bytes, report, quality, outcomes, verdict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import get_args
 
@@ -17,6 +17,8 @@ from mnistflow.core.onnx_runs import batched_outputs, cpu_session
 from mnistflow.data.normalization import Normalization
 from mnistflow.errors import PipelineInputError, read_json_object
 from mnistflow.params import ExportParams, ModelName
+from mnistflow.release.outcomes import Outcomes, parse_misclassified, parse_outcomes
+from mnistflow.release.paired import DIGITS, compare, compare_unpaired, wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +27,37 @@ PARITY_BATCH = 1024
 
 @dataclass(frozen=True)
 class AccuracyBaseline:
-    """The metrics of the released model: what a new model must not fall far below.
+    """The released model's test outcome: what a new model must not fall far below.
 
     Kept in a git-tracked file that the export stage declares as a dependency, so the gate's
-    verdict depends only on what DVC records; `mnistflow baseline` replaces it deliberately.
+    verdict depends only on what DVC records; `mnistflow baseline` and `mnistflow promote
+    --stage prod` replace it deliberately. With the indices of the test images it got wrong
+    and the test set's digest, the comparison is paired; baselines recorded before outcomes
+    existed hold the accuracy only.
     """
 
     model_name: str
     accuracy: float
     source: str = ""
+    test_set_sha256: str | None = None
+    test_images: int | None = None
+    misclassified: tuple[int, ...] | None = None
+
+    @property
+    def paired(self) -> bool:
+        return self.misclassified is not None
 
     def save(self, path: Path) -> None:
-        write_json(path, asdict(self))
+        write_json(path, {key: value for key, value in asdict(self).items() if value is not None})
+
+
+@dataclass(frozen=True)
+class QualityJudgement:
+    """The quality gate's reasons to refuse (none: it may be exported) and what
+    reports/export.json records of it: accuracy with its interval, and the comparison."""
+
+    reasons: tuple[str, ...]
+    record: dict
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,9 @@ class ParityReport:
     images: int
     keras_seconds: float
     onnxruntime_seconds: float
+    # onnxruntime's class probabilities for the test images: the model's outcomes
+    # (mnistflow/release/outcomes.py) are read from them, not predicted a second time.
+    onnx_probabilities: np.ndarray = field(repr=False, compare=False, default=None)
 
     def as_json(self) -> dict:
         """What reports/export.json records: the figures, not the timings (wall-clock time in
@@ -68,9 +92,12 @@ def _accuracy(metrics: dict, where: Path | str) -> float:
     return float(value)
 
 
-def recorded_baseline(metrics_text: str, params_text: str, source: str) -> AccuracyBaseline:
-    """The baseline a model's recorded test metrics and params make: its family (params'
-    model.name, validated) and its test accuracy; `source` says where they were recorded."""
+def recorded_baseline(
+    metrics_text: str, params_text: str, outcomes_text: str | None, source: str
+) -> AccuracyBaseline:
+    """The baseline a model's recorded files make: its family (params' model.name,
+    validated), and its test outcomes (reports/test_outcomes.json) where it has them, else
+    only the evaluate stage's accuracy; `source` says where they were recorded."""
     import json
 
     import yaml
@@ -84,7 +111,17 @@ def recorded_baseline(metrics_text: str, params_text: str, source: str) -> Accur
         raise PipelineInputError(f"{source}: unreadable metrics or params ({error})") from None
     if not isinstance(metrics, dict):
         raise PipelineInputError(f"{source}: metrics are not a JSON object")
-    return AccuracyBaseline(params.model.name, _accuracy(metrics, source), source)
+    if outcomes_text is None:
+        return AccuracyBaseline(params.model.name, _accuracy(metrics, source), source)
+    outcomes = parse_outcomes(outcomes_text, f"{source}: test outcomes")
+    return AccuracyBaseline(
+        params.model.name,
+        outcomes.accuracy,
+        source,
+        outcomes.test_set_sha256,
+        outcomes.images,
+        tuple(outcomes.misclassified.tolist()),
+    )
 
 
 def load_baseline(path: Path) -> AccuracyBaseline | None:
@@ -103,16 +140,40 @@ def load_baseline(path: Path) -> AccuracyBaseline | None:
         or not 0 <= accuracy <= 1
     ):
         raise PipelineInputError(f"{path}: accuracy {accuracy!r}; expected a number in 0..1")
-    return AccuracyBaseline(model_name, float(accuracy), str(content.get("source", "")))
+    baseline = AccuracyBaseline(model_name, float(accuracy), str(content.get("source", "")))
+    if "misclassified" not in content:
+        return baseline
+    images, digest = content.get("test_images"), content.get("test_set_sha256")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise PipelineInputError(f"{path}: test_images {images!r}; expected a positive count")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise PipelineInputError(f"{path}: test_set_sha256 {digest!r}; expected a sha256 in hex")
+    misclassified = parse_misclassified(content["misclassified"], images, str(path))
+    return AccuracyBaseline(
+        model_name,
+        baseline.accuracy,
+        baseline.source,
+        digest,
+        images,
+        tuple(misclassified.tolist()),
+    )
 
 
 def quality_gate(
-    accuracy: float, baseline: AccuracyBaseline | None, params: ExportParams, model_name: ModelName
-) -> list[str]:
-    """The reasons to refuse the model; empty when it may be exported.
+    accuracy: float,
+    outcomes: Outcomes,
+    baseline: AccuracyBaseline | None,
+    params: ExportParams,
+    model_name: ModelName,
+) -> QualityJudgement:
+    """The family's floor on the evaluate stage's `accuracy`, and the comparison of this
+    model's test `outcomes` with the baseline's.
 
-    A baseline of another model family is no like-for-like comparison (a softmax experiment
-    is not a regression of the released CNN): then only the family's own floor applies.
+    A drop below the baseline refuses the model only when it is both larger than
+    export.max_accuracy_drop and statistically supported (the one-sided p-value below
+    export.significance): on 10,000 images, runs that differ only by noise land 20 images
+    apart. A baseline of another model family is no like-for-like comparison (a softmax
+    experiment is not a regression of the released CNN): then only the floor applies.
     """
     reasons = []
     floor = params.min_accuracy.for_model(model_name)
@@ -120,17 +181,75 @@ def quality_gate(
         reasons.append(
             f"test accuracy {accuracy:.4f} is below export.min_accuracy.{model_name} {floor:.4f}"
         )
-    if (
-        baseline is not None
-        and baseline.model_name == model_name
-        and accuracy < baseline.accuracy - params.max_accuracy_drop
-    ):
-        reasons.append(
-            f"test accuracy {accuracy:.4f} is {baseline.accuracy - accuracy:.4f} below the "
-            f"baseline {baseline.accuracy:.4f} (export.max_accuracy_drop "
-            f"{params.max_accuracy_drop:.4f})"
+    comparison = None
+    if baseline is not None and baseline.model_name == model_name:
+        comparison = compare_with_baseline(outcomes, baseline, params.interval_confidence)
+        drop = -comparison["difference"]
+        if drop > params.max_accuracy_drop and comparison["p_value_worse"] < params.significance:
+            reasons.append(
+                f"test accuracy {outcomes.accuracy:.4f} is {drop:.4f} below the baseline "
+                f"{comparison['baseline_accuracy']:.4f} (export.max_accuracy_drop "
+                f"{params.max_accuracy_drop:.4f}), and not by chance: "
+                f"{_described(comparison)} < export.significance {params.significance}"
+            )
+    low, high = wilson_interval(outcomes.correct, outcomes.images, params.interval_confidence)
+    record = {
+        "accuracy": round(outcomes.accuracy, DIGITS),
+        "accuracy_low": round(low, DIGITS),
+        "accuracy_high": round(high, DIGITS),
+        "confidence": params.interval_confidence,
+        "test_images": outcomes.images,
+        "baseline": None
+        if comparison is None
+        else {"source": baseline.source, "model_name": baseline.model_name, **comparison},
+    }
+    return QualityJudgement(tuple(reasons), record)
+
+
+def compare_with_baseline(
+    outcomes: Outcomes, baseline: AccuracyBaseline, confidence: float
+) -> dict:
+    """Paired where the baseline recorded its misclassified images of this very test set;
+    otherwise unpaired (Fisher's exact test), and the record says which and why."""
+    import numpy as np
+
+    if baseline.paired and baseline.test_set_sha256 == outcomes.test_set_sha256:
+        paired = compare(
+            outcomes.misclassified,
+            np.asarray(baseline.misclassified, np.int64),
+            outcomes.images,
+            confidence,
         )
-    return reasons
+        return paired.as_json()
+    why = (
+        "the baseline was measured on another test set"
+        if baseline.paired
+        else "the baseline recorded no per-image outcomes"
+    )
+    logger.warning("quality gate: unpaired comparison: %s", why)
+    return {
+        **compare_unpaired(
+            outcomes.correct,
+            outcomes.images,
+            baseline.accuracy,
+            baseline.test_images or outcomes.images,
+            confidence,
+        ),
+        "unpaired_because": why,
+    }
+
+
+def _described(comparison: dict) -> str:
+    if comparison["test"] == "mcnemar_exact":
+        return (
+            f"{comparison['baseline_only_correct']} test images only the baseline gets right, "
+            f"{comparison['candidate_only_correct']} only this model; McNemar's exact "
+            f"p={comparison['p_value_worse']:.3g}"
+        )
+    return (
+        f"unpaired ({comparison['unpaired_because']}); "
+        f"Fisher's exact p={comparison['p_value_worse']:.3g}"
+    )
 
 
 def parity(
@@ -153,6 +272,7 @@ def parity(
         images=len(images),
         keras_seconds=round(keras_seconds, 3),
         onnxruntime_seconds=round(onnx_seconds, 3),
+        onnx_probabilities=onnx_probabilities,
     )
 
 

@@ -41,6 +41,7 @@ from mnistflow.paths import (
     ONNX_MODEL,
     PARAMS,
     REGISTERED_MODEL,
+    TEST_OUTCOMES,
 )
 from mnistflow.release import lineage
 from mnistflow.release.records import RunRecord, git_remote
@@ -251,7 +252,9 @@ def write_baseline(root: Path, version: ModelVersion) -> None:
     params = file_at_revision(root, version.revision, PARAMS)
     if metrics is None or params is None:
         raise PipelineInputError(f"{ARTIFACT} {version.version}: no metrics recorded with it")
-    baseline = recorded_baseline(metrics, params, f"{ARTIFACT} {version.version}")
+    # Versions recorded before test outcomes existed give an unpaired baseline.
+    outcomes = file_at_revision(root, version.revision, TEST_OUTCOMES)
+    baseline = recorded_baseline(metrics, params, outcomes, f"{ARTIFACT} {version.version}")
     baseline.save(Path(root) / BASELINE)
 
 
