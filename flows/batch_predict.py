@@ -24,7 +24,7 @@ from mnistflow.orchestration.project import find_project_root
 from mnistflow.orchestration.writer_lock import exclusive_lock
 from mnistflow.paths import INBOX, INBOX_PREDICTIONS
 from mnistflow.release import registry
-from mnistflow.serving import batch
+from mnistflow.serving import batch, monitoring
 from mnistflow.serving import inbox as inbox_records
 from mnistflow.serving.predict import cached_predictor, predict_files
 
@@ -115,6 +115,27 @@ def commit_partition(
     )
 
 
+@task(task_run_name="serving-statistics")
+def record_serving_statistics(
+    request: batch.BatchRequest, model: batch.ModelSnapshot, partition: str
+) -> dict[str, Any]:
+    """The run's figures beside the test set's, written next to the predictions, flagged in
+    the log where they moved too far, and shown as this run's Prefect artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    test_set = batch.test_set_profile(request, model)
+    run = monitoring.compared_with_test_set(
+        monitoring.partition_statistics(request.output / partition), test_set, request.serving
+    )
+    monitoring.write_run_statistics(request.output, run)
+    for alert in run.alerts:
+        get_run_logger().warning("inbox run %s flagged: %s", partition, alert)
+    create_markdown_artifact(
+        key="inbox-serving", markdown=monitoring.markdown_summary(run, test_set)
+    )
+    return run.as_json()
+
+
 def _summary(todo: list, seen: int, model: batch.ModelSnapshot, results: list[dict]) -> dict:
     return {
         "files_seen": seen,
@@ -180,9 +201,10 @@ def batch_predict(
         partition, rows = commit_partition(
             request, parts, todo, records, snapshot, results[0]["model_version"]
         )
+        statistics = record_serving_statistics(request, snapshot, partition)
     summary = _summary(todo, seen, snapshot, results)
     summary.update(partition=partition, rows=rows, shards=len(groups),
-                   runner="dask" if dask else "threads")  # fmt: skip
+                   runner="dask" if dask else "threads", serving=statistics)  # fmt: skip
     logger.info(
         "inbox %s: %d new of %d file(s), %d images, %d skipped -> %s",
         inbox, len(todo), seen, summary["images"], summary["errors"], partition,

@@ -120,6 +120,8 @@ def publish_artifacts(
             if row["value"] is not None
         ),
         "",
+        f"**Test accuracy**: {summary['accuracy']}",
+        "",
         f"**Release**: {summary['verdict']}",
         "",
         f"**Record**: {record_line(record)}",

@@ -397,23 +397,48 @@ def report(
 def promote(
     version: Annotated[str, typer.Argument(help="A registered version, e.g. v0.2.0.")],
     stage: Annotated[str, typer.Option(help="The stage to assign.")] = "prod",
+    force: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REASON", help="Skip the stage before this one; the reason is recorded."
+        ),
+    ] = None,
 ) -> None:
     """Assign a registry stage to a model version (a GTO tag, pushed where a git remote is).
 
-    Promoting to prod also makes that version's test metrics the quality gate's baseline
+    Stages go in the order `.gto` lists them (dev, staging, prod): a version reaches one only
+    from the one before, unless --force REASON, which the assignment's tag keeps. Promoting to
+    prod also makes that version's test outcome the quality gate's baseline
     (release/baseline.json, a declared input of export): commit it.
     """
     from mnistflow.orchestration.writer_lock import exclusive_writer
-    from mnistflow.release.registry import ARTIFACT
-    from mnistflow.release.registry import promote as assign_stage
+    from mnistflow.release.promotion import promote as assign_stage
+    from mnistflow.release.registry import ARTIFACT, SERVED_STAGE
 
     root = _project_root()
     # The baseline is an input of export: never rewrite it under a running pipeline.
     with reported_input_errors(), exclusive_writer(root, DEFAULT_WAIT_SECONDS):
-        promoted = assign_stage(root, version, stage)
+        promoted = assign_stage(root, version, stage, force)
     typer.echo(f"{ARTIFACT} {promoted.version} ({promoted.revision[:7]}) is now {stage}")
-    if stage == "prod":
+    if stage == SERVED_STAGE:
         typer.echo(f"baseline of the quality gate: {BASELINE} (commit it)")
+
+
+@app.command()
+def registry() -> None:
+    """Every model version: stages, record, data, test accuracy with its interval, how it
+    compared with its baseline, the verdict; then who moved which version where."""
+    from mnistflow.release.listing import decisions_per_test_set, render, version_summaries
+    from mnistflow.release.promotion import assignments
+
+    root = _project_root()
+    with reported_input_errors():
+        summaries = version_summaries(root)
+        lines = render(summaries, assignments(root), decisions_per_test_set(root))
+    if not summaries:
+        typer.echo("no model version registered yet")
+        return
+    typer.echo("\n".join(lines))
 
 
 @app.command()

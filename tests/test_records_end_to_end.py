@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,10 +200,43 @@ def test_promoted_version_is_fetched_and_served_by_name(
         monkeypatch.setenv(key, value)
     workspace = remotes_project["workspace"]
     monkeypatch.chdir(workspace)
-    result = CliRunner().invoke(app, ["promote", "v0.1.0", "--stage", "prod"])
+    cli = CliRunner()
+    # Stages go dev -> staging -> prod (.gto): prod for a version never in staging is refused.
+    refused = cli.invoke(app, ["promote", "v0.1.0", "--stage", "prod"])
+    assert refused.exit_code != 0
+    assert "v0.1.0 was never in staging" in refused.output and "--force REASON" in refused.output
+    assert "mnist-classifier#prod" not in run(["git", "tag"], workspace)
+    # Skipping on purpose is allowed, and the reason is kept in the assignment's tag.
+    result = cli.invoke(
+        app, ["promote", "v0.1.0", "--stage", "prod", "--force", "staging cluster down"]
+    )
     assert result.exit_code == 0, result.output
     baseline = json.loads((workspace / "release" / "baseline.json").read_text())
     assert baseline["source"] == "mnist-classifier v0.1.0" and baseline["model_name"] == "cnn"
+    # The baseline holds the version's misclassified test images: later gates are paired.
+    recorded = json.loads(run(["git", "show", "mnist-classifier@v0.1.0:reports/test_outcomes.json"],
+                              workspace))  # fmt: skip
+    assert baseline["misclassified"] == recorded["misclassified"]
+    assert baseline["test_set_sha256"] == recorded["test_set_sha256"]
+    # The ordinary way, one stage at a time.
+    for stage in ("dev", "staging"):
+        step = cli.invoke(app, ["promote", "v0.2.0", "--stage", stage])
+        assert step.exit_code == 0, step.output
+    assert cli.invoke(app, ["promote", "v0.2.0", "--stage", "nightly"]).exit_code != 0
+    listing = cli.invoke(app, ["registry"])
+    assert listing.exit_code == 0, listing.output
+    lines = listing.output.splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    rows = {line.split()[0]: line for line in lines if line.startswith("v0.")}
+    assert set(rows) == {"v0.0.1", "v0.1.0", "v0.2.0"}
+    assert " prod! " in rows["v0.1.0"]
+    assert {"staging", "dev"} <= set(rows["v0.2.0"].split()[1].split(","))
+    for row in rows.values():  # accuracy with its interval, and the verdict
+        assert re.search(r" 0\.\d{4} \[0\.\d{4},[01]\.\d{4}\] ", row), row
+        assert row.rstrip().endswith("released")
+    moves = [line for line in lines if " -> " in line]
+    assert len(moves) == 3 and "forced: skipped staging: staging cluster down" in moves[-1]
+    assert re.search(r"test set [0-9a-f]{12}: \d+ release decision", listing.output)
 
     other = clone(remotes_project, "consumer")
     dvc("artifacts", "get", ".", "mnist-classifier", "--stage", "prod", "-o", "prod.onnx",

@@ -13,8 +13,7 @@ Why a copy made at registration rather than the export stage's own file: the ver
 record exist only after the run, and the export stage's output must be byte-identical on
 every rerun of the same inputs.
 
-Promoting also writes the prod version's metrics to release/baseline.json, the quality gate's
-declared input: the gate compares against what is served, not against git HEAD.
+Stages and their order are mnistflow/release/promotion.py's.
 """
 
 from __future__ import annotations
@@ -33,15 +32,11 @@ from mnistflow.core.onnx_metadata import metadata_of
 from mnistflow.errors import PipelineInputError
 from mnistflow.orchestration.dvc_runs import dvc_workspace
 from mnistflow.paths import (
-    BASELINE,
     DVC_LOCK,
     DVC_YAML,
     EXPORT_REPORT,
-    METRICS,
     ONNX_MODEL,
-    PARAMS,
     REGISTERED_MODEL,
-    TEST_OUTCOMES,
 )
 from mnistflow.release import lineage
 from mnistflow.release.records import RunRecord, git_remote
@@ -226,38 +221,6 @@ def register_release(root: Path, record: RunRecord) -> ModelVersion | None:
     return registered
 
 
-def promote(root: Path, version: str, stage: str = "prod") -> ModelVersion:
-    """Assign `stage` to `version`; for prod, its metrics become the quality gate's baseline."""
-    import gto.api
-    from gto.exceptions import GTOException
-
-    try:
-        gto.api.assign(
-            str(root), ARTIFACT, stage, version=version, push=git_remote(root) is not None
-        )
-    except GTOException as error:
-        raise PipelineInputError(f"{ARTIFACT} {version}: cannot assign {stage}: {error}") from None
-    promoted = version_in_stage(root, stage)
-    if promoted is None or promoted.version != version:
-        raise PipelineInputError(f"{ARTIFACT} {version}: {stage} assignment not found after it")
-    if stage == "prod":
-        write_baseline(root, promoted)
-    return promoted
-
-
-def write_baseline(root: Path, version: ModelVersion) -> None:
-    from mnistflow.release.gates import recorded_baseline
-
-    metrics = file_at_revision(root, version.revision, METRICS)
-    params = file_at_revision(root, version.revision, PARAMS)
-    if metrics is None or params is None:
-        raise PipelineInputError(f"{ARTIFACT} {version.version}: no metrics recorded with it")
-    # Versions recorded before test outcomes existed give an unpaired baseline.
-    outcomes = file_at_revision(root, version.revision, TEST_OUTCOMES)
-    baseline = recorded_baseline(metrics, params, outcomes, f"{ARTIFACT} {version.version}")
-    baseline.save(Path(root) / BASELINE)
-
-
 def resolve(root: Path, spec: str) -> ModelVersion:
     """`mnist-classifier:prod` (a stage) or `mnist-classifier@v0.2.0` (a version)."""
     from gto.exceptions import GTOException
@@ -307,13 +270,13 @@ def _versions(root: Path) -> dict[str, ModelVersion]:
     }
 
 
-def version_rows(root: Path) -> list[dict[str, str]]:
-    """Each version with its stages, record commit and registration time (for reports)."""
+def version_rows(root: Path) -> list[dict]:
+    """Each version with its current stages, record commit and registration time."""
     return [
         {
             "version": row["version"],
-            "stage": ", ".join(dict.fromkeys(a["stage"] for a in row.get("stages") or [])),
-            "revision": row["commit_hexsha"][:7],
+            "stages": list(dict.fromkeys(a["stage"] for a in row.get("stages") or [])),
+            "revision": row["commit_hexsha"],
             "created_at": str(row.get("created_at", "")),
         }
         for row in _shown(root)

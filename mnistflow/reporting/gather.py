@@ -28,14 +28,17 @@ from mnistflow.constants import NUM_CLASSES
 from mnistflow.core.dvc_cli import dvc_json
 from mnistflow.core.git import git_or_none
 from mnistflow.core.json_files import read_json
+from mnistflow.errors import PipelineInputError
 from mnistflow.evaluation.metrics import per_class_metrics
 from mnistflow.params import read_params_file
 from mnistflow.paths import (
     DVC_LOCK,
     EXPORT_REPORT,
+    INBOX_PREDICTIONS,
     METRICS,
     PARAMS,
     RAW_DATA,
+    TEST_OUTCOMES,
     TEST_PREDICTIONS,
     TRAIN_REPORT,
     VALIDATION_REPORT,
@@ -101,9 +104,12 @@ class ReportInputs:
     metrics: list[MetricRow]
     per_class: list[dict[str, float]]
     export: dict[str, Any] | None
-    registry: list[dict[str, str]]
+    # Every version (release/listing.py), the stage moves, release decisions per test set.
+    registry: dict[str, Any]
     record: str | None
     environment: dict[str, str]
+    # The deployed inbox's runs (serving/monitoring.py) beside the test set's predictions.
+    serving: dict[str, Any] = field(default_factory=dict)
     charts: list[Chart] = field(default_factory=list)
     pictures: list[Picture] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
@@ -292,15 +298,44 @@ def per_class(root: Path) -> list[dict[str, float]]:
     ]
 
 
-def registry_versions(root: Path) -> list[dict[str, str]]:
+def registry_versions(root: Path) -> dict[str, Any]:
     from gto.exceptions import GTOException
 
-    from mnistflow.release import registry
+    from mnistflow.release.listing import decisions_per_test_set, version_summaries
+    from mnistflow.release.promotion import assignments
 
     try:
-        return registry.version_rows(root)
-    except GTOException:
-        return []
+        return {
+            "versions": [summary.as_json() for summary in version_summaries(root)],
+            "moves": [move.__dict__ | {"forced": move.forced} for move in assignments(root)][::-1],
+            "decisions": dict(decisions_per_test_set(root)),
+        }
+    except (GTOException, PipelineInputError) as error:
+        logger.warning("registry: not shown (%s)", error)
+        return {"versions": [], "moves": [], "decisions": {}}
+
+
+def serving_runs(root: Path) -> dict[str, Any]:
+    """The deployed inbox's runs, oldest first, the files not shown and why, and what this
+    workspace's model predicted on the test set (each run was compared with its own model's)."""
+    from mnistflow.release.outcomes import parse_outcomes
+    from mnistflow.serving.monitoring import read_run_statistics
+
+    runs, refused = read_run_statistics(root / INBOX_PREDICTIONS)
+    for reason in refused:
+        logger.warning("serving statistics not shown: %s", reason)
+    test_set = None
+    outcomes = root / TEST_OUTCOMES
+    if outcomes.is_file():
+        try:
+            test_set = parse_outcomes(outcomes.read_text(encoding="utf-8"), str(outcomes)).profile
+        except PipelineInputError as error:
+            logger.warning("%s", error)
+    return {
+        "runs": [run.as_json() for run in runs],
+        "refused": refused,
+        "test_set": test_set.as_json() if test_set else None,
+    }
 
 
 def current_record(root: Path) -> str | None:
@@ -355,6 +390,7 @@ def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInpu
         per_class=per_class(root),
         export=read_json(root / EXPORT_REPORT),
         registry=registry_versions(root),
+        serving=serving_runs(root),
         record=current_record(root),
         environment=environment(training),
         charts=charts,

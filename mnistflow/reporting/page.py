@@ -17,7 +17,7 @@ from mnistflow.reporting.gather import ReportInputs
 
 TEMPLATE = "report.html.j2"
 # Section ids, in page order: a test checks each is present and filled.
-SECTIONS = ("run", "data", "training", "evaluation", "release", "environment")
+SECTIONS = ("run", "data", "training", "evaluation", "release", "serving", "environment")
 
 
 def number(value: Any, digits: int = 4) -> str:

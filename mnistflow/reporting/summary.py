@@ -30,7 +30,33 @@ def summary_of(inputs: ReportInputs, report: Path) -> dict[str, Any]:
         ),
         "verdict": export.get("verdict", "not exported"),
         "released": bool(export.get("released")),
+        "accuracy": accuracy_line(export.get("quality")),
     }
+
+
+def accuracy_line(quality: Any) -> str:
+    """The test accuracy with its interval, and the paired comparison with the baseline."""
+    if not isinstance(quality, dict) or "accuracy" not in quality:
+        return "not measured"
+    line = (
+        f"{quality['accuracy']:.4f} [{quality['accuracy_low']:.4f}, "
+        f"{quality['accuracy_high']:.4f}] ({quality['confidence'] * 100:g} % interval, "
+        f"{quality['test_images']} images)"
+    )
+    compared = quality.get("baseline")
+    if not isinstance(compared, dict):
+        return line
+    if compared.get("test") == "mcnemar_exact":
+        low, high = compared["difference_interval"]
+        return (
+            f"{line}; vs baseline {compared['difference']:+.4f} [{low:+.4f}, {high:+.4f}], "
+            f"{compared['baseline_only_correct']}/{compared['candidate_only_correct']} images "
+            f"only it/only this run gets right, p={compared['p_value_worse']:.2g}"
+        )
+    return (
+        f"{line}; vs baseline {compared['difference']:+.4f} "
+        f"(unpaired, p={compared['p_value_worse']:.2g})"
+    )
 
 
 def unavailable_summary() -> dict[str, Any]:
@@ -42,6 +68,7 @@ def unavailable_summary() -> dict[str, Any]:
         "validation": "see reports/validation.json",
         "verdict": "see reports/export.json",
         "released": False,
+        "accuracy": "see reports/export.json",
     }
 
 
@@ -103,6 +130,7 @@ def print_summary(
     colour = "green" if summary["released"] else "yellow"
     # Values are escaped: a path or a verdict holding "[...]" is text, not rich markup.
     console.print(f"[bold]validation[/] {escape(summary['validation'])}", highlight=False)
+    console.print(f"[bold]test accuracy[/] {escape(summary['accuracy'])}", highlight=False)
     console.print(f"[bold]gates[/] [{colour}]{escape(summary['verdict'])}[/]", highlight=False)
     console.print(f"[bold]record[/] {escape(record)}", highlight=False)
     console.print(f"[bold]report[/] {escape(summary['report'])}", highlight=False)

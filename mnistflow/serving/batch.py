@@ -11,9 +11,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnistflow.core.git import file_at_revision
 from mnistflow.errors import PipelineInputError
-from mnistflow.paths import EXPORT_REPORT, INBOX_LOCKS, MODELS, ONNX_MODEL
+from mnistflow.params import ServingParams, parse_params, read_params_file
+from mnistflow.paths import EXPORT_REPORT, INBOX_LOCKS, MODELS, ONNX_MODEL, PARAMS, TEST_OUTCOMES
 from mnistflow.release import registry
+from mnistflow.release.outcomes import PredictionProfile, parse_outcomes
 from mnistflow.serving import inbox as inbox_records
 from mnistflow.serving.confinement import confined_dask_address, confined_files, confined_path
 from mnistflow.serving.inputs import expand_inputs
@@ -38,6 +41,8 @@ class BatchRequest:
     chunk_size: int
     dask_workers: int
     dask_address: str | None
+    # The bounds an inbox run's predictions are watched with (params.yaml's serving section).
+    serving: ServingParams
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class ModelSnapshot:
     path: Path
     sha256: str
     version: str | None
+    # The registry version's record commit (None for a file under models/): where its test
+    # outcomes are, for the serving statistics.
+    revision: str | None = None
 
 
 def check_bounds(**values: int) -> None:
@@ -82,11 +90,23 @@ def checked_batch_request(
         output=confined_path(project, output, "output"),
         model=model,
         dask_address=confined_dask_address(dask_address),
+        serving=serving_params(project),
         **numbers,
     )
     if not request.inbox.is_dir():
         raise PipelineInputError(f"{request.inbox}: the inbox folder does not exist")
     return request
+
+
+def serving_params(project: Path) -> ServingParams:
+    """params.yaml's serving section (defaults without a params.yaml), read before any work:
+    a broken section stops the run before it predicts, not after it committed. Only this
+    section: a mistake in another (say, train) must not stop serving."""
+    params_file = project / PARAMS
+    if not params_file.is_file():
+        return ServingParams()
+    section = read_params_file(params_file).get("serving") or {}
+    return parse_params({"serving": section}, str(params_file)).serving
 
 
 def inbox_lock(project: Path, output_dir: Path) -> Path:
@@ -112,16 +132,35 @@ def snapshot_model(request: BatchRequest, folder: Path) -> ModelSnapshot:
     """A private copy of the model's bytes in `folder`, verified (a registry version against
     the md5 git records, the project's export against the sha256 export recorded): an export
     that lands mid-run cannot give two shards two models."""
+    revision = None
     if request.model.startswith(registry.ARTIFACT):
-        source, version = registry.fetch_to_folder(request.project, request.model, folder)
-        expected = None
+        found = registry.resolve(request.project, request.model)
+        source = registry.fetch_model(
+            request.project, found, folder / f"{registry.ARTIFACT}-{found.version}.onnx"
+        )
+        version, revision, expected = found.version, found.revision, None
     else:
         source, version = Path(request.model), None
         expected = recorded_model_sha256(request.project, source)
     content, digest = verified_model_bytes(source, expected)
     snapshot = folder / f"model-{digest[:16]}.onnx"
     snapshot.write_bytes(content)
-    return ModelSnapshot(snapshot, digest, version)
+    return ModelSnapshot(snapshot, digest, version, revision)
+
+
+def test_set_profile(request: BatchRequest, model: ModelSnapshot) -> PredictionProfile | None:
+    """What the served model predicted on the test set, as its export recorded it: from the
+    registry version's record in git, or the project's reports/test_outcomes.json beside the
+    export report that vouches for these very bytes. None when there is no such record."""
+    if model.revision is not None:
+        text = file_at_revision(request.project, model.revision, TEST_OUTCOMES)
+        where = f"{registry.ARTIFACT} {model.version}: {TEST_OUTCOMES}"
+    else:
+        path = request.project / TEST_OUTCOMES
+        vouched = recorded_model_sha256(request.project, Path(request.model)) == model.sha256
+        text = path.read_text(encoding="utf-8") if vouched and path.is_file() else None
+        where = str(path)
+    return parse_outcomes(text, where).profile if text is not None else None
 
 
 def inbox_files(request: BatchRequest) -> tuple[list, list[Path]]:
