@@ -114,6 +114,13 @@ def decisions_per_test_set(root: Path) -> Counter:
     return decided
 
 
+def printable(text: str) -> str:
+    """One line of text a terminal shows as it is: tags, reasons and names come from whoever
+    could push to the remote, and a control character (an escape sequence, a newline) would
+    rewrite what the terminal shows."""
+    return "".join(character if character.isprintable() else "?" for character in text)
+
+
 def render(
     summaries: list[VersionSummary], moves: list[Assignment], decisions: Counter
 ) -> list[str]:
@@ -148,4 +155,4 @@ def render(
             f"test set {digest[:12]}: {count} release decision(s) recorded here, "
             "each one a fresh look at the same images"
         )
-    return [line[:WIDTH].rstrip() for line in lines]
+    return [printable(line)[:WIDTH].rstrip() for line in lines]
