@@ -20,10 +20,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.errors import PipelineInputError
 from mnistflow.orchestration.project import find_project_root
 from mnistflow.orchestration.writer_lock import exclusive_lock
 from mnistflow.paths import INBOX, INBOX_PREDICTIONS
 from mnistflow.release import registry
+from mnistflow.release.outcomes import PredictionProfile
 from mnistflow.serving import batch, monitoring
 from mnistflow.serving import inbox as inbox_records
 from mnistflow.serving.predict import cached_predictor, predict_files
@@ -115,21 +117,40 @@ def commit_partition(
     )
 
 
+@task(task_run_name="test-set-reference")
+def read_test_set_reference(
+    request: batch.BatchRequest, model: batch.ModelSnapshot
+) -> PredictionProfile | None:
+    """What the served model predicted on the test set, read before predicting; a record
+    that cannot be read is said and leaves the run unwatched, never unserved."""
+    try:
+        return batch.test_set_profile(request, model)
+    except PipelineInputError as error:
+        get_run_logger().warning("serving statistics without a test-set reference: %s", error)
+        return None
+
+
 @task(task_run_name="serving-statistics")
 def record_serving_statistics(
-    request: batch.BatchRequest, model: batch.ModelSnapshot, partition: str
-) -> dict[str, Any]:
+    request: batch.BatchRequest, partition: str, test_set: PredictionProfile | None
+) -> dict[str, Any] | None:
     """The run's figures beside the test set's, written next to the predictions, flagged in
-    the log where they moved too far, and shown as this run's Prefect artifact."""
+    the log where they moved too far, and shown as this run's Prefect artifact. The
+    predictions are committed by now: a failure here is logged, and the run still succeeds."""
     from prefect.artifacts import create_markdown_artifact
 
-    test_set = batch.test_set_profile(request, model)
-    run = monitoring.compared_with_test_set(
-        monitoring.partition_statistics(request.output / partition), test_set, request.serving
-    )
-    monitoring.write_run_statistics(request.output, run)
+    logger = get_run_logger()
+    try:
+        run = monitoring.compared_with_test_set(
+            monitoring.partition_statistics(request.output / partition), test_set,
+            request.serving,
+        )  # fmt: skip
+        monitoring.write_run_statistics(request.output, run)
+    except (PipelineInputError, OSError) as error:
+        logger.warning("inbox run %s: statistics not recorded: %s", partition, error)
+        return None
     for alert in run.alerts:
-        get_run_logger().warning("inbox run %s flagged: %s", partition, alert)
+        logger.warning("inbox run %s flagged: %s", partition, alert)
     create_markdown_artifact(
         key="inbox-serving", markdown=monitoring.markdown_summary(run, test_set)
     )
@@ -184,6 +205,7 @@ def batch_predict(
     ):
         records = read_inbox_state(request.output)
         snapshot = snapshot_model(request, Path(scratch))
+        test_set = read_test_set_reference(request, snapshot)
         todo, seen = find_new_files(request, records, snapshot.sha256, repredict)
         if not todo:
             logger.info("inbox %s: %d file(s), none new; nothing to predict", inbox, seen)
@@ -201,7 +223,7 @@ def batch_predict(
         partition, rows = commit_partition(
             request, parts, todo, records, snapshot, results[0]["model_version"]
         )
-        statistics = record_serving_statistics(request, snapshot, partition)
+        statistics = record_serving_statistics(request, partition, test_set)
     summary = _summary(todo, seen, snapshot, results)
     summary.update(partition=partition, rows=rows, shards=len(groups),
                    runner="dask" if dask else "threads", serving=statistics)  # fmt: skip

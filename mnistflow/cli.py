@@ -428,14 +428,12 @@ def promote(
 def registry() -> None:
     """Every model version: stages, record, data, test accuracy with its interval, how it
     compared with its baseline, the verdict; then who moved which version where."""
-    from mnistflow.release.listing import decisions_per_test_set, render, version_summaries
-    from mnistflow.release.promotion import assignments
+    from mnistflow.release.listing import listing_lines
 
     root = _project_root()
     with reported_input_errors():
-        summaries = version_summaries(root)
-        lines = render(summaries, assignments(root), decisions_per_test_set(root))
-    if not summaries:
+        lines = listing_lines(root)
+    if not lines:
         typer.echo("no model version registered yet")
         return
     typer.echo("\n".join(lines))

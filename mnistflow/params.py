@@ -303,11 +303,6 @@ class Int8Params(Section):
 
     # Served only when its test accuracy is at most this far below float32's (same test set).
     max_accuracy_drop: float = Field(0.002, ge=0.0)
-    # ... and only when the drop is statistically supported: McNemar's exact one-sided
-    # p-value on the test images the two models disagree on is below this.
-    significance: float = Field(0.05, gt=0.0, lt=1.0)
-    # The confidence of the intervals reported for each accuracy and their difference.
-    interval_confidence: float = Field(0.95, gt=0.0, lt=1.0)
     # Training images (a seeded sample; never test images) that fix the activation ranges.
     calibration_images: int = Field(1000, gt=0)
     calibration_seed: int = 0

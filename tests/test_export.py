@@ -229,6 +229,28 @@ def test_a_drop_beyond_the_margin_refuses_only_when_it_is_not_noise():
     elsewhere = AccuracyBaseline("cnn", before.accuracy, "v0", "0" * 64, 10_000, (1, 2))
     unpaired = quality_gate(0.99, lost, elsewhere, params, "cnn").record["baseline"]
     assert unpaired["unpaired_because"] == "the baseline was measured on another test set"
+    # A baseline that names this test set with another image count is refused, not compared.
+    miscounted = AccuracyBaseline("cnn", 0.5, "v2", before.test_set_sha256, 20_000, (1, 2))
+    with pytest.raises(PipelineInputError, match="v2: names this test set but counts 20000"):
+        quality_gate(0.99, lost, miscounted, params, "cnn")
+
+
+def test_the_decision_uses_the_exact_p_value_and_image_counts():
+    """742 images lost, 679 gained: p = 0.049996, which rounds to 0.05 in the record but is
+    below the significance; a drop of exactly the margin (20 of 10,000) is not beyond it."""
+    baseline_wrong = list(range(0, 1000))
+    before = _outcomes(baseline_wrong)
+    baseline = AccuracyBaseline(
+        "cnn", before.accuracy, "v1", before.test_set_sha256, 10_000, tuple(baseline_wrong)
+    )
+    params = ExportParams()
+    lost = _outcomes(list(range(679, 1000)) + list(range(2000, 2742)))
+    judgement = quality_gate(0.99, lost, baseline, params, "cnn")
+    assert judgement.record["baseline"]["p_value_worse"] == 0.05
+    assert len(judgement.reasons) == 1
+    exactly_the_margin = _outcomes(baseline_wrong + list(range(2000, 2020)))
+    # 20 lost and none gained is significant, but 0.002 is not beyond export.max_accuracy_drop.
+    assert quality_gate(0.99, exactly_the_margin, baseline, params, "cnn").reasons == ()
 
 
 def test_newcombe_interval_agrees_with_a_paired_bootstrap():
@@ -257,7 +279,7 @@ def test_baseline_file(tmp_path):
     paired = AccuracyBaseline("cnn", 0.9998, "v1", "a" * 64, 10_000, (3, 7))
     paired.save(path)
     assert load_baseline(path) == paired
-    digest = {"model_name": "cnn", "accuracy": 0.99, "test_set_sha256": "a" * 64}
+    digest = {"model_name": "cnn", "accuracy": 0.8, "test_set_sha256": "a" * 64}
     for content, message in [
         (
             {**digest, "test_images": 10, "misclassified": [3, 3]},
@@ -265,13 +287,26 @@ def test_baseline_file(tmp_path):
         ),
         (
             {**digest, "test_images": 10, "misclassified": [10]},
-            "misclassified: expected distinct test indices in 0..9",
+            r"misclassified: expected distinct test indices in 0\.\.9",
+        ),
+        (  # numpy would overflow on it: refused as the number it is
+            {**digest, "test_images": 10, "misclassified": [10**30]},
+            r"misclassified: expected distinct test indices in 0\.\.9",
         ),
         (
             {**digest, "test_images": 10, "misclassified": "3"},
-            "misclassified: expected a list of test indices",
+            "misclassified: expected a list of at most 10 test indices",
         ),
-        ({**digest, "misclassified": [1]}, "test_images None; expected a positive count"),
+        ({**digest, "misclassified": [1]}, "test_images None; expected a count from 1 to"),
+        ({**digest, "test_images": 10**30, "misclassified": [1]}, "test_images 1000000000000"),
+        (
+            {**digest, "test_images": 10, "misclassified": [1]},
+            "accuracy 0.8 disagrees with its 1 misclassified of 10 test images; expected 0.9",
+        ),
+        (
+            {**digest, "test_set_sha256": "A" * 64, "test_images": 10, "misclassified": [1, 2]},
+            "test_set_sha256: expected a sha256 in lowercase hex",
+        ),
         ({"model_name": "cnn"}, "accuracy None; expected a number in 0..1"),
         ({"model_name": "cnn", "accuracy": True}, "accuracy True; expected a number"),
         ({"model_name": "resnet", "accuracy": 0.9}, "model_name 'resnet'; expected one of cnn"),
@@ -325,8 +360,9 @@ def test_export_stage_writes_a_refused_candidate_whatever_the_workspace_held(
     # Every test image's outcome is recorded beside the report, for a later paired gate.
     outcomes = json.loads((tmp_path / "test_outcomes.json").read_text())
     assert outcomes["images"] == report["quality"]["test_images"] == report["images"]
-    assert round(1 - len(outcomes["misclassified"]) / outcomes["images"], 6) == (
-        report["quality"]["accuracy"]
+    assert (
+        round(1 - len(outcomes["misclassified"]) / outcomes["images"], 6)
+        == (report["quality"]["accuracy"])
     )
     assert report["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     metadata = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}

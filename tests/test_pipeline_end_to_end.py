@@ -206,7 +206,9 @@ def test_the_report_is_complete_offline_and_agrees_with_the_reports(reproduced):
     assert EXTERNAL.findall(html) == []
     assert "<script" not in html  # nothing to run, nothing to fetch
     sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', html, re.DOTALL))
-    assert list(sections) == ["run", "data", "training", "evaluation", "release", "environment"]
+    assert list(sections) == [
+        "run", "data", "training", "evaluation", "release", "serving", "environment"
+    ]
     assert all("was not written" not in body for body in sections.values())
     # The figures are the reports' own.
     metrics = json.loads((workspace / "reports" / "metrics.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 
 from mnistflow.errors import PipelineInputError
 from mnistflow.release.listing import WIDTH, VersionSummary, render
-from mnistflow.release.promotion import Assignment, required_stage
+from mnistflow.release.promotion import Assignment, StageMove, required_stage, skipped_stage
 
 
 def test_each_stage_requires_the_one_before():
@@ -21,6 +21,27 @@ def test_each_stage_requires_the_one_before():
         required_stage(order, "qa")
 
 
+def test_a_skip_is_read_from_the_history_not_from_the_message():
+    order = ("dev", "staging", "prod")
+
+    def moved(version: str, stage: str, message: str = "") -> Assignment:
+        return Assignment(version, stage, "someone", "2026-12-06 10:00:00", message)
+
+    history = [moved("v1", "dev"), moved("v1", "staging"), moved("v2", "dev")]
+    assert skipped_stage(order, history, "v1", "prod") is None
+    # A prod tag made by hand for a version never in staging skipped it, whatever it says.
+    assert skipped_stage(order, history, "v2", "prod") == "staging"
+    assert skipped_stage(order, [], "v3", "staging") == "dev"
+    assert skipped_stage(order, [], "v3", "dev") is None
+    shown = render([], [StageMove(moved("v2", "prod", "routine"), "staging")], Counter())
+    assert any(
+        " -> prod    ! someone      skipped staging, no reason recorded" in line for line in shown
+    )
+    # A message that claims a forced skip marks nothing where nothing was skipped.
+    claimed = render([], [StageMove(moved("v1", "prod", "forced: looks forced"), None)], Counter())
+    assert [line for line in claimed if " -> prod" in line and "!" in line] == []
+
+
 def test_the_listing_fits_100_columns_whatever_the_names():
     summary = VersionSummary(
         version="v10.20.300", stages="dev,staging,prod!,canary", record="x" * 60,
@@ -29,8 +50,13 @@ def test_the_listing_fits_100_columns_whatever_the_names():
     )  # fmt: skip
     move = Assignment("v10.20.300", "prod", "Someone\x1b[2J With A Long Name",
                       "2026-12-06 10:00:00", "forced: skipped staging: \nz" + "z" * 90)  # fmt: skip
-    lines = render([summary], [move], Counter({"f" * 64: 7}))
+    lines = render([summary], [StageMove(move, "staging")], Counter({"f" * 64: 7}))
     assert all(len(line) <= WIDTH and line.isprintable() for line in lines)
+    from rich.cells import cell_len
+
+    wide_move = Assignment("v1", "prod", "名前" * 10, "2026-12-06", "理由" * 60)
+    wide = render([summary], [StageMove(wide_move, "staging")], Counter())
+    assert all(cell_len(line) <= WIDTH for line in wide)
     row = next(line for line in lines if line.startswith("v10.20.3"))
     assert "0.9919 [0.9899,0.9935]" in row and "-0.0004 p=0.23" in row
     assert any(line.startswith("2026-12-06 10:00 v10.20.3 -> prod    !") for line in lines)

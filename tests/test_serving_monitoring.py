@@ -147,3 +147,25 @@ def test_three_inbox_runs_the_third_inverted_is_flagged(prefect_harness, served_
         third["partition"]
     ]
     assert inputs.serving["test_set"]["images"] == 2000
+
+
+def test_broken_watching_never_stops_serving(prefect_harness, served_project, mnist, tmp_path):
+    """A test-set record that cannot be read, then a planted link where the statistics go:
+    each run still delivers its predictions, says why it is unwatched, and writes nothing
+    through the link."""
+    inbox, output = served_project / "data" / "inbox", served_project / "predictions" / "inbox"
+    (served_project / "reports" / "test_outcomes.json").write_text('{"images": 10}')
+    add_digits(inbox, mnist.x_test[:120], 0)
+    unreferenced = batch_predict(root=str(served_project))
+    assert unreferenced["images"] == 120
+    assert unreferenced["serving"]["class_shift"] is None
+    assert unreferenced["serving"]["alerts"] == []
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(output / "statistics")
+    (output / "statistics").symlink_to(elsewhere)
+    add_digits(inbox, mnist.x_test[120:240], 1000)
+    linked = batch_predict(root=str(served_project))
+    assert linked["images"] == 120 and linked["serving"] is None
+    assert list(elsewhere.iterdir()) == []
+    assert (output / linked["partition"]).is_file()

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import get_args
+from typing import NamedTuple, get_args
 
 import numpy as np
 
@@ -17,12 +17,20 @@ from mnistflow.core.onnx_runs import batched_outputs, cpu_session
 from mnistflow.data.normalization import Normalization
 from mnistflow.errors import PipelineInputError, read_json_object
 from mnistflow.params import ExportParams, ModelName
-from mnistflow.release.outcomes import Outcomes, parse_misclassified, parse_outcomes
+from mnistflow.release.outcomes import (
+    Outcomes,
+    parse_digest,
+    parse_misclassified,
+    parse_outcomes,
+    parse_test_images,
+)
 from mnistflow.release.paired import DIGITS, compare, compare_unpaired, wilson_interval
 
 logger = logging.getLogger(__name__)
 
 PARITY_BATCH = 1024
+# A recorded accuracy agrees with its misclassified count to this (it is rounded to 6 digits).
+ACCURACY_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -143,12 +151,15 @@ def load_baseline(path: Path) -> AccuracyBaseline | None:
     baseline = AccuracyBaseline(model_name, float(accuracy), str(content.get("source", "")))
     if "misclassified" not in content:
         return baseline
-    images, digest = content.get("test_images"), content.get("test_set_sha256")
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise PipelineInputError(f"{path}: test_images {images!r}; expected a positive count")
-    if not isinstance(digest, str) or len(digest) != 64:
-        raise PipelineInputError(f"{path}: test_set_sha256 {digest!r}; expected a sha256 in hex")
+    images = parse_test_images(content.get("test_images"), str(path), "test_images")
+    digest = parse_digest(content.get("test_set_sha256"), str(path))
     misclassified = parse_misclassified(content["misclassified"], images, str(path))
+    # The accuracy the unpaired fallback and the report use must be the indices' own.
+    if abs(baseline.accuracy - (1 - len(misclassified) / images)) > ACCURACY_TOLERANCE:
+        raise PipelineInputError(
+            f"{path}: accuracy {baseline.accuracy} disagrees with its {len(misclassified)} "
+            f"misclassified of {images} test images; expected {1 - len(misclassified) / images}"
+        )
     return AccuracyBaseline(
         model_name,
         baseline.accuracy,
@@ -184,13 +195,14 @@ def quality_gate(
     comparison = None
     if baseline is not None and baseline.model_name == model_name:
         comparison = compare_with_baseline(outcomes, baseline, params.interval_confidence)
-        drop = -comparison["difference"]
-        if drop > params.max_accuracy_drop and comparison["p_value_worse"] < params.significance:
+        drop = comparison.drop
+        # Decided on the exact figures; the record holds them rounded.
+        if drop > params.max_accuracy_drop and comparison.p_value_worse < params.significance:
             reasons.append(
                 f"test accuracy {outcomes.accuracy:.4f} is {drop:.4f} below the baseline "
-                f"{comparison['baseline_accuracy']:.4f} (export.max_accuracy_drop "
+                f"{comparison.record['baseline_accuracy']:.4f} (export.max_accuracy_drop "
                 f"{params.max_accuracy_drop:.4f}), and not by chance: "
-                f"{_described(comparison)} < export.significance {params.significance}"
+                f"{_described(comparison.record)} < export.significance {params.significance}"
             )
     low, high = wilson_interval(outcomes.correct, outcomes.images, params.interval_confidence)
     record = {
@@ -201,42 +213,52 @@ def quality_gate(
         "test_images": outcomes.images,
         "baseline": None
         if comparison is None
-        else {"source": baseline.source, "model_name": baseline.model_name, **comparison},
+        else {"source": baseline.source, "model_name": baseline.model_name, **comparison.record},
     }
     return QualityJudgement(tuple(reasons), record)
 
 
+class Comparison(NamedTuple):
+    record: dict  # what reports/export.json holds, rounded
+    p_value_worse: float  # exact
+    drop: float  # baseline minus candidate accuracy, exact (paired: from the image counts)
+
+
 def compare_with_baseline(
     outcomes: Outcomes, baseline: AccuracyBaseline, confidence: float
-) -> dict:
+) -> Comparison:
     """Paired where the baseline recorded its misclassified images of this very test set;
     otherwise unpaired (Fisher's exact test), and the record says which and why."""
     import numpy as np
 
     if baseline.paired and baseline.test_set_sha256 == outcomes.test_set_sha256:
+        if baseline.test_images != outcomes.images:
+            raise PipelineInputError(
+                f"baseline {baseline.source}: names this test set but counts "
+                f"{baseline.test_images} images; it has {outcomes.images}"
+            )
         paired = compare(
             outcomes.misclassified,
             np.asarray(baseline.misclassified, np.int64),
             outcomes.images,
             confidence,
         )
-        return paired.as_json()
+        return Comparison(paired.as_json(), paired.p_value_worse, -paired.difference)
     why = (
         "the baseline was measured on another test set"
         if baseline.paired
         else "the baseline recorded no per-image outcomes"
     )
     logger.warning("quality gate: unpaired comparison: %s", why)
-    return {
-        **compare_unpaired(
-            outcomes.correct,
-            outcomes.images,
-            baseline.accuracy,
-            baseline.test_images or outcomes.images,
-            confidence,
-        ),
-        "unpaired_because": why,
-    }
+    record, p_value = compare_unpaired(
+        outcomes.correct,
+        outcomes.images,
+        baseline.accuracy,
+        baseline.test_images or outcomes.images,
+        confidence,
+    )
+    drop = baseline.accuracy - outcomes.accuracy
+    return Comparison({**record, "unpaired_because": why}, p_value, drop)
 
 
 def _described(comparison: dict) -> str:

@@ -18,7 +18,7 @@ import yaml
 from mnistflow.core.dvc_lock import recorded_md5
 from mnistflow.core.git import file_at_revision, git, git_or_none
 from mnistflow.paths import DVC_LOCK, EXPORT_REPORT, METRICS, RAW_DATA, TEST_OUTCOMES
-from mnistflow.release.promotion import Assignment, assignments
+from mnistflow.release.promotion import StageMove, stage_moves
 from mnistflow.release.records import EXPERIMENT_REFS
 from mnistflow.release.registry import ARTIFACT_DVC_FILE, version_rows
 
@@ -41,33 +41,51 @@ class VersionSummary:
         return dict(self.__dict__)
 
 
-def version_summaries(root: Path) -> list[VersionSummary]:
-    """One summary per registered version, newest first."""
-    forced = {(entry.version, entry.stage) for entry in assignments(root) if entry.forced}
+def version_summaries(root: Path, moves: list[StageMove]) -> list[VersionSummary]:
+    """One summary per registered version, newest first. Every figure is read from what its
+    record holds, checked: a field of the wrong kind shows as "-", never fails the listing."""
+    skipped = {(move.assignment.version, move.assignment.stage) for move in moves if move.skipped}
     summaries = []
     for row in version_rows(root):
         revision = row["revision"]
         stages = [
-            f"{stage}!" if (row["version"], stage) in forced else stage for stage in row["stages"]
+            f"{stage}!" if (row["version"], stage) in skipped else stage for stage in row["stages"]
         ]
-        quality = _json_at(root, revision, EXPORT_REPORT).get("quality") or {}
-        accuracy = quality.get("accuracy", _json_at(root, revision, METRICS).get("accuracy"))
+        report = _json_at(root, revision, EXPORT_REPORT)
+        quality = report.get("quality") if isinstance(report.get("quality"), dict) else {}
+        accuracy = _fraction(quality.get("accuracy"))
+        if accuracy is None:
+            accuracy = _fraction(_json_at(root, revision, METRICS).get("accuracy"))
         summaries.append(
             VersionSummary(
                 version=row["version"],
                 stages=",".join(stages) or "-",
                 record=_record_name(root, revision),
-                data=(recorded_md5(file_at_revision(root, revision, DVC_LOCK), RAW_DATA) or "-")[
-                    :8
-                ],
-                accuracy=accuracy if isinstance(accuracy, int | float) else None,
-                accuracy_low=quality.get("accuracy_low"),
-                accuracy_high=quality.get("accuracy_high"),
+                data=_data_version(root, revision),
+                accuracy=accuracy,
+                accuracy_low=_fraction(quality.get("accuracy_low")),
+                accuracy_high=_fraction(quality.get("accuracy_high")),
                 comparison=_comparison(quality.get("baseline")),
-                verdict=str(_json_at(root, revision, EXPORT_REPORT).get("verdict", "-")),
+                verdict=str(report.get("verdict", "-")),
             )
         )
     return summaries
+
+
+def _fraction(value: object) -> float | None:
+    """A recorded accuracy or bound: a number in 0..1, else None (shown as "-")."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        return None
+    return float(value)
+
+
+def _data_version(root: Path, revision: str) -> str:
+    """The raw data's md5 in the record's dvc.lock, shortened; "-" where unreadable."""
+    try:
+        md5 = recorded_md5(file_at_revision(root, revision, DVC_LOCK), RAW_DATA)
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError):
+        return "-"
+    return md5[:8] if isinstance(md5, str) else "-"
 
 
 def _json_at(root: Path, revision: str, path: str) -> dict:
@@ -90,10 +108,33 @@ def _record_name(root: Path, revision: str) -> str:
 
 
 def _comparison(baseline: object) -> str:
-    if not isinstance(baseline, dict) or "difference" not in baseline:
+    if not isinstance(baseline, dict):
         return "no baseline"
+    difference, p_value = baseline.get("difference"), baseline.get("p_value_worse")
+    if any(
+        isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1
+        for value in (difference, p_value)
+    ):
+        return "-"
     paired = "" if baseline.get("test") == "mcnemar_exact" else " unpaired"
-    return f"{baseline['difference']:+.4f} p={baseline.get('p_value_worse', 1):.2g}{paired}"
+    return f"{difference:+.4f} p={p_value:.2g}{paired}"
+
+
+def listing_lines(root: Path) -> list[str]:
+    """What `mnistflow registry` prints; empty when no version is registered."""
+    from mnistflow.release.registry import SERVED_STAGE, version_in_stage
+
+    moves = stage_moves(root)
+    summaries = version_summaries(root, moves)
+    if not summaries:
+        return []
+    prod = version_in_stage(root, SERVED_STAGE)
+    return render(
+        summaries,
+        moves,
+        decisions_per_test_set(root),
+        baseline_warnings(root, prod.version if prod else None),
+    )
 
 
 def decisions_per_test_set(root: Path) -> Counter:
@@ -122,7 +163,10 @@ def printable(text: str) -> str:
 
 
 def render(
-    summaries: list[VersionSummary], moves: list[Assignment], decisions: Counter
+    summaries: list[VersionSummary],
+    moves: list[StageMove],
+    decisions: Counter,
+    warnings: list[str] = (),
 ) -> list[str]:
     """The listing as lines of at most WIDTH columns (a longer reason is cut: `gto history`
     shows it whole)."""
@@ -141,12 +185,16 @@ def render(
             f"{entry.data:<8} {accuracy:<22} {entry.comparison:<18.18} {entry.verdict}"
         )
     if moves:
-        lines += ["", "stage moves, newest first (! a stage skipped with --force):"]
+        lines += ["", "stage moves, newest first (! a skipped stage):"]
         for move in reversed(moves):
-            mark = "!" if move.forced else " "
+            entry = move.assignment
+            mark = "!" if move.skipped else " "
+            message = entry.message
+            if move.skipped and not entry.forced:
+                message = f"skipped {move.skipped}, no reason recorded (not mnistflow promote)"
             lines.append(
-                f"{move.timestamp[:16]:<16} {move.version:<8.8} -> {move.stage:<8.8}{mark} "
-                f"{move.author:<12.12} {move.message}"
+                f"{entry.timestamp[:16]:<16} {entry.version:<8.8} -> {entry.stage:<8.8}{mark} "
+                f"{entry.author:<12.12} {message}"
             )
     if decisions:
         lines.append("")
@@ -155,4 +203,36 @@ def render(
             f"test set {digest[:12]}: {count} release decision(s) recorded here, "
             "each one a fresh look at the same images"
         )
-    return [printable(line)[:WIDTH].rstrip() for line in lines]
+    lines += [f"warning: {warning}" for warning in warnings]
+    return [fitted(printable(line)) for line in lines]
+
+
+def fitted(line: str) -> str:
+    """The line cut to WIDTH terminal columns (a wide character takes two)."""
+    from rich.cells import cell_len, set_cell_size
+
+    return (set_cell_size(line, WIDTH) if cell_len(line) > WIDTH else line).rstrip()
+
+
+def baseline_warnings(root: Path, prod_version: str | None) -> list[str]:
+    """What is off between the quality gate's baseline and the registry's prod version (a
+    prod tag made outside `mnistflow promote` leaves the baseline behind)."""
+    from mnistflow.errors import PipelineInputError
+    from mnistflow.paths import BASELINE
+    from mnistflow.release.gates import load_baseline
+    from mnistflow.release.registry import ARTIFACT
+
+    try:
+        baseline = load_baseline(Path(root) / BASELINE)
+    except PipelineInputError as error:
+        return [str(error)]
+    if prod_version is None:
+        return []
+    expected = f"{ARTIFACT} {prod_version}"
+    if baseline is None or baseline.source != expected:
+        found = baseline.source if baseline else "none"
+        return [
+            f"{BASELINE} is {found}'s, prod is {expected}: `mnistflow promote "
+            f"{prod_version} --stage prod` writes its baseline"
+        ]
+    return []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,9 @@ from mnistflow.errors import PipelineInputError
 
 # The low percentile of confidence reported beside its mean: how sure the least sure 5 % are.
 LOW_CONFIDENCE_PERCENTILE = 5
+# More test images than any test set here (MNIST's 10,000; EMNIST's 40,000): a recorded count
+# above it is no test set's, and a list of that many indices is refused before it is built.
+MAX_TEST_IMAGES = 10_000_000
 DIGITS = 6
 
 
@@ -103,18 +107,39 @@ def outcomes_of(probabilities: np.ndarray, images: np.ndarray, labels: np.ndarra
 
 def parse_misclassified(value: object, images: int, where: str) -> np.ndarray:
     """Recorded misclassified indices, checked: distinct integers in 0 .. images-1."""
-    if not isinstance(value, list) or not all(
-        isinstance(index, int) and not isinstance(index, bool) for index in value
-    ):
-        raise PipelineInputError(f"{where}: misclassified: expected a list of test indices")
-    indices = np.asarray(value, np.int64)
-    if len(np.unique(indices)) != len(indices) or (
-        len(indices) and (indices.min() < 0 or indices.max() >= images)
+    if not isinstance(value, list) or len(value) > images:
+        raise PipelineInputError(
+            f"{where}: misclassified: expected a list of at most {images} test indices"
+        )
+    # Checked as Python integers first: numpy would fail on a 30-digit one with a bare
+    # OverflowError.
+    if not all(
+        isinstance(index, int) and not isinstance(index, bool) and 0 <= index < images
+        for index in value
     ):
         raise PipelineInputError(
             f"{where}: misclassified: expected distinct test indices in 0..{images - 1}"
         )
+    indices = np.asarray(value, np.int64)
+    if len(np.unique(indices)) != len(indices):
+        raise PipelineInputError(
+            f"{where}: misclassified: expected distinct test indices in 0..{images - 1}"
+        )
     return np.sort(indices)
+
+
+def parse_test_images(value: object, where: str, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TEST_IMAGES:
+        raise PipelineInputError(
+            f"{where}: {field} {value!r}; expected a count from 1 to {MAX_TEST_IMAGES}"
+        )
+    return value
+
+
+def parse_digest(value: object, where: str) -> str:
+    if not isinstance(value, str) or re.fullmatch(r"[0-9a-f]{64}", value) is None:
+        raise PipelineInputError(f"{where}: test_set_sha256: expected a sha256 in lowercase hex")
+    return value
 
 
 def parse_outcomes(text: str, where: str) -> Outcomes:
@@ -125,11 +150,8 @@ def parse_outcomes(text: str, where: str) -> Outcomes:
         raise PipelineInputError(f"{where}: not JSON ({error})") from None
     if not isinstance(content, dict):
         raise PipelineInputError(f"{where}: expected a JSON object")
-    images, digest = content.get("images"), content.get("test_set_sha256")
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise PipelineInputError(f"{where}: images {images!r}; expected a positive count")
-    if not isinstance(digest, str) or len(digest) != 64:
-        raise PipelineInputError(f"{where}: test_set_sha256: expected a sha256 in hex")
+    images = parse_test_images(content.get("images"), where, "images")
+    digest = parse_digest(content.get("test_set_sha256"), where)
     shares = content.get("predicted_class_shares")
     if not isinstance(shares, list) or len(shares) != NUM_CLASSES:
         raise PipelineInputError(f"{where}: predicted_class_shares: expected {NUM_CLASSES} shares")
@@ -147,6 +169,7 @@ def parse_outcomes(text: str, where: str) -> Outcomes:
 
 
 def _fraction(value: object, where: str, field: str) -> float:
+    # NaN fails the range check too (every comparison with it is false).
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise PipelineInputError(f"{where}: {field} {value!r}; expected a number in 0..1")
     return float(value)

@@ -162,10 +162,10 @@ def compare_unpaired(
     baseline_accuracy: float,
     baseline_images: int,
     confidence: float,
-) -> dict:
+) -> tuple[dict, float]:
     """Where the baseline was measured on other images (or recorded no per-image outcomes):
     Fisher's exact test on the two accuracies, one-sided for a worse candidate. Weaker than
-    the paired test, and said so in the report."""
+    the paired test, and said so in the report. (The record, the exact p-value.)"""
     from scipy.stats import fisher_exact
 
     baseline_correct = round(baseline_accuracy * baseline_images)
@@ -174,7 +174,7 @@ def compare_unpaired(
         [candidate_correct, candidate_images - candidate_correct],
     ]
     p_worse = float(fisher_exact(table, alternative="greater").pvalue)
-    return {
+    record = {
         "test": "fisher_exact_unpaired",
         "images": candidate_images,
         "baseline_images": baseline_images,
@@ -186,6 +186,7 @@ def compare_unpaired(
             wilson_interval(baseline_correct, baseline_images, confidence)
         ),
     }
+    return record, p_worse
 
 
 def significant(p_value: float) -> float:

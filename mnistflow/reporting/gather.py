@@ -301,18 +301,26 @@ def per_class(root: Path) -> list[dict[str, float]]:
 def registry_versions(root: Path) -> dict[str, Any]:
     from gto.exceptions import GTOException
 
-    from mnistflow.release.listing import decisions_per_test_set, version_summaries
-    from mnistflow.release.promotion import assignments
+    from mnistflow.release.listing import (
+        baseline_warnings,
+        decisions_per_test_set,
+        version_summaries,
+    )
+    from mnistflow.release.promotion import stage_moves
+    from mnistflow.release.registry import SERVED_STAGE, version_in_stage
 
     try:
+        moves = stage_moves(root)
+        prod = version_in_stage(root, SERVED_STAGE)
         return {
-            "versions": [summary.as_json() for summary in version_summaries(root)],
-            "moves": [move.__dict__ | {"forced": move.forced} for move in assignments(root)][::-1],
+            "versions": [summary.as_json() for summary in version_summaries(root, moves)],
+            "moves": [move.as_json() for move in reversed(moves)],
             "decisions": dict(decisions_per_test_set(root)),
+            "warnings": baseline_warnings(root, prod.version if prod else None),
         }
     except (GTOException, PipelineInputError) as error:
         logger.warning("registry: not shown (%s)", error)
-        return {"versions": [], "moves": [], "decisions": {}}
+        return {"versions": [], "moves": [], "decisions": {}, "warnings": [str(error)]}
 
 
 def serving_runs(root: Path) -> dict[str, Any]:

@@ -35,13 +35,21 @@ def summary_of(inputs: ReportInputs, report: Path) -> dict[str, Any]:
 
 
 def accuracy_line(quality: Any) -> str:
-    """The test accuracy with its interval, and the paired comparison with the baseline."""
+    """The test accuracy with its interval, and the paired comparison with the baseline (a
+    field of the wrong kind in reports/export.json gives "not readable", never a crash)."""
+    try:
+        return _accuracy_line(quality)
+    except (KeyError, TypeError, ValueError):
+        return "not readable in reports/export.json"
+
+
+def _accuracy_line(quality: Any) -> str:
     if not isinstance(quality, dict) or "accuracy" not in quality:
         return "not measured"
     line = (
         f"{quality['accuracy']:.4f} [{quality['accuracy_low']:.4f}, "
         f"{quality['accuracy_high']:.4f}] ({quality['confidence'] * 100:g} % interval, "
-        f"{quality['test_images']} images)"
+        f"{int(quality['test_images'])} images)"
     )
     compared = quality.get("baseline")
     if not isinstance(compared, dict):
@@ -50,8 +58,8 @@ def accuracy_line(quality: Any) -> str:
         low, high = compared["difference_interval"]
         return (
             f"{line}; vs baseline {compared['difference']:+.4f} [{low:+.4f}, {high:+.4f}], "
-            f"{compared['baseline_only_correct']}/{compared['candidate_only_correct']} images "
-            f"only it/only this run gets right, p={compared['p_value_worse']:.2g}"
+            f"{int(compared['baseline_only_correct'])}/{int(compared['candidate_only_correct'])} "
+            f"images only it/only this run gets right, p={compared['p_value_worse']:.2g}"
         )
     return (
         f"{line}; vs baseline {compared['difference']:+.4f} "

@@ -158,7 +158,10 @@ def test_set_profile(request: BatchRequest, model: ModelSnapshot) -> PredictionP
     else:
         path = request.project / TEST_OUTCOMES
         vouched = recorded_model_sha256(request.project, Path(request.model)) == model.sha256
-        text = path.read_text(encoding="utf-8") if vouched and path.is_file() else None
+        try:
+            text = path.read_text(encoding="utf-8") if vouched and path.is_file() else None
+        except (OSError, UnicodeDecodeError) as error:
+            raise PipelineInputError(f"{path}: unreadable ({error})") from None
         where = str(path)
     return parse_outcomes(text, where).profile if text is not None else None
 

@@ -16,14 +16,15 @@ shows nothing it cannot check.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mnistflow.constants import NUM_CLASSES
-from mnistflow.core.atomic import write_json
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ServingParams
 from mnistflow.release.outcomes import LOW_CONFIDENCE_PERCENTILE, PredictionProfile
@@ -105,6 +106,11 @@ def compared_with_test_set(
 ) -> RunStatistics:
     """The run with its distance from the test set's predictions and the alerts they raise
     (none for a run of fewer than serving.min_images: its figures are shown, not judged)."""
+    if run.images == 0:
+        # Nothing delivered: no distribution to compare, but a run that refused every input
+        # is worth a look.
+        alerts = [f"all {run.quarantined} input(s) quarantined"] if run.quarantined else []
+        return RunStatistics(**{**asdict(run), "alerts": alerts})
     if test_set is None:
         return run
     shift = round(total_variation(run.class_shares, test_set.class_shares), DIGITS)
@@ -127,15 +133,40 @@ def compared_with_test_set(
     )
 
 
-def statistics_path(output: Path, partition: str) -> Path:
-    return output / STATISTICS_FOLDER / f"{Path(partition).stem}.json"
+def statistics_name(partition: str) -> str:
+    return f"{Path(partition).stem}.json"
 
 
 def write_run_statistics(output: Path, run: RunStatistics) -> Path:
-    path = statistics_path(output, run.partition)
-    path.parent.mkdir(exist_ok=True)
-    write_json(path, run.as_json())
-    return path
+    """Write the run's figures into `output`/statistics/, through no link: the folder is
+    opened without following one (a planted link or file there is refused by name), and the
+    file is written under a temporary name in it and renamed."""
+    folder = output / STATISTICS_FOLDER
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o755)
+    try:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        raise PipelineInputError(
+            f"{folder}: expected a folder for the runs' statistics, found something else "
+            f"({error.strerror}); move it away"
+        ) from None
+    name = statistics_name(run.partition)
+    temporary = f".{name}.{os.getpid()}.tmp"
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(temporary, flags, 0o644, dir_fd=folder_fd), "w") as handle:
+            json.dump(run.as_json(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        os.fsync(folder_fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=folder_fd)
+        os.close(folder_fd)
+    return folder / name
 
 
 def parse_run_statistics(text: str, where: str) -> RunStatistics:
