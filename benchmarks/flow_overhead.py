@@ -68,7 +68,7 @@ def main() -> None:
             )
 
     # The same flow against a server that is already up: what the temporary server costs.
-    from flows.deployments import local_prefect_server
+    from mnistflow.orchestration.local_server import local_prefect_server
 
     with local_prefect_server(ROOT / ".prefect" / "benchmark", port=4399) as url:
         with_server = {**environment, "PREFECT_API_URL": url}

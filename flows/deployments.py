@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mnistflow.orchestration.prefect_home import prefect_home, recorded_server, server_is_healthy
+from mnistflow.orchestration.local_server import local_prefect_server
 from mnistflow.paths import PREFECT_YAML
 
 
@@ -55,46 +51,6 @@ def build_deployments(
             )
         )
     return deployments
-
-
-@contextlib.contextmanager
-def local_prefect_server(root: Path, port: int = 4200, timeout: float = 90) -> Iterator[str]:
-    """`prefect server start` on 127.0.0.1:port on the project's Prefect home, recorded there
-    while it runs; yields the API URL."""
-    url = f"http://127.0.0.1:{port}/api"
-    home = prefect_home(root)
-    home.mkdir(parents=True, exist_ok=True)
-    environment = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        # The UI asks /ui-settings where its API is; left alone it answers port 4200
-        # whatever --port says, and the UI of a server on another port shows nothing.
-        "PREFECT_UI_API_URL": url,
-    }
-    environment.pop("PREFECT_API_URL", None)
-    prefect = str(Path(sys.executable).parent / "prefect")
-    with open(home / "server.log", "ab") as log:
-        server = subprocess.Popen(
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while not server_is_healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prefect server did not start; see {home / 'server.log'}")
-            time.sleep(0.5)
-        with recorded_server(root, url, server.pid):
-            yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def serve_deployments(root: Path, every_seconds: int | None = None, port: int = 4200) -> None:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from flows.deployments import local_prefect_server
+from mnistflow.orchestration.local_server import local_prefect_server
 from mnistflow.orchestration.prefect_home import prefect_home
 from mnistflow.orchestration.process_guard import OWNER_VARIABLE, marked_processes, process_identity
 from mnistflow.training.checkpoints import snapshots

@@ -6,7 +6,7 @@ import json
 import socket
 import urllib.request
 
-from flows.deployments import local_prefect_server
+from mnistflow.orchestration.local_server import local_prefect_server
 from mnistflow.orchestration.prefect_home import SERVER_RECORD, prefect_home, running_project_server
 
 
