@@ -37,7 +37,8 @@ def prefect_home(root: Path) -> Path:
 
 def server_is_healthy(api_url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+        # Generous: a busy 2-core machine answered slower than 2 s (a live server taken for dead).
+        with urllib.request.urlopen(f"{api_url}/health", timeout=10) as response:
             return response.status == 200
     except (OSError, ValueError):
         return False
@@ -63,7 +64,7 @@ def running_project_server(root: Path) -> str | None:
 def _serves_home(api_url: str, home: Path) -> bool:
     """Whether the server at `api_url` keeps its state in `home` (its settings say so)."""
     try:
-        with urllib.request.urlopen(f"{api_url}/admin/settings", timeout=2) as response:
+        with urllib.request.urlopen(f"{api_url}/admin/settings", timeout=10) as response:
             settings = json.loads(response.read())
     except (OSError, ValueError):
         return False
