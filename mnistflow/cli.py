@@ -65,18 +65,39 @@ def _validate_params(params_file: Path | None):
     return load_validate_params(params_file), reference
 
 
-def _orchestrated_project() -> Path:
+def _orchestrated_project(keep_server: bool = False) -> Path:
     """The project root, with this process set up to orchestrate it: the project's Prefect
-    home (and its server when one is up), and a guardian that stops every process this one
-    starts when it ends, however it ends. Call before anything imports Prefect."""
+    home (and its server when one is up; with `keep_server`, one kept for the next commands
+    is started where none is: mnistflow/orchestration/kept_server.py), and a guardian that
+    stops every process this one starts when it ends, however it ends. Call before anything
+    imports Prefect."""
     from mnistflow.orchestration.prefect_home import use_project_prefect
     from mnistflow.orchestration.process_guard import guard_children
 
     root = _project_root()
+    if keep_server and not os.environ.get("PREFECT_API_URL"):
+        from mnistflow.orchestration.kept_server import ensure_kept_server, keep_seconds
+
+        with reported_input_errors():
+            kept = ensure_kept_server(root)
+        if kept and kept[1]:
+            typer.echo(
+                f"Prefect server kept for the next runs: {kept[0]} (stops after "
+                f"{keep_seconds() / 60:g} min idle; `mnistflow server stop`)",
+                err=True,
+            )
     use_project_prefect(root)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     guard_children()
     return root
+
+
+def _mark_kept_server_used(root: Path) -> None:
+    """Idle time of a kept server counts from the end of a run, not its start."""
+    from mnistflow.orchestration.kept_server import keep_seconds, mark_used
+
+    if keep_seconds() > 0:
+        mark_used(root)
 
 
 def parse_overrides(assignments: list[str]) -> dict[str, object]:
@@ -129,7 +150,7 @@ def run(
     """
     from mnistflow.training.presets import preset_overrides
 
-    root = _orchestrated_project()
+    root = _orchestrated_project(keep_server=True)
     overrides: dict[str, object] = {}
     if preset:
         with reported_input_errors():
@@ -145,6 +166,7 @@ def run(
         publish=publish,
         return_state=True,
     )
+    _mark_kept_server_used(root)
     if not state.is_completed():
         typer.echo(f"error: the pipeline failed: {state.message}", err=True)
         raise typer.Exit(1)
@@ -422,6 +444,31 @@ def promote(
     typer.echo(f"{ARTIFACT} {promoted.version} ({promoted.revision[:7]}) is now {stage}")
     if stage == SERVED_STAGE:
         typer.echo(f"baseline of the quality gate: {BASELINE} (commit it)")
+
+
+server_app = typer.Typer(help="The project's Prefect server kept between runs.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the project's Prefect server is up, and where."""
+    from mnistflow.orchestration.prefect_home import running_project_server, use_project_prefect
+
+    root = _project_root()
+    use_project_prefect(root)
+    url = running_project_server(root)
+    typer.echo(f"up: {url}" if url else "not running (the next `mnistflow run` starts one)")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the project's Prefect server now (it also stops by itself once idle)."""
+    from mnistflow.orchestration.kept_server import stop_kept_server
+
+    root = _project_root()
+    stopped = stop_kept_server(root)
+    typer.echo(f"stopped {stopped}" if stopped else "no project server was running")
 
 
 @app.command()

