@@ -13,13 +13,13 @@ other images is never taken for a paired one.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.core.json_files import json_object
 from mnistflow.errors import PipelineInputError
 
 # The low percentile of confidence reported beside its mean: how sure the least sure 5 % are.
@@ -144,12 +144,7 @@ def parse_digest(value: object, where: str) -> str:
 
 def parse_outcomes(text: str, where: str) -> Outcomes:
     """Outcomes as the export stage recorded them (a record's reports/test_outcomes.json)."""
-    try:
-        content = json.loads(text)
-    except ValueError as error:
-        raise PipelineInputError(f"{where}: not JSON ({error})") from None
-    if not isinstance(content, dict):
-        raise PipelineInputError(f"{where}: expected a JSON object")
+    content = json_object(text, where)
     images = parse_test_images(content.get("images"), where, "images")
     digest = parse_digest(content.get("test_set_sha256"), where)
     shares = content.get("predicted_class_shares")

@@ -136,24 +136,16 @@ def newcombe_interval(
     phi = (both * neither - baseline_only * candidate_only) / math.sqrt(margins) if margins else 0
     candidate_low, candidate_high = candidate_interval
     baseline_low, baseline_high = baseline_interval
-    below = math.sqrt(
-        max(
-            0.0,
-            (candidate - candidate_low) ** 2
-            - 2 * phi * (candidate - candidate_low) * (baseline_high - baseline)
-            + (baseline_high - baseline) ** 2,
-        )
-    )
-    above = math.sqrt(
-        max(
-            0.0,
-            (candidate_high - candidate) ** 2
-            - 2 * phi * (candidate_high - candidate) * (baseline - baseline_low)
-            + (baseline - baseline_low) ** 2,
-        )
-    )
+    below = _half_width(candidate - candidate_low, baseline_high - baseline, phi)
+    above = _half_width(candidate_high - candidate, baseline - baseline_low, phi)
     difference = candidate - baseline
     return max(-1.0, difference - below), min(1.0, difference + above)
+
+
+def _half_width(candidate_margin: float, baseline_margin: float, phi: float) -> float:
+    """One side of Newcombe's interval: the two Wilson margins combined, correlated by phi."""
+    squared = candidate_margin**2 - 2 * phi * candidate_margin * baseline_margin
+    return math.sqrt(max(0.0, squared + baseline_margin**2))
 
 
 def compare_unpaired(

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistflow.constants import NUM_CLASSES
+from mnistflow.core.json_files import json_object
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ServingParams
 from mnistflow.release.outcomes import LOW_CONFIDENCE_PERCENTILE, PredictionProfile
@@ -171,12 +172,7 @@ def write_run_statistics(output: Path, run: RunStatistics) -> Path:
 
 def parse_run_statistics(text: str, where: str) -> RunStatistics:
     """A statistics file, every field checked: such a file may have been planted."""
-    try:
-        content = json.loads(text)
-    except ValueError as error:
-        raise PipelineInputError(f"{where}: not JSON ({error})") from None
-    if not isinstance(content, dict):
-        raise PipelineInputError(f"{where}: expected a JSON object")
+    content = json_object(text, where)
     shares = content.get("class_shares")
     if not isinstance(shares, list) or len(shares) != NUM_CLASSES:
         raise PipelineInputError(f"{where}: class_shares: expected {NUM_CLASSES} shares")
