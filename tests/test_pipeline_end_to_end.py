@@ -317,11 +317,15 @@ def test_accepting_a_baseline_reruns_export_only(reproduced):
         refused = run(mnistflow, workspace, expect_failure=True)
     finally:
         (workspace / "params.yaml").write_text(params)
-    assert "reports/metrics.json is not current (evaluate changed" in refused
+    assert "the test outcomes are not current (evaluate changed" in refused
     assert "baseline: cnn test accuracy" in run(mnistflow, workspace)
     accepted = json.loads((workspace / "release" / "baseline.json").read_text())
-    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
-    assert accepted["model_name"] == "cnn" and accepted["accuracy"] == metrics["accuracy"]
+    # The export stage's outcome on the whole raw test split: what later gates pair with.
+    outcomes = json.loads((workspace / "reports" / "test_outcomes.json").read_text())
+    quality = json.loads((workspace / "reports" / "export.json").read_text())["quality"]
+    assert accepted["model_name"] == "cnn" and accepted["accuracy"] == quality["accuracy"]
+    assert accepted["misclassified"] == outcomes["misclassified"]
+    assert accepted["test_images"] == outcomes["images"] == quality["test_images"]
     # The baseline is a declared input of export, and of nothing else.
     assert changed_stage_names(workspace) == {"export"}
     assert stages_ran(dvc("repro", cwd=workspace)) == ["export"]
