@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from mnistflow.core.atomic import atomic_file
-from mnistflow.core.dvc_lock import recorded_outputs
+from mnistflow.core.dvc_lock import lock_content, recorded_outputs
 from mnistflow.core.git import git_or_none
 from mnistflow.core.onnx_metadata import replace_metadata
 from mnistflow.paths import DVC_LOCK
@@ -27,7 +25,7 @@ DATA_STAGES = ("ingest", "prepare")
 def data_versions(lock_text: str) -> dict[str, str]:
     """{path: DVC hash} of the data source and the data stages' outputs, from dvc.lock: the
     same hashes `dvc data status` and `dvc exp show` print, so a version can be looked up."""
-    stages = (yaml.safe_load(lock_text) or {}).get("stages", {})
+    stages = lock_content(lock_text).get("stages", {})
     versions: dict[str, str] = {}
     # ingest's one dependency that is not code is the source `data.source` names.
     ingest_deps = stages.get("ingest", {}).get("deps", [])

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from mnistflow.core.dvc_cli import dvc
-from mnistflow.core.dvc_lock import recorded_md5, recorded_outputs
+from mnistflow.core.dvc_lock import lock_content, recorded_md5, recorded_outputs
 from mnistflow.core.git import file_at_revision, git, git_or_none
 from mnistflow.core.hashing import md5_of_file
 from mnistflow.core.json_files import read_json
@@ -136,7 +136,7 @@ def _configure_replay(root: Path, worktree: Path) -> None:
 
 def _recorded_source_md5(lock_text: str, source: str) -> str | None:
     """The md5 the revision's dvc.lock records for ingest's data source."""
-    lock = yaml.safe_load(lock_text) or {}
+    lock = lock_content(lock_text)
     for dep in ((lock.get("stages") or {}).get("ingest") or {}).get("deps") or []:
         if dep.get("path") == source:
             return dep.get("md5")
