@@ -24,6 +24,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+# At import, never lazily inside a running flow: importing gto runs logging.config.dictConfig,
+# which flushes Prefect's log handler while holding logging's lock that the handler's worker
+# thread needs too (a threaded inbox run hung on it).
+import gto.api
 import yaml
 
 from mnistflow.core.dvc_lock import recorded_md5
@@ -60,7 +64,6 @@ class ModelVersion:
 
 
 def latest_version(root: Path) -> ModelVersion | None:
-    import gto.api
     from gto.exceptions import ArtifactNotFound
 
     try:
@@ -71,7 +74,6 @@ def latest_version(root: Path) -> ModelVersion | None:
 
 
 def version_in_stage(root: Path, stage: str) -> ModelVersion | None:
-    import gto.api
     from gto.exceptions import ArtifactNotFound
 
     try:
@@ -177,7 +179,6 @@ def clear_release(root: Path) -> None:
 def register_release(root: Path, record: RunRecord) -> ModelVersion | None:
     """Tag the record with the version its stamped model names, unless it already has it
     (then push the tag if a git remote lacks it: a registration the remote missed)."""
-    import gto.api
 
     dvc_file = file_at_revision(root, record.revision, ARTIFACT_DVC_FILE)
     if dvc_file is None:
@@ -247,7 +248,6 @@ def _resolve(root: Path, spec: str) -> ModelVersion:
 
 def _shown(root: Path) -> list[dict]:
     """GTO's rows for the artifact's versions (none when nothing is registered)."""
-    import gto.api
     from gto.exceptions import ArtifactNotFound
 
     try:
