@@ -287,6 +287,10 @@ def test_down_stops_every_process_and_frees_every_port(stack):
     assert read_state(layout).services == {}
     sockets = seaweedfs.local_grpc_sockets(team.seaweedfs_ports(state.ports))
     assert not [path for path in sockets if path.exists()]
+    # SeaweedFS's own log files are in the stack's logs/, not in the system's /tmp.
+    assert list(layout.logs.glob("weed.*.log.*"))
+    pid = state.services["seaweedfs"].pid
+    assert not list(Path(tempfile.gettempdir()).glob(f"weed.*.log.*.{pid}"))
     stopped = subprocess.run([*STACK_COMMAND, "status", "--dir", str(layout.root)],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert stopped.returncode == 1 and "down" in stopped.stdout

