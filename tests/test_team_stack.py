@@ -32,6 +32,7 @@ from mnistflow.stack.machine import read_machine_settings
 from mnistflow.stack.ports import port_is_free
 from mnistflow.stack.processes import interpreter_tool, stop_process
 from mnistflow.stack.state import read_state
+from tests.team_machines import run
 from tests.test_pipeline_end_to_end import GIT_IDENTITY
 
 STACK_COMMAND = [sys.executable, "-m", "mnistflow.stack"]
@@ -55,18 +56,6 @@ def environment(scratch: Path, **extra: str) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
     )
     return {**env, **extra}
-
-
-def run(command: list[str], cwd: Path, env: dict[str, str], expect_failure: bool = False):
-    result = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
-    )
-    output = result.stdout + result.stderr
-    if expect_failure:
-        assert result.returncode != 0, f"{' '.join(command)} succeeded:\n{output[-3000:]}"
-    else:
-        assert result.returncode == 0, f"{' '.join(command)} failed:\n{output[-3000:]}"
-    return output
 
 
 def dvc(*arguments: str, cwd: Path, env: dict[str, str], expect_failure: bool = False) -> str:
