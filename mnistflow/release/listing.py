@@ -147,11 +147,12 @@ def decisions_per_test_set(root: Path) -> Counter:
     seen: set[str] = set()
     for revision in revisions:
         report = git_or_none(root, "rev-parse", "--verify", "-q", f"{revision}:{EXPORT_REPORT}")
-        digest = _json_at(root, revision, TEST_OUTCOMES).get("test_set_sha256")
-        if report is None or not isinstance(digest, str) or report in seen:
-            continue
+        if report is None or report in seen:
+            continue  # no decision, or one already counted: its outcomes are not read again
         seen.add(report)
-        decided[digest] += 1
+        digest = _json_at(root, revision, TEST_OUTCOMES).get("test_set_sha256")
+        if isinstance(digest, str):
+            decided[digest] += 1
     return decided
 
 
