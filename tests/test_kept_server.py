@@ -126,3 +126,33 @@ def test_keeping_none_is_a_setting(project, monkeypatch):
 
 def _environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+
+
+def test_only_this_projects_server_is_stopped_and_a_fifo_record_blocks_nothing(project, tmp_path):
+    """A stand-in named `prefect server start … --port P` but keeping its state elsewhere
+    (another project's server) is not stopped through a planted record; a FIFO in the
+    record's place is no record, read without waiting."""
+    fake = tmp_path / "other" / "bin" / "prefect"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\nsleep 60\n")
+    fake.chmod(0o755)
+    other_home = tmp_path / "other" / ".prefect"
+    stand_in = subprocess.Popen(
+        [str(fake), "server", "start", "--host", "127.0.0.1", "--port", "4999"],
+        env={**_environment(), "PREFECT_HOME": str(other_home)},
+    )
+    try:
+        prefect_home(project).mkdir(parents=True, exist_ok=True)
+        record = prefect_home(project) / SERVER_RECORD
+        record.write_text(json.dumps({"api_url": "http://127.0.0.1:4999/api",
+                                      "pid": stand_in.pid, "project": str(project)}))  # fmt: skip
+        assert kept_server_pid(project) is None and stop_kept_server(project) is None
+        assert stand_in.poll() is None
+    finally:
+        stand_in.kill()
+        stand_in.wait(10)
+    record.unlink()
+    os.mkfifo(record)
+    started = time.monotonic()
+    assert running_project_server(project) is None and kept_server_pid(project) is None
+    assert time.monotonic() - started < 5

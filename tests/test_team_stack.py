@@ -283,3 +283,21 @@ def test_down_stops_every_process_and_frees_every_port(stack):
     stopped = subprocess.run([*STACK_COMMAND, "status", "--dir", str(layout.root)],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert stopped.returncode == 1 and "down" in stopped.stdout
+
+
+def test_a_state_file_naming_another_process_signals_nothing(tmp_path):
+    """A state file edited to name a process the stack did not start, its start time read
+    from /proc and all: that process carries no service mark, so it is never signalled."""
+    from mnistflow.orchestration.process_guard import process_identity
+    from mnistflow.stack.processes import ServiceProcess
+
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        planted = ServiceProcess(name="victim", pid=bystander.pid,
+                                 identity=process_identity(bystander.pid),
+                                 log=str(tmp_path / "victim.log"), grace_seconds=2)  # fmt: skip
+        assert stop_process(planted) == "not running"
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait(10)

@@ -29,8 +29,8 @@ import psutil
 from mnistflow.errors import PipelineInputError
 from mnistflow.orchestration.local_server import SERVER_LOG, free_port, local_prefect_server
 from mnistflow.orchestration.prefect_home import (
-    SERVER_RECORD,
     prefect_home,
+    read_server_record,
     running_project_server,
     server_is_healthy,
 )
@@ -67,7 +67,14 @@ def keep_seconds() -> float:
 
 
 def mark_used(root: Path) -> None:
-    (prefect_home(root) / LAST_USED).touch()
+    """Touch the last-used file, never through a link planted in its place."""
+    path = prefect_home(root) / LAST_USED
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        os.close(os.open(path, flags, 0o644))
+        os.utime(path, follow_symlinks=False)
+    except OSError as error:
+        raise PipelineInputError(f"{path}: cannot mark the kept server used ({error})") from None
 
 
 def ensure_kept_server(root: Path) -> tuple[str, bool] | None:
@@ -167,17 +174,27 @@ def keep(root: Path, seconds: float) -> None:
 
 def kept_server_pid(root: Path) -> tuple[int, str] | None:
     """(pid, API URL) of the project's recorded server, only where that pid really is a
-    `prefect server start` on the recorded port (the record is a workspace file: a planted
-    one must not aim a signal at another process)."""
+    `prefect server start` on the recorded loopback port keeping its state in this project's
+    Prefect home (the record is a workspace file: a planted one must not aim a signal at
+    another process, another project's server included)."""
     try:
-        record = json.loads((prefect_home(root) / SERVER_RECORD).read_text(encoding="utf-8"))
+        record = read_server_record(root)
         pid, api_url = int(record["pid"]), str(record["api_url"])
-        command = psutil.Process(pid).cmdline()
+        process = psutil.Process(pid)
+        command, home = process.cmdline(), process.environ().get("PREFECT_HOME")
     except (OSError, ValueError, KeyError, TypeError, psutil.Error):
         return None
-    port = api_url.rsplit(":", 1)[-1].split("/", 1)[0]
+    port = api_url.removeprefix("http://127.0.0.1:").removesuffix("/api")
     expected = ["server", "start", "--host", "127.0.0.1", "--port", port]
-    if len(command) < 7 or Path(command[1]).name != "prefect" or command[2:8] != expected:
+    if (
+        api_url != f"http://127.0.0.1:{port}/api"
+        or not port.isdigit()
+        or len(command) < 8
+        or Path(command[1]).name != "prefect"
+        or command[2:8] != expected
+        or home is None
+        or Path(home).resolve() != prefect_home(root).resolve()
+    ):
         return None
     return pid, api_url
 
@@ -188,13 +205,18 @@ def stop_kept_server(root: Path) -> str | None:
     if found is None:
         return None
     pid, api_url = found
-    process = psutil.Process(pid)
-    process.terminate()
     try:
-        process.wait(STOP_TIMEOUT_SECONDS)
-    except psutil.TimeoutExpired:
-        process.kill()
-        process.wait(STOP_TIMEOUT_SECONDS)
+        process = psutil.Process(pid)
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_TIMEOUT_SECONDS)
+    except psutil.NoSuchProcess:
+        pass  # it ended on its own meanwhile
+    except psutil.Error as error:
+        raise PipelineInputError(f"cannot stop the project's server (pid {pid}): {error}") from None
     return api_url
 
 

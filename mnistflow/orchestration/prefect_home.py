@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,11 +45,31 @@ def server_is_healthy(api_url: str) -> bool:
         return False
 
 
+# A record is a few hundred bytes; a larger file is no record.
+MAX_RECORD_BYTES = 4096
+
+
+def read_server_record(root: Path) -> dict:
+    """The project's server record, read without following a link or blocking on a FIFO
+    (a workspace file anyone with the workspace may have replaced); ValueError when it is
+    not a small regular file holding a JSON object."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    descriptor = os.open(prefect_home(root) / SERVER_RECORD, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError("the server record is not a regular file")
+        content = json.loads(os.read(descriptor, MAX_RECORD_BYTES + 1)[: MAX_RECORD_BYTES + 1])
+    finally:
+        os.close(descriptor)
+    if not isinstance(content, dict):
+        raise ValueError("the server record is not a JSON object")
+    return content
+
+
 def running_project_server(root: Path) -> str | None:
     """The API URL of the project's server when one is up and answering, else None."""
-    record = prefect_home(root) / SERVER_RECORD
     try:
-        content = json.loads(record.read_text(encoding="utf-8"))
+        content = read_server_record(root)
         api_url, project = content["api_url"], content["project"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

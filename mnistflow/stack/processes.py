@@ -25,6 +25,10 @@ from mnistflow.orchestration.process_guard import OWNER_VARIABLE, process_identi
 from mnistflow.stack.errors import StackError
 
 POLL_SECONDS = 0.1
+# Set in each service's environment to its log's path: `down` signals only a process that
+# carries it (a state file edited to name another pid, start time and all, names no process
+# with this mark).
+SERVICE_MARK = "MNISTFLOW_STACK_SERVICE"
 # Seconds a process that ignored its stop signal and got SIGKILL has to be gone.
 KILL_WAIT_SECONDS = 10.0
 LOG_TAIL_LINES = 15
@@ -80,7 +84,7 @@ def start_process(
         process = subprocess.Popen(
             command,
             cwd=cwd,
-            env=environment,
+            env={**environment, SERVICE_MARK: str(log)},
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -103,8 +107,10 @@ def live_process(service: ServiceProcess) -> psutil.Process | None:
         if process_identity(service.pid) != service.identity:
             return None
         process = psutil.Process(service.pid)
-        return None if process.status() == psutil.STATUS_ZOMBIE else process
-    except psutil.NoSuchProcess:
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return process if process.environ().get(SERVICE_MARK) == service.log else None
+    except psutil.Error:
         return None
 
 
