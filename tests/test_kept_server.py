@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -140,6 +141,7 @@ def test_only_this_projects_server_is_stopped_and_a_fifo_record_blocks_nothing(p
     stand_in = subprocess.Popen(
         [str(fake), "server", "start", "--host", "127.0.0.1", "--port", "4999"],
         env={**_environment(), "PREFECT_HOME": str(other_home)},
+        start_new_session=True,  # its shell and the sleep under it are stopped as one group
     )
     try:
         prefect_home(project).mkdir(parents=True, exist_ok=True)
@@ -149,7 +151,7 @@ def test_only_this_projects_server_is_stopped_and_a_fifo_record_blocks_nothing(p
         assert kept_server_pid(project) is None and stop_kept_server(project) is None
         assert stand_in.poll() is None
     finally:
-        stand_in.kill()
+        os.killpg(stand_in.pid, signal.SIGKILL)
         stand_in.wait(10)
     record.unlink()
     os.mkfifo(record)
