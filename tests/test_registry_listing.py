@@ -61,3 +61,32 @@ def test_the_listing_fits_100_columns_whatever_the_names():
     assert "0.9919 [0.9899,0.9935]" in row and "-0.0004 p=0.23" in row
     assert any(line.startswith("2026-12-06 10:00 v10.20.3 -> prod    !") for line in lines)
     assert lines[-1].startswith("test set ffffffffffff: 7 release decision(s)")
+
+
+def test_assignments_within_one_second_keep_the_order_they_were_made(tmp_path):
+    """Tag times have one-second resolution; promotions made within a second must still read
+    back in the order made (GTO's tag counter), or a skip is judged on the wrong history."""
+    import subprocess
+
+    from mnistflow.release.promotion import assignments, stage_moves
+    from mnistflow.release.registry import ARTIFACT
+
+    same_second = {"GIT_COMMITTER_DATE": "2026-12-06T10:00:00+00:00",
+                   "GIT_AUTHOR_DATE": "2026-12-06T10:00:00+00:00"}  # fmt: skip
+    env = {"HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/bin:/bin",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid", **same_second}  # fmt: skip
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "artifacts.yaml").write_text(f"{ARTIFACT}:\n  type: model\n  path: model.onnx\n")
+    git("add", "artifacts.yaml")
+    git("commit", "-q", "-m", "init")
+    git("tag", "-a", f"{ARTIFACT}@v1.0.0", "-m", "register")
+    # Made in this order: dev, staging, prod (tag names sort dev, prod, staging).
+    for counter, stage in enumerate(("dev", "staging", "prod"), start=1):
+        git("tag", "-a", f"{ARTIFACT}#{stage}#{counter}", "-m", f"{ARTIFACT} v1.0.0 -> {stage}")
+    assert [entry.stage for entry in assignments(tmp_path)] == ["dev", "staging", "prod"]
+    assert [move.skipped for move in stage_moves(tmp_path)] == [None, None, None]

@@ -86,6 +86,9 @@ def assignments(root: Path) -> list[Assignment]:
         events = gto.api.history(str(root), ARTIFACT, ascending=True)
     except ArtifactNotFound:
         return []
+    ordered = sorted(
+        (event for event in events if event["event"] == "assignment"), key=_tag_counter
+    )
     return [
         Assignment(
             str(event["version"]),
@@ -94,9 +97,21 @@ def assignments(root: Path) -> list[Assignment]:
             str(event["timestamp"]),
             str(event.get("message") or "").strip(),
         )
-        for event in events
-        if event["event"] == "assignment"
+        for event in ordered
     ]
+
+
+def _tag_counter(event: dict) -> int:
+    """The assignment's place in the artifact's history: GTO numbers every stage tag one
+    past the highest so far (`name#stage#N`). Tag times have one-second resolution, so
+    assignments made within a second tie on time and GTO's time order leaves them in
+    arbitrary order; the counter does not. A tag without a counter (GTO's old format)
+    sorts first, in GTO's order (sorted() is stable)."""
+    from gto.constants import COUNTER
+    from gto.tag import parse_name
+
+    parsed = parse_name(str(event.get("ref") or ""), raise_on_fail=False) or {}
+    return int(parsed.get(COUNTER) or 0)
 
 
 def stage_moves(root: Path) -> list[StageMove]:
