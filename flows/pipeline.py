@@ -77,16 +77,16 @@ def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None
 @task(task_run_name="report")
 def report_task(root: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
     """reports/report.html, the offline report of this run against the baseline."""
-    from mnistflow.reporting.page import make_report
+    from mnistflow.reporting.page import refresh_report
     from mnistflow.reporting.summary import summary_of, unavailable_summary
 
     logger = get_run_logger()
     try:
-        path, inputs = make_report(Path(root), stages)
+        path, inputs, rebuilt = refresh_report(Path(root), stages)
     except Exception:  # noqa: BLE001 - the run is done and recorded; the report is a view
         logger.exception("the report could not be written")
         return unavailable_summary()
-    logger.info("report: %s", path)
+    logger.info("report: %s%s", path, "" if rebuilt else " (unchanged: built from the same inputs)")
     return summary_of(inputs, path)
 
 

@@ -207,7 +207,13 @@ def test_the_report_is_complete_offline_and_agrees_with_the_reports(reproduced):
     assert "<script" not in html  # nothing to run, nothing to fetch
     sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', html, re.DOTALL))
     assert list(sections) == [
-        "run", "data", "training", "evaluation", "release", "serving", "environment"
+        "run",
+        "data",
+        "training",
+        "evaluation",
+        "release",
+        "serving",
+        "environment",
     ]
     assert all("was not written" not in body for body in sections.values())
     # The figures are the reports' own.
@@ -237,6 +243,59 @@ def test_the_report_is_complete_offline_and_agrees_with_the_reports(reproduced):
     assert "Against the reference" in sections["data"] and "train, worst class" in sections["data"]
     assert len(re.findall(r'<tr data-class="\d">', html)) == 10
     assert "tensorflow" in sections["environment"] and "last commit" in sections["run"]
+
+
+def test_a_report_built_from_the_same_inputs_is_kept_and_any_change_rebuilds_it(reproduced):
+    from mnistflow.reporting.gather import gather
+    from mnistflow.reporting.page import refresh_report
+    from mnistflow.reporting.summary import summary_of
+
+    workspace, _ = reproduced
+    page = workspace / "reports" / "report.html"
+    up_to_date = [{"stage": name, "ran": False, "seconds": 0.2} for name in STAGES]
+
+    def rebuilt(stages=up_to_date) -> bool:
+        return refresh_report(workspace, stages)[2]
+
+    assert rebuilt()  # the page there carries no fingerprint yet
+    built = page.stat().st_mtime_ns
+    path, kept, again = refresh_report(workspace, up_to_date)
+    assert not again and page.stat().st_mtime_ns == built
+    # The kept page's summary is the one a full rebuild gives.
+    assert summary_of(kept, path) == summary_of(gather(workspace), path)
+    # Each kind of input the page shows rebuilds it once.
+    assert rebuilt([{**up_to_date[0], "ran": True}, *up_to_date[1:]]) and rebuilt()
+    assert not rebuilt([{**stage, "seconds": 9.9} for stage in up_to_date])  # timings are not
+    run(["git", "tag", "freshness-test"], workspace)  # a registry tag, a record, a branch
+    try:
+        assert rebuilt() and not rebuilt()
+    finally:
+        run(["git", "tag", "-d", "freshness-test"], workspace)
+    params = workspace / "params.yaml"
+    original = params.read_text(encoding="utf-8")
+    try:
+        params.write_text(original + "# a comment\n", encoding="utf-8")
+        assert rebuilt() and not rebuilt()
+        params.write_text(original + "# another comment\n", encoding="utf-8")  # same status
+        assert rebuilt()
+    finally:
+        params.write_text(original, encoding="utf-8")
+    statistics = workspace / "predictions" / "inbox" / "statistics"
+    statistics.mkdir(parents=True)
+    try:
+        (statistics / "run.json").write_text("{}", encoding="utf-8")
+        assert rebuilt() and not rebuilt()
+    finally:
+        shutil.rmtree(workspace / "predictions")
+    assert rebuilt() and not rebuilt()
+    # A link in the page's place is never read: the page is built again, as a file.
+    stand_in = workspace / "reports" / "stand-in.html"
+    page.rename(stand_in)
+    page.symlink_to(stand_in)
+    try:
+        assert rebuilt() and not page.is_symlink()
+    finally:
+        stand_in.unlink()
 
 
 def test_dvc_plots_show_draws_offline(reproduced, tmp_path):

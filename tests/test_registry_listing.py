@@ -75,7 +75,8 @@ def test_assignments_within_one_second_keep_the_order_they_were_made(tmp_path):
                    "GIT_AUTHOR_DATE": "2026-12-06T10:00:00+00:00"}  # fmt: skip
     env = {"HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1", "PATH": "/usr/bin:/bin",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid", **same_second}  # fmt: skip
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           **same_second}  # fmt: skip
 
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True, capture_output=True)

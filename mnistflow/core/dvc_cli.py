@@ -1,16 +1,14 @@
 """DVC's command line from Python, where its public output or its own process is the point
-(`dvc … --json`, a replay in another worktree, `dvc commit`): one way to run it, with this
+(a replay in another worktree, `dvc commit`): one way to run it, with this
 interpreter's DVC, never another on PATH. (mnistflow.orchestration.dvc_runs uses DVC's Python
-API where a stage or an experiment runs.)"""
+API where a stage or an experiment runs, reporting.dvc_views for the report's diffs.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from mnistflow.errors import PipelineInputError
 
@@ -41,14 +39,3 @@ def checked_dvc(root: Path, *arguments: str) -> str:
         message = result.stderr.strip() or result.stdout.strip()
         raise PipelineInputError(f"`dvc {' '.join(arguments)}` failed: {message}")
     return result.stdout
-
-
-def dvc_json(root: Path, *arguments: str) -> Any:
-    """A `dvc … --json` command's answer (DVC's public output format), None when it fails."""
-    result = dvc(root, *arguments, "--json")
-    if result.returncode != 0 or not result.stdout.strip():
-        return None
-    try:
-        return json.loads(result.stdout)
-    except ValueError:
-        return None

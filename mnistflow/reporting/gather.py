@@ -25,7 +25,6 @@ import numpy as np
 
 from mnistflow.compute.cpu_features import cpu_model, detect_cpu_flags
 from mnistflow.constants import NUM_CLASSES
-from mnistflow.core.dvc_cli import dvc_json
 from mnistflow.core.git import git_or_none
 from mnistflow.core.json_files import read_json
 from mnistflow.errors import PipelineInputError
@@ -44,6 +43,7 @@ from mnistflow.paths import (
     VALIDATION_REPORT,
 )
 from mnistflow.release.lineage import code_changes, data_versions, output_paths
+from mnistflow.reporting import dvc_views
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class ReportInputs:
     # Drift against the reference: per split, and its worst class, per measure.
     drift_measures: list[str] = field(default_factory=list)
     drift_rows: list[dict[str, Any]] = field(default_factory=list)
+    # What the page was built from (reporting/freshness.py); None: always rebuilt.
+    fingerprint: str | None = None
 
 
 def drift_rows(validation: dict[str, Any] | None) -> tuple[list[str], list[dict[str, Any]]]:
@@ -231,7 +233,7 @@ def metric_rows(root: Path, baseline: ComparedRevision | None) -> list[MetricRow
     current = read_json(root / METRICS) or {}
     old: dict[str, Any] = {}
     if baseline:
-        diff = dvc_json(root, "metrics", "diff", baseline.revision, "--all") or {}
+        diff = dvc_views.metrics_diff(root, baseline.revision) or {}
         old = {name: entry.get("old") for name, entry in (diff.get(METRICS) or {}).items()}
     return [MetricRow(name, current.get(name), old.get(name)) for name in TEST_METRICS]
 
@@ -239,7 +241,7 @@ def metric_rows(root: Path, baseline: ComparedRevision | None) -> list[MetricRow
 def params_changes(root: Path, baseline: ComparedRevision | None) -> list[tuple[str, Any, Any]]:
     if not baseline:
         return []
-    diff = dvc_json(root, "params", "diff", baseline.revision) or {}
+    diff = dvc_views.params_diff(root, baseline.revision) or {}
     return sorted(
         (name, entry.get("old"), entry.get("new"))
         for changes in diff.values()
@@ -253,8 +255,7 @@ def plots(root: Path, baseline: ComparedRevision | None) -> tuple[list[Chart], l
 
     with tempfile.TemporaryDirectory(prefix="mnistflow-plots-") as folder:
         revisions = [baseline.revision] if baseline else []
-        command = ("plots", "diff", *revisions, "-o", folder)
-        answer = dvc_json(root, *command) if revisions else dvc_json(root, "plots", "show")
+        answer = dvc_views.plots_json(root, revisions, Path(folder))
         charts, pictures = [], []
         for title, entries in ((answer or {}).get("data") or {}).items():
             for entry in entries:
@@ -374,37 +375,54 @@ def environment(training: dict[str, Any] | None) -> dict[str, str]:
     return found
 
 
-def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInputs:
-    """Everything the report shows, for the project at `root`."""
+@dataclass(frozen=True)
+class SummaryInputs:
+    """What the run's terminal summary and Prefect artifacts show (reporting/summary.py):
+    the part of the report that is cheap to read again when the page itself is current."""
 
-    from concurrent.futures import ThreadPoolExecutor
+    baseline: ComparedRevision | None
+    metrics: list[MetricRow]
+    validation: dict[str, Any] | None
+    export: dict[str, Any] | None
 
+
+def gather_summary(root: Path) -> SummaryInputs:
+    """The summary's figures for the project at `root` (the baseline, the test metrics
+    against it, the validation and release verdicts)."""
     root = Path(root)
     baseline = choose_baseline(root)
+    return SummaryInputs(
+        baseline=baseline,
+        metrics=metric_rows(root, baseline),
+        validation=read_json(root / VALIDATION_REPORT),
+        export=read_json(root / EXPORT_REPORT),
+    )
+
+
+def gather(
+    root: Path, stages: list[dict[str, Any]] | None = None, fingerprint: str | None = None
+) -> ReportInputs:
+    """Everything the report shows, for the project at `root` (`fingerprint`: what it was
+    built from, reporting/freshness.py)."""
+    root = Path(root)
+    summary = gather_summary(root)
     lock = root / DVC_LOCK
     training = read_json(root / TRAIN_REPORT)
-    # Three `dvc … --json` processes, each mostly DVC's own start-up: run side by side, they
-    # cost the longest of them, not the sum (a no-op `mnistflow run` waits for the report).
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        plotted = pool.submit(plots, root, baseline)
-        changed_params = pool.submit(params_changes, root, baseline)
-        metrics = pool.submit(metric_rows, root, baseline)
-        charts, pictures = plotted.result()
+    charts, pictures = plots(root, summary.baseline)
     lock_text = lock.read_text(encoding="utf-8") if lock.is_file() else ""
-    validation = read_json(root / VALIDATION_REPORT)
     return ReportInputs(
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         code_revision=git_output(root, "rev-parse", "HEAD"),
         code_changes=code_changes(root, output_paths(lock_text)),
-        baseline=baseline,
+        baseline=summary.baseline,
         data_versions=data_versions(lock_text),
-        params_changes=changed_params.result(),
+        params_changes=params_changes(root, summary.baseline),
         params=read_params_file(root / PARAMS),
-        validation=validation,
+        validation=summary.validation,
         training=training,
-        metrics=metrics.result(),
+        metrics=summary.metrics,
         per_class=per_class(root),
-        export=read_json(root / EXPORT_REPORT),
+        export=summary.export,
         registry=registry_versions(root),
         serving=serving_runs(root),
         record=current_record(root),
@@ -412,7 +430,8 @@ def gather(root: Path, stages: list[dict[str, Any]] | None = None) -> ReportInpu
         charts=charts,
         pictures=pictures,
         stages=list(stages or []),
-        suspicious_labels=suspicious_label_pictures(root, validation),
-        drift_measures=drift_rows(validation)[0],
-        drift_rows=drift_rows(validation)[1],
+        suspicious_labels=suspicious_label_pictures(root, summary.validation),
+        drift_measures=drift_rows(summary.validation)[0],
+        drift_rows=drift_rows(summary.validation)[1],
+        fingerprint=fingerprint,
     )

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mnistflow.core.atomic import atomic_file
-from mnistflow.paths import HTML_REPORT
-from mnistflow.reporting.gather import ReportInputs
+from mnistflow.paths import HTML_REPORT, TRAIN_REPORT
+from mnistflow.reporting.gather import ReportInputs, SummaryInputs
 
 TEMPLATE = "report.html.j2"
 # Section ids, in page order: a test checks each is present and filled.
@@ -89,10 +89,31 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
 
 
 def make_report(
-    root: Path, stages: list[dict[str, Any]] | None = None, target: Path | None = None
+    root: Path,
+    stages: list[dict[str, Any]] | None = None,
+    target: Path | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[Path, ReportInputs]:
     """Gather the project's results and write the report: (its path, what it shows)."""
     from mnistflow.reporting.gather import gather
 
-    inputs = gather(Path(root), stages)
+    inputs = gather(Path(root), stages, fingerprint)
     return write_report(inputs, target or Path(root) / HTML_REPORT), inputs
+
+
+def refresh_report(
+    root: Path, stages: list[dict[str, Any]]
+) -> tuple[Path, ReportInputs | SummaryInputs, bool]:
+    """After a run: the report rebuilt unless the one there was built from the same inputs
+    (reporting/freshness.py). (Its path, what the summary shows, whether it was rebuilt.)"""
+    from mnistflow.core.json_files import read_json
+    from mnistflow.reporting.freshness import recorded_fingerprint, report_fingerprint
+    from mnistflow.reporting.gather import environment, gather_summary
+
+    root = Path(root)
+    page = root / HTML_REPORT
+    fingerprint = report_fingerprint(root, stages, environment(read_json(root / TRAIN_REPORT)))
+    if recorded_fingerprint(page) == fingerprint:
+        return page, gather_summary(root), False
+    path, inputs = make_report(root, stages, fingerprint=fingerprint)
+    return path, inputs, True

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mnistflow.reporting.gather import ReportInputs
+from mnistflow.reporting.gather import ReportInputs, SummaryInputs
 
 WIDTH = 100
 
 
-def summary_of(inputs: ReportInputs, report: Path) -> dict[str, Any]:
+def summary_of(inputs: ReportInputs | SummaryInputs, report: Path) -> dict[str, Any]:
     """What the summary and the Prefect artifacts show, as plain JSON-able values."""
     validation = inputs.validation or {}
     export = inputs.export or {}
