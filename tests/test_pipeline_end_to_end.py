@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from mnistflow.training.checkpoints import snapshots
-from tests.conftest import OFFLINE_WHEEL
 from tests.project_root import PROJECT_ROOT
+from tests.small_mnist import TEST_IMAGES, TRAIN_IMAGES, small_mnist_source
 from tests.stage_deps import stages_importing
 
 GIT_IDENTITY = {
@@ -133,7 +133,14 @@ def copy_project(target: Path) -> Path:
     (target / "release" / "baseline.json").write_text("{}\n")
     set_params(
         target,
-        {**SMALL_PARAMS, "data": {"source": str(OFFLINE_WHEEL)}},
+        {
+            **SMALL_PARAMS,
+            "data": {"source": str(small_mnist_source())},
+            "validate": {
+                "train_size": TRAIN_IMAGES,
+                "test_size": TEST_IMAGES,
+            },
+        },
     )
     run(["git", "init", "-q", "-b", "main"], target)
     run(["git", "add", "-A"], target)
@@ -172,7 +179,7 @@ def test_repro_runs_every_stage_and_writes_the_contract(reproduced):
     onnx_bytes = (workspace / "models" / "model.onnx").read_bytes()
     assert export_report["onnx_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
     metadata = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}
-    assert json.loads(metadata["input_checks"])["train_size"] == 60000
+    assert json.loads(metadata["input_checks"])["train_size"] == TRAIN_IMAGES
     assert len(epoch_rows(workspace, "eval/accuracy")) == SMALL_PARAMS["train"]["epochs"]
     shown = dvc("metrics", "show", "--json", cwd=workspace)
     assert "f1_macro" in shown and "best_val_accuracy" in shown and "tensorflow" in shown
@@ -581,7 +588,11 @@ def test_another_dataset_is_accepted_with_one_command(reproduced):
     """Fashion-MNIST (a real slice, tests/data) stops at validate with the way forward; one
     `mnistflow reference accept`, and `dvc repro` trains on it end to end."""
     workspace, _ = reproduced
-    set_params(workspace, {"data": {"source": "tests/data/fashion_mnist_slice.npz"}})
+    # The sizes back to the reference's (params.yaml's null), as the shipped params have them.
+    sizes = {"train_size": None, "test_size": None}
+    set_params(
+        workspace, {"data": {"source": "tests/data/fashion_mnist_slice.npz"}, "validate": sizes}
+    )
     output = dvc("repro", cwd=workspace, expect_failure=True)
     assert stages_ran(output) == ["ingest", "validate"]
     assert "drift_mean_image [drift]" in output
