@@ -17,7 +17,12 @@ from prefect.states import Completed
 
 from mnistflow.orchestration import dvc_runs
 from mnistflow.orchestration.deployment_requests import checked_deployment_request
-from mnistflow.orchestration.project import find_project_root, stage_names, stage_upstreams
+from mnistflow.orchestration.project import (
+    always_changed_stages,
+    find_project_root,
+    stage_names,
+    stage_upstreams,
+)
 from mnistflow.orchestration.writer_lock import (
     DEFAULT_WAIT_SECONDS,
     describe_holder,
@@ -45,12 +50,14 @@ def _retry_when_transient(task, task_run, state) -> bool:
     retry_delay_seconds=[2, 10, 30],
     retry_condition_fn=_retry_when_transient,
 )
-def reproduce_stage(stage: str, root: str):
-    """`dvc repro --single-item <stage>`; the state is named "Ran" or "Up to date"."""
+def reproduce_stage(stage: str, root: str, known_current: bool = False):
+    """`dvc repro --single-item <stage>`; the state is named "Ran" or "Up to date".
+    `known_current`: DVC's status, taken for this run after every stage before it, calls
+    the stage current, and reproducing it would only find that out again."""
     logger = get_run_logger()
     started = time.perf_counter()
     try:
-        ran = dvc_runs.reproduce_stage(root, stage)
+        ran = False if known_current else dvc_runs.reproduce_stage(root, stage)
     except Exception as error:
         cause = f" ({error.__cause__})" if error.__cause__ else ""
         logger.error("stage %s failed: %s%s", stage, error, cause)
@@ -168,13 +175,26 @@ def training_pipeline(
             return {"experiment": experiment}
         stages = []
         upstreams = stage_upstreams(Path(root))
+        always_changed = always_changed_stages(Path(root))
         states: dict[str, Any] = {}
+        # What DVC's status calls current, asked once, when the first stage that is not
+        # always-changed comes (compute runs first: what it writes decides what follows);
+        # once any stage ran after that, every later stage is reproduced, since its inputs
+        # may have changed.
+        current: set[str] | None = None
         for stage in stage_names(Path(root)):
+            if current is None and stage not in always_changed:
+                current = dvc_runs.current_stages(root)
+            known_current = current is not None and stage in current
             # wait_for draws dvc.yaml's DAG in Prefect's graph (the stages run in its order).
             waits = [states[name] for name in upstreams[stage]]
-            states[stage] = reproduce_stage(stage, root, wait_for=waits, return_state=True)
+            states[stage] = reproduce_stage(
+                stage, root, known_current, wait_for=waits, return_state=True
+            )
             # The task's state names the outcome; .result() re-raises a failure, ending the run.
             stages.append(states[stage].result())
+            if stages[-1]["ran"] and current is not None:
+                current = set()
         record = record_and_register(root, publish)
         summary = report_task(root, stages)
     publish_artifacts(stages, summary, record)

@@ -108,6 +108,18 @@ def test_first_run_runs_every_stage_then_second_skips_all(workspace):
     assert [s["ran"] for s in second.result()["stages"]] == [True] + [False] * len(STAGES)
     assert set(task_states(second.state_details.flow_run_id).values()) == {"Up to date"}
 
+    # A changed param: DVC's status (asked once per run) lets the stages it changes run, and
+    # every stage after one that ran is reproduced, as `dvc repro` would.
+    set_params(workspace, {"train": {"epochs": 2}})
+    third = training_pipeline(root=str(workspace), return_state=True)
+    ran = {s["stage"]: s["ran"] for s in third.result()["stages"]}
+    assert [stage for stage in STAGES if ran[stage]] == ["train", "evaluate", "export"]
+    assert dvc_up_to_date(workspace)
+    # Back to the committed state for the module's other tests (outputs from DVC's cache).
+    run(["git", "checkout", "--", "."], workspace)
+    dvc("checkout", cwd=workspace)
+    assert dvc_up_to_date(workspace)
+
 
 def test_overrides_become_an_experiment_and_leave_workspace(workspace):
     metrics = (workspace / "reports" / "metrics.json").read_bytes()

@@ -50,6 +50,24 @@ def reproduce_stage(root: Path | str, stage: str) -> bool:
         return bool(repo.reproduce(stage, single_item=True))
 
 
+def current_stages(root: Path | str) -> set[str]:
+    """The stages `dvc status` calls current: none of their deps, params or outputs changed
+    since dvc.lock recorded them (an always_changed stage never is). One Repo and one status
+    for the whole pipeline: reproducing an up-to-date stage opens a Repo and reads dvc.yaml,
+    dvc.lock and params.yaml again per stage, most of a no-op run's stage time."""
+    from dvc.stage import PipelineStage
+
+    with dvc_workspace(root) as repo:
+        changed = repo.status()
+        stages = [stage for stage in repo.index.stages if isinstance(stage, PipelineStage)]
+    changed_names = {name.split(":")[-1] for name in changed}
+    return {
+        stage.name
+        for stage in stages
+        if stage.name not in changed_names and not stage.always_changed
+    }
+
+
 def changed_stages(root: Path | str, stage: str) -> list[str]:
     """`dvc status --with-deps <stage>`: the stages up to `stage` whose inputs changed since
     their outputs were made (empty when its outputs are current)."""

@@ -57,6 +57,12 @@ def stage_upstreams(root: Path) -> dict[str, list[str]]:
     }
 
 
+def always_changed_stages(root: Path) -> set[str]:
+    """The stages dvc.yaml marks `always_changed` (they run on every repro)."""
+    stages = yaml.safe_load((Path(root) / DVC_YAML).read_text(encoding="utf-8"))["stages"]
+    return {name for name, spec in stages.items() if spec.get("always_changed")}
+
+
 def _outputs(spec: dict) -> list[str]:
     """A stage's outputs: its outs, metrics and plots, each a path or a {path: options}."""
     entries = [e for key in ("outs", "metrics", "plots") for e in spec.get(key) or []]
