@@ -85,16 +85,16 @@ def run_experiment(overrides: dict[str, Any], root: str, name: str | None = None
 def report_task(root: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
     """reports/report.html, the offline report of this run against the baseline."""
     from mnistflow.reporting.page import refresh_report
-    from mnistflow.reporting.summary import summary_of, unavailable_summary
+    from mnistflow.reporting.summary import unavailable_summary
 
     logger = get_run_logger()
     try:
-        path, inputs, rebuilt = refresh_report(Path(root), stages)
+        path, summary, rebuilt = refresh_report(Path(root), stages)
     except Exception:  # noqa: BLE001 - the run is done and recorded; the report is a view
         logger.exception("the report could not be written")
         return unavailable_summary()
     logger.info("report: %s%s", path, "" if rebuilt else " (unchanged: built from the same inputs)")
-    return summary_of(inputs, path)
+    return summary
 
 
 def publish_artifacts(

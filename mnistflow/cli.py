@@ -47,6 +47,22 @@ def _entrypoint(root: Path, entrypoint: str):
     return import_object(f"{root / entrypoint}")
 
 
+def _heartbeats_as_configured() -> contextlib.AbstractContextManager:
+    """No flow-run heartbeats for a run in the caller's own process unless the environment
+    asks for them (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, as the team's hosts set it for their
+    zombie automation, README: Running as a team). Prefect 3.8.8 sends one every 180 s by
+    default from a thread it joins at the end of the run while that thread sleeps in 1 s
+    steps: up to a second on every run, a third of a no-op run's overhead over `dvc repro`
+    (benchmarks/results/flow_overhead.md). Such a run's workspace is released by its
+    guardian when it dies (orchestration/process_guard.py); a worker's runs keep Prefect's
+    default."""
+    if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ:
+        return contextlib.nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
 def _validate_params(params_file: Path | None):
     """(the `validate` section, the accepted reference or None): of --params and the reference
     beside it, else of the project around the working directory, else neither (MNIST's
@@ -158,14 +174,15 @@ def run(
         name = name or preset
     overrides.update(parse_overrides(set_params or []))
     training_pipeline = _entrypoint(root, "flows/pipeline.py:training_pipeline")
-    state = training_pipeline(
-        overrides=overrides or None,
-        root=str(root),
-        experiment_name=name,
-        wait_seconds=wait,
-        publish=publish,
-        return_state=True,
-    )
+    with _heartbeats_as_configured():
+        state = training_pipeline(
+            overrides=overrides or None,
+            root=str(root),
+            experiment_name=name,
+            wait_seconds=wait,
+            publish=publish,
+            return_state=True,
+        )
     _mark_kept_server_used(root)
     if not state.is_completed():
         typer.echo(f"error: the pipeline failed: {state.message}", err=True)

@@ -268,8 +268,24 @@ def test_a_report_built_from_the_same_inputs_is_kept_and_any_change_rebuilds_it(
     built = page.stat().st_mtime_ns
     path, kept, again = refresh_report(workspace, up_to_date)
     assert not again and page.stat().st_mtime_ns == built
-    # The kept page's summary is the one a full rebuild gives.
-    assert summary_of(kept, path) == summary_of(gather(workspace), path)
+    # The kept page's summary (read back from it) is the one a full rebuild gives.
+    assert kept == summary_of(gather(workspace), path) and kept["metrics"]
+    # The right fingerprint with a summary that is not one (a field of the wrong kind, a
+    # terminal escape in a text) makes a new page: nothing unchecked reaches the terminal.
+    import html
+
+    shown = page.read_text(encoding="utf-8")
+    escaping = html.escape(json.dumps({**kept, "verdict": "\x1b]0;owned\x07released"}))
+    for forged in ("{&#34;verdict&#34;: 1}", escaping):
+        planted = re.sub(
+            r'(name="mnistflow-summary" content=")[^"]*',
+            lambda found, forged=forged: found.group(1) + forged,
+            shown,
+        )
+        assert planted != shown
+        page.write_text(planted, encoding="utf-8")
+        assert rebuilt() and forged not in page.read_text(encoding="utf-8")
+        shown = page.read_text(encoding="utf-8")
     # Each kind of input the page shows rebuilds it once.
     assert rebuilt([{**up_to_date[0], "ran": True}, *up_to_date[1:]]) and rebuilt()
     assert not rebuilt([{**stage, "seconds": 9.9} for stage in up_to_date])  # timings are not

@@ -4,7 +4,9 @@ A no-op `mnistflow run` (every stage up to date) would otherwise spend most of i
 rebuilding the same page: DVC's diffs, the Vega-Lite charts rendered to SVG, the picture
 grids (benchmarks/results/flow_overhead.md). The flow's report carries a fingerprint of what
 it was built from, in a <meta name="mnistflow-inputs"> tag; a run whose fingerprint matches
-leaves the page as it is and only reads the summary's figures again. The fingerprint covers:
+leaves the page as it is, and the run's summary is the one the page carries beside the
+fingerprint (checked field by field, reporting/summary.py), so such a run asks neither DVC
+nor GTO anything for its report. The fingerprint covers:
 
 - git: HEAD, every ref with its object (branches, the registry's tags, the records), and the
   content of every file the working tree changed or added (code, params.yaml, .gto, dvc.yaml);
@@ -24,11 +26,13 @@ run: the page is a view of the outputs, never an input to anything.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +41,10 @@ from mnistflow.paths import DVC_LOCK, INBOX_PREDICTIONS
 
 # Bump when what goes into the fingerprint changes: pages fingerprinted otherwise rebuild.
 FINGERPRINT_VERSION = "1"
-# The tag is in the page's first lines; a page is never read further than this.
-HEAD_BYTES = 4096
+# The tags are in the page's first lines; a page is never read further than this.
+HEAD_BYTES = 16 * 1024
 META = re.compile(rb'<meta name="mnistflow-inputs" content="([0-9a-f]{64})">')
+SUMMARY = re.compile(rb'<meta name="mnistflow-summary" content="([^"<>]*)">')
 # Changed files larger than this enter by size and modification time, not content.
 MAX_HASHED_BYTES = 16 * 1024 * 1024
 
@@ -77,9 +82,17 @@ def report_fingerprint(
     return digest.hexdigest()
 
 
-def recorded_fingerprint(page: Path) -> str | None:
-    """The fingerprint the page at `page` carries; None for a missing page, a link, anything
-    but a plain file, or a page without one."""
+@dataclass(frozen=True)
+class RecordedInputs:
+    """What a page says it was built from, and the run summary it says it gives (JSON)."""
+
+    inputs: str
+    summary: str
+
+
+def recorded_fingerprint(page: Path) -> RecordedInputs | None:
+    """The fingerprint and summary the page at `page` carries; None for a missing page, a
+    link, anything but a plain file, or a page without them in its first HEAD_BYTES."""
     try:
         descriptor = os.open(page, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -87,8 +100,12 @@ def recorded_fingerprint(page: Path) -> str | None:
     with os.fdopen(descriptor, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             return None
-        found = META.search(handle.read(HEAD_BYTES))
-    return found.group(1).decode("ascii") if found else None
+        head = handle.read(HEAD_BYTES)
+    found, summary = META.search(head), SUMMARY.search(head)
+    if not found or not summary:
+        return None
+    text = html.unescape(summary.group(1).decode("utf-8", "replace"))
+    return RecordedInputs(found.group(1).decode("ascii"), text)
 
 
 def _changed_paths(porcelain: str) -> list[str]:

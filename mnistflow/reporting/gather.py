@@ -120,6 +120,9 @@ class ReportInputs:
     drift_rows: list[dict[str, Any]] = field(default_factory=list)
     # What the page was built from (reporting/freshness.py); None: always rebuilt.
     fingerprint: str | None = None
+    # The run summary it gives (reporting/summary.py), carried in the page with the
+    # fingerprint: a run that keeps the page reads it back instead of asking DVC and GTO.
+    summary: dict[str, Any] | None = None
 
 
 def drift_rows(validation: dict[str, Any] | None) -> tuple[list[str], list[dict[str, Any]]]:

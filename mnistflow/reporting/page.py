@@ -13,7 +13,7 @@ from typing import Any
 
 from mnistflow.core.atomic import atomic_file
 from mnistflow.paths import HTML_REPORT, TRAIN_REPORT
-from mnistflow.reporting.gather import ReportInputs, SummaryInputs
+from mnistflow.reporting.gather import ReportInputs
 
 TEMPLATE = "report.html.j2"
 # Section ids, in page order: a test checks each is present and filled.
@@ -96,24 +96,30 @@ def make_report(
 ) -> tuple[Path, ReportInputs]:
     """Gather the project's results and write the report: (its path, what it shows)."""
     from mnistflow.reporting.gather import gather
+    from mnistflow.reporting.summary import summary_of
 
+    target = target or Path(root) / HTML_REPORT
     inputs = gather(Path(root), stages, fingerprint)
-    return write_report(inputs, target or Path(root) / HTML_REPORT), inputs
+    inputs.summary = summary_of(inputs, target)
+    return write_report(inputs, target), inputs
 
 
-def refresh_report(
-    root: Path, stages: list[dict[str, Any]]
-) -> tuple[Path, ReportInputs | SummaryInputs, bool]:
+def refresh_report(root: Path, stages: list[dict[str, Any]]) -> tuple[Path, dict[str, Any], bool]:
     """After a run: the report rebuilt unless the one there was built from the same inputs
-    (reporting/freshness.py). (Its path, what the summary shows, whether it was rebuilt.)"""
+    (reporting/freshness.py). (Its path, the run summary it gives, whether it was rebuilt.)"""
     from mnistflow.core.json_files import read_json
     from mnistflow.reporting.freshness import recorded_fingerprint, report_fingerprint
-    from mnistflow.reporting.gather import environment, gather_summary
+    from mnistflow.reporting.gather import environment
 
     root = Path(root)
     page = root / HTML_REPORT
     fingerprint = report_fingerprint(root, stages, environment(read_json(root / TRAIN_REPORT)))
-    if recorded_fingerprint(page) == fingerprint:
-        return page, gather_summary(root), False
+    recorded = recorded_fingerprint(page)
+    if recorded is not None and recorded.inputs == fingerprint:
+        from mnistflow.reporting.summary import parse_summary
+
+        summary = parse_summary(recorded.summary, page)
+        if summary is not None:
+            return page, summary, False
     path, inputs = make_report(root, stages, fingerprint=fingerprint)
-    return path, inputs, True
+    return path, inputs.summary or {}, True
