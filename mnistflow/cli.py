@@ -48,18 +48,24 @@ def _entrypoint(root: Path, entrypoint: str):
 
 
 def _heartbeats_as_configured() -> contextlib.AbstractContextManager:
-    """No flow-run heartbeats for a run in the caller's own process unless the environment
-    asks for them (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, as the team's hosts set it for their
+    """No flow-run heartbeats for a run in the caller's own process unless the settings ask
+    for them (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, as the team's hosts set it for their
     zombie automation, README: Running as a team). Prefect 3.8.8 sends one every 180 s by
     default from a thread it joins at the end of the run while that thread sleeps in 1 s
     steps: up to a second on every run, a third of a no-op run's overhead over `dvc repro`
     (benchmarks/results/flow_overhead.md). Such a run's workspace is released by its
     guardian when it dies (orchestration/process_guard.py); a worker's runs keep Prefect's
     default."""
-    if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ:
-        return contextlib.nullcontext()
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
 
+    # Set anywhere Prefect reads settings (environment, profile, prefect.toml, .env, the
+    # legacy runner name): as configured.
+    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
+        return contextlib.nullcontext()
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 

@@ -270,15 +270,19 @@ def test_a_report_built_from_the_same_inputs_is_kept_and_any_change_rebuilds_it(
     assert not again and page.stat().st_mtime_ns == built
     # The kept page's summary (read back from it) is the one a full rebuild gives.
     assert kept == summary_of(gather(workspace), path) and kept["metrics"]
-    # The right fingerprint with a summary that is not one (a field of the wrong kind, a
-    # terminal escape in a text) makes a new page: nothing unchecked reaches the terminal.
+    # The right fingerprint beside a baseline record that is not one (a field of the wrong
+    # kind, a terminal escape in a text, a figure no metric has) makes a new page: nothing
+    # unchecked reaches the terminal or the artifacts.
     import html
 
+    figures = {row["metric"]: row["baseline"] for row in kept["metrics"]}
+    escaping = {"baseline": {"label": "\x1b]0;owned\x07", "revision": "HEAD"}, "metrics": figures}
+    huge = {"baseline": None, "metrics": {**figures, "accuracy": 10**400}}
     shown = page.read_text(encoding="utf-8")
-    escaping = html.escape(json.dumps({**kept, "verdict": "\x1b]0;owned\x07released"}))
-    for forged in ("{&#34;verdict&#34;: 1}", escaping):
+    planted_records = [html.escape(json.dumps(record)) for record in (escaping, huge)]
+    for forged in ("{&#34;verdict&#34;: 1}", *planted_records):
         planted = re.sub(
-            r'(name="mnistflow-summary" content=")[^"]*',
+            r'(name="mnistflow-baseline" content=")[^"]*',
             lambda found, forged=forged: found.group(1) + forged,
             shown,
         )

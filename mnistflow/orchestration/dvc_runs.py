@@ -7,6 +7,7 @@ dvc.lock, and an unchanged stage is skipped either way.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from typing import Any
 from mnistflow.core.git import git_or_none
 from mnistflow.paths import PARAMS
 from mnistflow.training.presets import format_value
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -54,12 +57,18 @@ def current_stages(root: Path | str) -> set[str]:
     """The stages `dvc status` calls current: none of their deps, params or outputs changed
     since dvc.lock recorded them (an always_changed stage never is). One Repo and one status
     for the whole pipeline: reproducing an up-to-date stage opens a Repo and reads dvc.yaml,
-    dvc.lock and params.yaml again per stage, most of a no-op run's stage time."""
+    dvc.lock and params.yaml again per stage, most of a no-op run's stage time. Empty when
+    the status cannot be read."""
     from dvc.stage import PipelineStage
 
-    with dvc_workspace(root) as repo:
-        changed = repo.status()
-        stages = [stage for stage in repo.index.stages if isinstance(stage, PipelineStage)]
+    try:
+        with dvc_workspace(root) as repo:
+            changed = repo.status()
+            stages = [stage for stage in repo.index.stages if isinstance(stage, PipelineStage)]
+    except Exception as error:  # noqa: BLE001 - DVC's lock held, a .dvc file it cannot read
+        # Nothing is taken as current: each stage is reproduced, with its task's retries.
+        logger.warning("DVC's status is not readable (%s); every stage is reproduced", error)
+        return set()
     changed_names = {name.split(":")[-1] for name in changed}
     return {
         stage.name

@@ -87,7 +87,8 @@ def assignments(root: Path) -> list[Assignment]:
     except ArtifactNotFound:
         return []
     ordered = sorted(
-        (event for event in events if event["event"] == "assignment"), key=_tag_counter
+        (event for event in events if event["event"] == "assignment"),
+        key=lambda event: (event["timestamp"], _tag_counter(event)),
     )
     return [
         Assignment(
@@ -102,11 +103,12 @@ def assignments(root: Path) -> list[Assignment]:
 
 
 def _tag_counter(event: dict) -> int:
-    """The assignment's place in the artifact's history: GTO numbers every stage tag one
-    past the highest so far (`name#stage#N`). Tag times have one-second resolution, so
-    assignments made within a second tie on time and GTO's time order leaves them in
-    arbitrary order; the counter does not. A tag without a counter (GTO's old format)
-    sorts first, in GTO's order (sorted() is stable)."""
+    """An assignment's place among those made in the same second: GTO numbers every stage
+    tag one past the highest this clone has seen (`name#stage#N`). Tag times have one-second
+    resolution, so assignments made within a second tie on time, and GTO leaves those in
+    arbitrary order. Time stays first, as GTO orders the history it serves by: the counter
+    of tags made in clones that had not fetched each other's may run against time. A tag
+    without a counter (GTO's old format) counts 0."""
     from gto.constants import COUNTER
     from gto.tag import parse_name
 

@@ -4,9 +4,10 @@ A no-op `mnistflow run` (every stage up to date) would otherwise spend most of i
 rebuilding the same page: DVC's diffs, the Vega-Lite charts rendered to SVG, the picture
 grids (benchmarks/results/flow_overhead.md). The flow's report carries a fingerprint of what
 it was built from, in a <meta name="mnistflow-inputs"> tag; a run whose fingerprint matches
-leaves the page as it is, and the run's summary is the one the page carries beside the
-fingerprint (checked field by field, reporting/summary.py), so such a run asks neither DVC
-nor GTO anything for its report. The fingerprint covers:
+leaves the page as it is. Its summary is then made from the run's own reports and the
+baseline the page carries beside the fingerprint (which version, and its test metrics:
+checked field by field, gather.parse_baseline_record), so such a run asks neither DVC nor
+GTO anything; a page anyone rewrote can at most misname the baseline column. The fingerprint covers:
 
 - git: HEAD, every ref with its object (branches, the registry's tags, the records), and the
   content of every file the working tree changed or added (code, params.yaml, .gto, dvc.yaml);
@@ -37,39 +38,55 @@ from pathlib import Path
 from typing import Any
 
 from mnistflow.core.git import git_or_none
-from mnistflow.paths import DVC_LOCK, INBOX_PREDICTIONS
+from mnistflow.paths import INBOX_PREDICTIONS
 
 # Bump when what goes into the fingerprint changes: pages fingerprinted otherwise rebuild.
 FINGERPRINT_VERSION = "1"
 # The tags are in the page's first lines; a page is never read further than this.
 HEAD_BYTES = 16 * 1024
 META = re.compile(rb'<meta name="mnistflow-inputs" content="([0-9a-f]{64})">')
-SUMMARY = re.compile(rb'<meta name="mnistflow-summary" content="([^"<>]*)">')
+BASELINE = re.compile(rb'<meta name="mnistflow-baseline" content="([^"<>]*)">')
+# Read by the report whatever git says of them: params, DVC's plot definitions and config,
+# GTO's stages.
+PROJECT_FILES = ("dvc.lock", "params.yaml", "dvc.yaml", ".gto", ".dvc/config", ".dvc/config.local")
 # Changed files larger than this enter by size and modification time, not content.
 MAX_HASHED_BYTES = 16 * 1024 * 1024
 
 
 def report_fingerprint(
     root: Path, stages: list[dict[str, Any]], environment: dict[str, str]
-) -> str:
+) -> str | None:
     """The sha256 of everything the report at `root` would be built from (module docstring);
-    `environment`: the host facts and library versions the page lists."""
+    `environment`: the host facts and library versions the page lists. None where git cannot
+    answer (no repository, a refused one): the page is then always built again."""
+    answers = {
+        label: git_or_none(root, *arguments)
+        for label, arguments in (
+            ("top", ("rev-parse", "--show-toplevel")),
+            ("head", ("rev-parse", "HEAD")),
+            ("refs", ("for-each-ref", "--format=%(objectname) %(refname)")),
+            ("changes", ("status", "--porcelain=v1", "-z", "--untracked-files=all")),
+        )
+    }
+    if any(answer is None for answer in answers.values()):
+        return None
     digest = hashlib.sha256(f"mnistflow report inputs {FINGERPRINT_VERSION}\n".encode())
 
     def feed(label: str, data: bytes) -> None:
         digest.update(f"{label} {len(data)}\n".encode())
         digest.update(data)
 
-    changes = git_or_none(root, "status", "--porcelain=v1", "-z", "--untracked-files=all") or ""
-    for label, answer in (
-        ("head", git_or_none(root, "rev-parse", "HEAD")),
-        ("refs", git_or_none(root, "for-each-ref", "--format=%(objectname) %(refname)")),
-        ("changes", changes),
-    ):
-        feed(label, (answer or "").encode("utf-8", "surrogateescape"))
-    for path in _changed_paths(changes):
-        feed(f"changed {path}", _file_identity(root / path))
-    feed("dvc.lock", _file_identity(root / DVC_LOCK))
+    for label, answer in answers.items():
+        feed(label, str(answer).encode("utf-8", "surrogateescape"))
+    # Porcelain paths are relative to the repository's top, which may be above the project.
+    top = Path(str(answers["top"]).strip())
+    for path in _changed_paths(str(answers["changes"])):
+        feed(f"changed {path}", _file_identity(top / path))
+    # The project's own configuration, read whatever git says (it may be ignored or odd).
+    for name in PROJECT_FILES:
+        feed(f"project {name}", _file_identity(root / name))
+    for path in _plain_files(root / ".dvc" / "plots", "**/*"):
+        feed(f"plots {path.name}", _file_identity(path))
     statistics = root / INBOX_PREDICTIONS / "statistics"
     for path in _plain_files(statistics, "*.json"):
         feed(f"serving {path.name}", _file_identity(path))
@@ -84,14 +101,14 @@ def report_fingerprint(
 
 @dataclass(frozen=True)
 class RecordedInputs:
-    """What a page says it was built from, and the run summary it says it gives (JSON)."""
+    """What a page says it was built from, and the baseline it compared with (JSON)."""
 
     inputs: str
-    summary: str
+    baseline: str
 
 
 def recorded_fingerprint(page: Path) -> RecordedInputs | None:
-    """The fingerprint and summary the page at `page` carries; None for a missing page, a
+    """The fingerprint and baseline the page at `page` carries; None for a missing page, a
     link, anything but a plain file, or a page without them in its first HEAD_BYTES."""
     try:
         descriptor = os.open(page, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -101,10 +118,10 @@ def recorded_fingerprint(page: Path) -> RecordedInputs | None:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             return None
         head = handle.read(HEAD_BYTES)
-    found, summary = META.search(head), SUMMARY.search(head)
-    if not found or not summary:
+    found, baseline = META.search(head), BASELINE.search(head)
+    if not found or not baseline:
         return None
-    text = html.unescape(summary.group(1).decode("utf-8", "replace"))
+    text = html.unescape(baseline.group(1).decode("utf-8", "replace"))
     return RecordedInputs(found.group(1).decode("ascii"), text)
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import logging
+import math
 import os
 import platform
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -120,9 +122,15 @@ class ReportInputs:
     drift_rows: list[dict[str, Any]] = field(default_factory=list)
     # What the page was built from (reporting/freshness.py); None: always rebuilt.
     fingerprint: str | None = None
-    # The run summary it gives (reporting/summary.py), carried in the page with the
-    # fingerprint: a run that keeps the page reads it back instead of asking DVC and GTO.
-    summary: dict[str, Any] | None = None
+
+    @property
+    def baseline_record(self) -> dict[str, Any]:
+        """What the page carries beside its fingerprint for a run that keeps it: the baseline
+        and its test metrics (DVC's and GTO's answers; parse_baseline_record reads it back)."""
+        return {
+            "baseline": asdict(self.baseline) if self.baseline else None,
+            "metrics": {row.name: row.baseline for row in self.metrics},
+        }
 
 
 def drift_rows(validation: dict[str, Any] | None) -> tuple[list[str], list[dict[str, Any]]]:
@@ -389,16 +397,68 @@ class SummaryInputs:
     export: dict[str, Any] | None
 
 
-def gather_summary(root: Path) -> SummaryInputs:
+def gather_summary(root: Path, known: KnownBaseline | None = None) -> SummaryInputs:
     """The summary's figures for the project at `root` (the baseline, the test metrics
-    against it, the validation and release verdicts)."""
+    against it, the validation and release verdicts). `known`: the baseline and its metrics
+    as a kept page recorded them (parse_baseline_record), instead of asking GTO and DVC;
+    this run's own figures are always read from its reports."""
     root = Path(root)
-    baseline = choose_baseline(root)
+    if known is None:
+        baseline = choose_baseline(root)
+        metrics = metric_rows(root, baseline)
+    else:
+        baseline, old = known
+        current = read_json(root / METRICS) or {}
+        metrics = [MetricRow(name, current.get(name), old.get(name)) for name in TEST_METRICS]
     return SummaryInputs(
         baseline=baseline,
-        metrics=metric_rows(root, baseline),
+        metrics=metrics,
         validation=read_json(root / VALIDATION_REPORT),
         export=read_json(root / EXPORT_REPORT),
+    )
+
+
+# A baseline and its test metrics, as a page records them.
+KnownBaseline = tuple[ComparedRevision | None, dict[str, float | None]]
+# Baseline figures read back from a page: accuracies, losses and F1 are far inside this.
+MAX_RECORDED_FIGURE = 1e6
+
+
+def parse_baseline_record(text: str) -> KnownBaseline | None:
+    """ReportInputs.baseline_record read back from a page's JSON; None unless every field
+    has its kind: texts short and printable (they reach the terminal), figures finite
+    numbers of a sane size, metric names the five of TEST_METRICS."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or set(found) != {"baseline", "metrics"}:
+        return None
+    baseline, metrics = found["baseline"], found["metrics"]
+    if baseline is not None:
+        if not isinstance(baseline, dict) or set(baseline) != {"label", "revision"}:
+            return None
+        if not all(_short_printable(baseline[key]) for key in ("label", "revision")):
+            return None
+        baseline = ComparedRevision(baseline["label"], baseline["revision"])
+    if not isinstance(metrics, dict) or set(metrics) != set(TEST_METRICS):
+        return None
+    if not all(value is None or _sane_figure(value) for value in metrics.values()):
+        return None
+    figures = {name: None if value is None else float(value) for name, value in metrics.items()}
+    return baseline, figures
+
+
+def _short_printable(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable()
+
+
+def _sane_figure(value: Any) -> bool:
+    return (
+        isinstance(value, float | int)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= MAX_RECORDED_FIGURE
     )
 
 

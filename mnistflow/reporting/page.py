@@ -96,30 +96,26 @@ def make_report(
 ) -> tuple[Path, ReportInputs]:
     """Gather the project's results and write the report: (its path, what it shows)."""
     from mnistflow.reporting.gather import gather
-    from mnistflow.reporting.summary import summary_of
 
-    target = target or Path(root) / HTML_REPORT
     inputs = gather(Path(root), stages, fingerprint)
-    inputs.summary = summary_of(inputs, target)
-    return write_report(inputs, target), inputs
+    return write_report(inputs, target or Path(root) / HTML_REPORT), inputs
 
 
 def refresh_report(root: Path, stages: list[dict[str, Any]]) -> tuple[Path, dict[str, Any], bool]:
     """After a run: the report rebuilt unless the one there was built from the same inputs
-    (reporting/freshness.py). (Its path, the run summary it gives, whether it was rebuilt.)"""
+    (reporting/freshness.py). (Its path, the run summary, whether it was rebuilt.)"""
     from mnistflow.core.json_files import read_json
     from mnistflow.reporting.freshness import recorded_fingerprint, report_fingerprint
-    from mnistflow.reporting.gather import environment
+    from mnistflow.reporting.gather import environment, gather_summary, parse_baseline_record
+    from mnistflow.reporting.summary import summary_of
 
     root = Path(root)
     page = root / HTML_REPORT
     fingerprint = report_fingerprint(root, stages, environment(read_json(root / TRAIN_REPORT)))
-    recorded = recorded_fingerprint(page)
+    recorded = recorded_fingerprint(page) if fingerprint else None
     if recorded is not None and recorded.inputs == fingerprint:
-        from mnistflow.reporting.summary import parse_summary
-
-        summary = parse_summary(recorded.summary, page)
-        if summary is not None:
-            return page, summary, False
+        known = parse_baseline_record(recorded.baseline)
+        if known is not None:
+            return page, summary_of(gather_summary(root, known), page), False
     path, inputs = make_report(root, stages, fingerprint=fingerprint)
-    return path, inputs.summary or {}, True
+    return path, summary_of(inputs, path), True

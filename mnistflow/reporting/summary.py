@@ -3,11 +3,10 @@ gates' verdict, the record, and where the report is. At most 100 columns wide.""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from mnistflow.reporting.gather import TEST_METRICS, ReportInputs, SummaryInputs
+from mnistflow.reporting.gather import ReportInputs, SummaryInputs
 
 WIDTH = 100
 
@@ -79,46 +78,6 @@ def unavailable_summary() -> dict[str, Any]:
         "released": False,
         "accuracy": "see reports/export.json",
     }
-
-
-def parse_summary(text: str, report: Path) -> dict[str, Any] | None:
-    """A summary as summary_of makes it, read back from JSON a page carries (page.py); None
-    unless every field has its kind and every text is printable (a page in the workspace
-    may have been written by anyone: nothing from it reaches the terminal unchecked)."""
-    try:
-        found = json.loads(text)
-    except ValueError:
-        return None
-    texts = ("validation", "verdict", "accuracy")
-    if not isinstance(found, dict) or set(found) != {"report", "baseline", "metrics", *texts,
-                                                      "released"}:  # fmt: skip
-        return None
-    if not all(_printable(found[key]) for key in texts) or not isinstance(found["released"], bool):
-        return None
-    if found["baseline"] is not None and not _printable(found["baseline"]):
-        return None
-    rows = found["metrics"]
-    if not isinstance(rows, list) or not all(_metric_row(row) for row in rows):
-        return None
-    return {**found, "report": str(report)}
-
-
-def _printable(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 1000 and value.isprintable()
-
-
-def _metric_row(row: Any) -> bool:
-    figures = ("value", "baseline", "change")
-    return (
-        isinstance(row, dict)
-        and set(row) == {"metric", *figures}
-        and row["metric"] in TEST_METRICS
-        and all(
-            row[key] is None
-            or (isinstance(row[key], float | int) and not isinstance(row[key], bool))
-            for key in figures
-        )
-    )
 
 
 def record_line(record: dict[str, Any] | None) -> str:
