@@ -71,12 +71,17 @@ def test_a_request_is_bounded_in_work_not_only_key_by_key():
     from tests.project_root import PROJECT_ROOT
 
     committed = load_params(PROJECT_ROOT / "params.yaml")
-    # The committed recipe passes untouched, and so does 4× its work.
+    # The committed recipe passes untouched (5 epochs of 54,000 images at batch 128), and so
+    # does 4× the recipe before it (12 epochs at batch 32), the budget's unit.
     images, steps = training_work({}, committed)
-    assert (images, steps) == (648_000, 20_256)
-    assert 4 * images <= MAX_TRAINING_IMAGES and 4 * steps <= MAX_TRAINING_STEPS
+    assert (images, steps) == (270_000, 2_110)
+    previous = {"train": {"epochs": 12, "batch_size": 32}}
+    assert training_work(previous, committed) == (648_000, 20_256)
+    assert (MAX_TRAINING_IMAGES, MAX_TRAINING_STEPS) == (4 * 648_000, 4 * 20_256)
     checked_deployment_request({}, None, committed)
-    checked_deployment_request({"train.epochs": 48}, None, committed)
+    checked_deployment_request({"train.epochs": 48, "train.batch_size": 32}, None, committed)
+    with pytest.raises(PipelineInputError, match="optimiser steps"):
+        checked_deployment_request({"train.epochs": 49, "train.batch_size": 32}, None, committed)
     # Each key within its own range, together days: too many steps, or too many images.
     with pytest.raises(PipelineInputError, match="optimiser steps") as caught:
         checked_deployment_request({"train.epochs": 100, "train.batch_size": 8}, None, committed)

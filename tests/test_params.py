@@ -12,7 +12,10 @@ from tests.project_root import PROJECT_ROOT
 def test_project_params_file_loads_every_section():
     params = load_params(PROJECT_ROOT / "params.yaml")
     assert isinstance(params, Params)
-    assert params.train.epochs == 12 and params.model.name == "cnn"
+    # The default recipe (issue 27): the tutorial CNN, 5 epochs at batch 128, one-cycle, shifts.
+    assert params.train.epochs == 5 and params.model.name == "cnn"
+    assert params.train.batch_size == 128 and params.train.lr_schedule.name == "one_cycle"
+    assert params.train.augmentation.enabled and params.train.augmentation.max_rotation == 0.0
     # The `validate` section: bounds left null are inferred from the reference.
     assert params.checks.train_size is None and params.checks.drift.max_mean_image == 0.15
     assert params.prepare.normalization == "scale"

@@ -29,11 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mnistflow.errors import PipelineInputError
 from mnistflow.params import ModelName, Params
 
-# The most work a request may ask for: 4× the committed recipe (12 epochs of 54,000 images in
-# 1,688 batches: 648,000 images seen, 20,256 steps, about 9 minutes of the CNN on the 2-core
-# CI host), so about 40 minutes there. Both count: images bound the arithmetic, steps the
-# per-batch overhead of small batches. Each key's own range alone would allow 100 epochs at
-# batch 8 (675,000 steps) or at batch 68 (5.4 M images): days of the worker.
+# The most work a request may ask for: 4× the recipe committed before issue 27 (12 epochs of
+# 54,000 images in 1,688 batches: 648,000 images seen, 20,256 steps, about 9 minutes of the
+# CNN on the 2-core CI host), so about 40 minutes there; the default now (5 epochs at batch
+# 128: 270,000 images, 2,110 steps) is under a tenth of it. Both count: images bound the
+# arithmetic, steps the per-batch overhead of small batches. Each key's own range alone would
+# allow 100 epochs at batch 8 (675,000 steps) or at batch 68 (5.4 M images): days of the worker.
 MAX_TRAINING_IMAGES = 4 * 648_000
 MAX_TRAINING_STEPS = 4 * 20_256
 # The images an epoch covers when the request and params cap nothing: MNIST's training split.
