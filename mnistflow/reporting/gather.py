@@ -13,7 +13,6 @@ import base64
 import csv
 import json
 import logging
-import math
 import os
 import platform
 import tempfile
@@ -454,10 +453,10 @@ def _short_printable(value: Any) -> bool:
 
 
 def _sane_figure(value: Any) -> bool:
+    # One comparison refuses NaN, infinities and integers too large for a float alike.
     return (
         isinstance(value, float | int)
         and not isinstance(value, bool)
-        and math.isfinite(value)
         and abs(value) <= MAX_RECORDED_FIGURE
     )
 
