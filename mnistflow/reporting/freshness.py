@@ -7,12 +7,15 @@ it was built from, in a <meta name="mnistflow-inputs"> tag; a run whose fingerpr
 leaves the page as it is. Its summary is then made from the run's own reports and the
 baseline the page carries beside the fingerprint (which version, and its test metrics:
 checked field by field, gather.parse_baseline_record), so such a run asks neither DVC nor
-GTO anything; a page anyone rewrote can at most misname the baseline column. The fingerprint covers:
+GTO anything; a page anyone rewrote can at most misname the baseline column. The
+fingerprint covers:
 
 - git: HEAD, every ref with its object (branches, the registry's tags, the records), and the
-  content of every file the working tree changed or added (code, params.yaml, .gto, dvc.yaml);
-- dvc.lock: after the run's `dvc repro`, which has just checked the workspace's outputs
-  against it, it names every DVC output the report reads;
+  content of every file the working tree changed or added; where git cannot answer there is
+  no fingerprint, and the page is always built again;
+- dvc.lock (after the run's `dvc repro`, which has just checked the workspace's outputs
+  against it, it names every DVC output the report reads), params.yaml, dvc.yaml, .gto,
+  DVC's config and plot templates, hashed whatever git says of them;
 - the inbox runs' statistics files, which no DVC stage writes;
 - the sources of the installed mnistflow package and the host facts and library versions
   the page lists;
