@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,21 +61,11 @@ def _query(root: Path, what: str, ask: Callable[[Any], Any]) -> Any:
     from dvc.repo import Repo
 
     try:
-        with _at(root), _quiet_dvc(), Repo(str(root)) as repo:
+        with contextlib.chdir(root), _quiet_dvc(), Repo(str(root)) as repo:
             return ask(repo)
     except Exception as error:  # noqa: BLE001 - DVC raises many kinds; the report goes on
         logger.warning("%s: not shown (%s)", what, type(error).__name__)
         return None
-
-
-@contextlib.contextmanager
-def _at(root: Path) -> Iterator[None]:
-    previous = Path.cwd()
-    os.chdir(root)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 @contextlib.contextmanager

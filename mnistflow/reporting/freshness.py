@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistflow.core.git import git_or_none
+from mnistflow.core.hashing import sha256_of_file
 from mnistflow.paths import INBOX_PREDICTIONS
 
 # Bump when what goes into the fingerprint changes: pages fingerprinted otherwise rebuild.
@@ -88,8 +89,9 @@ def report_fingerprint(
     # The project's own configuration, read whatever git says (it may be ignored or odd).
     for name in PROJECT_FILES:
         feed(f"project {name}", _file_identity(root / name))
-    for path in _plain_files(root / ".dvc" / "plots", "**/*"):
-        feed(f"plots {path.name}", _file_identity(path))
+    plots = root / ".dvc" / "plots"
+    for path in _plain_files(plots, "**/*"):
+        feed(f"plots {path.relative_to(plots)}", _file_identity(path))
     statistics = root / INBOX_PREDICTIONS / "statistics"
     for path in _plain_files(statistics, "*.json"):
         feed(f"serving {path.name}", _file_identity(path))
@@ -156,14 +158,14 @@ def _file_identity(path: Path) -> bytes:
     if status.st_size > MAX_HASHED_BYTES:
         return f"size {status.st_size} mtime {status.st_mtime_ns}".encode()
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").digest()
+        return sha256_of_file(path).encode("ascii")
     except OSError as error:
         return f"unreadable {error.errno}".encode()
 
 
 def _plain_files(folder: Path, *patterns: str) -> Iterable[Path]:
-    """The files under `folder` matching `patterns`, sorted; none where it is a link."""
+    """The entries under `folder` matching `patterns`, sorted; none where it is a link
+    (each entry's own kind is _file_identity's to say)."""
     if folder.is_symlink() or not folder.is_dir():
         return []
     return sorted({path for pattern in patterns for path in folder.glob(pattern)})

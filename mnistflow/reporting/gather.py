@@ -239,13 +239,18 @@ def choose_baseline(root: Path) -> ComparedRevision | None:
     return candidates[0] if candidates else None
 
 
-def metric_rows(root: Path, baseline: ComparedRevision | None) -> list[MetricRow]:
+def metric_rows(root: Path, old: dict[str, Any]) -> list[MetricRow]:
+    """This run's test metrics (its reports) beside `old`, the baseline's."""
     current = read_json(root / METRICS) or {}
-    old: dict[str, Any] = {}
-    if baseline:
-        diff = dvc_views.metrics_diff(root, baseline.revision) or {}
-        old = {name: entry.get("old") for name, entry in (diff.get(METRICS) or {}).items()}
     return [MetricRow(name, current.get(name), old.get(name)) for name in TEST_METRICS]
+
+
+def baseline_metrics(root: Path, baseline: ComparedRevision | None) -> dict[str, Any]:
+    """The baseline's test metrics, as DVC's metrics diff against it gives them."""
+    if not baseline:
+        return {}
+    diff = dvc_views.metrics_diff(root, baseline.revision) or {}
+    return {name: entry.get("old") for name, entry in (diff.get(METRICS) or {}).items()}
 
 
 def params_changes(root: Path, baseline: ComparedRevision | None) -> list[tuple[str, Any, Any]]:
@@ -404,14 +409,12 @@ def gather_summary(root: Path, known: KnownBaseline | None = None) -> SummaryInp
     root = Path(root)
     if known is None:
         baseline = choose_baseline(root)
-        metrics = metric_rows(root, baseline)
+        old = baseline_metrics(root, baseline)
     else:
         baseline, old = known
-        current = read_json(root / METRICS) or {}
-        metrics = [MetricRow(name, current.get(name), old.get(name)) for name in TEST_METRICS]
     return SummaryInputs(
         baseline=baseline,
-        metrics=metrics,
+        metrics=metric_rows(root, old),
         validation=read_json(root / VALIDATION_REPORT),
         export=read_json(root / EXPORT_REPORT),
     )
@@ -472,6 +475,7 @@ def gather(
     training = read_json(root / TRAIN_REPORT)
     charts, pictures = plots(root, summary.baseline)
     lock_text = lock.read_text(encoding="utf-8") if lock.is_file() else ""
+    measures, drift = drift_rows(summary.validation)
     return ReportInputs(
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         code_revision=git_output(root, "rev-parse", "HEAD"),
@@ -493,7 +497,7 @@ def gather(
         pictures=pictures,
         stages=list(stages or []),
         suspicious_labels=suspicious_label_pictures(root, summary.validation),
-        drift_measures=drift_rows(summary.validation)[0],
-        drift_rows=drift_rows(summary.validation)[1],
+        drift_measures=measures,
+        drift_rows=drift,
         fingerprint=fingerprint,
     )
