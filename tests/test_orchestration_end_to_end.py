@@ -123,7 +123,7 @@ def prefect(*arguments: str, cwd: Path, env: dict[str, str]) -> str:
 @pytest.fixture
 def prefect_server(tmp_path):
     """A real `prefect server start` on a free port with a private home."""
-    with local_prefect_server(tmp_path, free_port()) as api_url:
+    with local_prefect_server(tmp_path, free_port()) as (api_url, _):
         yield clean_environment(PREFECT_HOME=str(prefect_home(tmp_path)), PREFECT_API_URL=api_url)
 
 

@@ -21,7 +21,7 @@ def test_a_project_server_is_found_by_its_project_only(tmp_path):
     project.mkdir()
     other.mkdir()
     assert running_project_server(project) is None
-    with local_prefect_server(project, free_port()) as api_url:
+    with local_prefect_server(project, free_port()) as (api_url, _):
         assert running_project_server(project) == api_url
         # Its UI (what `mnistflow serve` shows) talks to this server, on this port.
         base = api_url.removesuffix("/api")

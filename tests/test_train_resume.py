@@ -79,18 +79,38 @@ def epoch_rows(live: Path) -> dict[str, list[str]]:
     return rows
 
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace):
-    uninterrupted = run_train(workspace, "uninterrupted")
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+@pytest.fixture(scope="module")
+def uninterrupted(workspace) -> subprocess.CompletedProcess:
+    """One uninterrupted bf16 run (in `uninterrupted/`): the resumed run's reference and the
+    determinism test's first bf16 run."""
+    result = run_train(workspace, "uninterrupted")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
-    killed = run_train(workspace, "resumed", kill_after_epoch=1)
-    out = workspace / "resumed"
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert not (out / "model.keras").exists()  # never a half-written model
-    [snapshot] = (out / "checkpoint").glob("epoch-0001-*")
+
+@pytest.fixture(scope="module")
+def killed(workspace) -> Path:
+    """A bf16 run killed (SIGKILL) right after epoch 1's checkpoint, in `killed/`; each test
+    resumes (or refuses) a copy of it."""
+    result = run_train(workspace, "killed", kill_after_epoch=1)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    return workspace / "killed"
+
+
+def copy_of(killed: Path, name: str) -> Path:
+    """The killed run's folder (checkpoint and DVCLive's rows) as another run's output."""
+    out = killed.parent / name
+    shutil.copytree(killed, out)
+    return out
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace, uninterrupted, killed):
+    assert not (killed / "model.keras").exists()  # never a half-written model
+    [snapshot] = (killed / "checkpoint").glob("epoch-0001-*")
     state = json.loads((snapshot / "state.json").read_text())
     assert state["epochs_done"] == 1
 
+    out = copy_of(killed, "resumed")
     resumed = run_train(workspace, "resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from the checkpoint" in resumed.stderr
@@ -113,26 +133,29 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "float32"])
-def test_two_runs_give_identical_weights_and_metrics(workspace, precision):
+def test_two_runs_give_identical_weights_and_metrics(workspace, uninterrupted, precision):
+    if precision == "bf16":
+        # The module's uninterrupted run has these params: it is the first of the two.
+        first, a = uninterrupted, workspace / "uninterrupted"
+    else:
+        first = run_train(workspace, "first-float32", params="float32-params.yaml")
+        a = workspace / "first-float32"
     params = "params.yaml" if precision == "bf16" else "float32-params.yaml"
-    first = run_train(workspace, f"first-{precision}", params=params)
     second = run_train(workspace, f"second-{precision}", params=params)
     assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
     policy = "mixed_bfloat16" if precision == "bf16" else "float32"
-    assert f"precision={policy}" in first.stderr
-    a, b = workspace / f"first-{precision}", workspace / f"second-{precision}"
+    assert f"precision={policy}" in first.stderr and f"precision={policy}" in second.stderr
+    b = workspace / f"second-{precision}"
     assert (a / "model.keras").read_bytes() == (b / "model.keras").read_bytes()
     assert (a / "live" / "metrics.json").read_text() == (b / "live" / "metrics.json").read_text()
     assert epoch_rows(a / "live") == epoch_rows(b / "live")
 
 
-def test_checkpoint_of_other_params_is_ignored(workspace):
-    killed = run_train(workspace, "changed", kill_after_epoch=1)
-    assert killed.returncode == -signal.SIGKILL
+def test_checkpoint_of_other_params_is_ignored(workspace, killed):
+    out = copy_of(killed, "changed")
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["train"]["seed"] = 7
     (workspace / "changed-params.yaml").write_text(yaml.safe_dump(params))
-    out = workspace / "changed"
     rerun = subprocess.run(
         [
             sys.executable,
@@ -163,10 +186,9 @@ def test_checkpoint_of_other_params_is_ignored(workspace):
     assert "Epoch 1/3" in rerun.stdout
 
 
-def test_checkpoint_of_other_training_code_is_not_resumed(workspace, tmp_path):
+def test_checkpoint_of_other_training_code_is_not_resumed(workspace, killed, tmp_path):
     """Same params, same data, but the model code changed: the checkpoint must not be used."""
-    killed = run_train(workspace, "recoded", kill_after_epoch=1)
-    assert killed.returncode == -signal.SIGKILL
+    copy_of(killed, "recoded")
     code = tmp_path / "code"
     for package in ("mnistflow", "stages"):
         shutil.copytree(PROJECT_ROOT / package, code / package,

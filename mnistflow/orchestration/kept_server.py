@@ -161,14 +161,21 @@ def keep(root: Path, seconds: float) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    with local_prefect_server(root, free_port()) as api_url:
-        print(f"kept Prefect server {api_url} (stops after {seconds:.0f} s idle)", flush=True)
+    with local_prefect_server(root, free_port()) as server:
+        stops = f"stops after {seconds:.0f} s idle"
+        print(f"kept Prefect server {server.api_url} ({stops})", flush=True)
         missed = 0
         while missed < MISSED_HEALTH_CHECKS:
-            time.sleep(poll)
-            missed = 0 if server_is_healthy(api_url) else missed + 1
-            if idle_seconds(root, started) > seconds and not active_flow_runs(api_url):
-                print(f"idle for {seconds:.0f} s: stopping {api_url}", flush=True)
+            # Waiting on the server itself, not sleeping: once it ends (`mnistflow server
+            # stop`, a crash) the keeper ends at once rather than at its next check.
+            try:
+                server.process.wait(poll)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+            missed = 0 if server_is_healthy(server.api_url) else missed + 1
+            if idle_seconds(root, started) > seconds and not active_flow_runs(server.api_url):
+                print(f"idle for {seconds:.0f} s: stopping {server.api_url}", flush=True)
                 return
 
 

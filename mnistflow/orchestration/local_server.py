@@ -16,10 +16,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from mnistflow.orchestration.prefect_home import prefect_home, recorded_server, server_is_healthy
 
 SERVER_LOG = "server.log"
+
+
+class LocalServer(NamedTuple):
+    """A started `prefect server start`: its API URL and its process (which a keeper waits
+    on, so that it ends the moment its server does)."""
+
+    api_url: str
+    process: subprocess.Popen
 
 
 def free_port() -> int:
@@ -30,9 +39,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_prefect_server(root: Path, port: int = 4200, timeout: float = 90) -> Iterator[str]:
+def local_prefect_server(
+    root: Path, port: int = 4200, timeout: float = 90
+) -> Iterator[LocalServer]:
     """`prefect server start` on 127.0.0.1:port on the project's Prefect home, recorded there
-    while it runs; yields the API URL."""
+    while it runs."""
     url = f"http://127.0.0.1:{port}/api"
     home = prefect_home(root)
     home.mkdir(parents=True, exist_ok=True)
@@ -60,7 +71,7 @@ def local_prefect_server(root: Path, port: int = 4200, timeout: float = 90) -> I
                 raise RuntimeError(f"Prefect server did not start; see {home / SERVER_LOG}")
             time.sleep(0.5)
         with recorded_server(root, url, server.pid):
-            yield url
+            yield LocalServer(url, server)
     finally:
         server.terminate()
         try:
