@@ -60,12 +60,11 @@ def serve_deployments(root: Path, every_seconds: int | None = None, port: int = 
 
     os.environ.setdefault("MNISTFLOW_ROOT", str(root))
     os.chdir(root)
-    server = (
-        contextlib.nullcontext(os.environ["PREFECT_API_URL"])
-        if os.environ.get("PREFECT_API_URL")
-        else local_prefect_server(Path(root), port)
-    )
-    with server as api_url:
+    with contextlib.ExitStack() as stack:
+        api_url = (
+            os.environ.get("PREFECT_API_URL")
+            or stack.enter_context(local_prefect_server(Path(root), port)).api_url
+        )
         os.environ["PREFECT_API_URL"] = api_url
         print(f"serving against {api_url}", flush=True)
         deployments = build_deployments(deployment_specs(root), root, every_seconds)

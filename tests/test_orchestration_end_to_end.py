@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from mnistflow.orchestration.local_server import local_prefect_server
-from mnistflow.orchestration.prefect_home import prefect_home
+from mnistflow.orchestration.prefect_home import SERVER_RECORD, prefect_home
 from mnistflow.orchestration.process_guard import OWNER_VARIABLE, marked_processes, process_identity
 from mnistflow.training.checkpoints import snapshots
 from tests.test_pipeline_end_to_end import copy_project, environment, set_params
@@ -233,3 +233,59 @@ def test_the_guardian_stops_what_a_killed_process_started(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def deployment_names(api_url: str) -> set[str]:
+    """The deployments the server holds, by name; none while it does not answer."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{api_url}/deployments/filter",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return {deployment["name"] for deployment in json.loads(response.read())}
+    except (OSError, urllib.error.URLError, ValueError):
+        return set()
+
+
+def test_serve_without_a_server_starts_one_serves_the_deployments_and_stops_it(tmp_path):
+    """`mnistflow serve` with no PREFECT_API_URL: a local server on the project's Prefect home,
+    prefect.yaml's deployments registered on it, and both gone after a Ctrl-C."""
+    workspace = copy_project(tmp_path / "project")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = clean_environment(MNISTFLOW_PREFECT_HOME=str(tmp_path / "prefect-home"))
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        serving = subprocess.Popen(
+            [str(BIN / "mnistflow"), "serve", "--port", str(port)],
+            cwd=workspace, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(
+            lambda: deployment_names(api_url) >= {"nightly", "inbox"} or serving.poll() is not None,
+            180,
+            "the deployments on the served server",
+        )
+        assert serving.poll() is None, log.read_text()[-3000:]
+        assert f"serving against {api_url}" in log.read_text()
+        server = [
+            child
+            for child in psutil.Process(serving.pid).children(recursive=True)
+            if "server" in child.cmdline() and str(port) in child.cmdline()
+        ]
+        assert server, "no `prefect server start` under the serve process"
+        serving.send_signal(signal.SIGINT)
+        serving.wait(60)
+        _, alive = psutil.wait_procs(server, timeout=30)
+        assert not alive, f"the served server outlived `mnistflow serve`: {alive}"
+        assert not (tmp_path / "prefect-home" / SERVER_RECORD).exists()
+    finally:
+        if serving.poll() is None:
+            serving.kill()
+            serving.wait(10)

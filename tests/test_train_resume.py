@@ -133,10 +133,10 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(workspace, uninterr
 
 
 @pytest.mark.parametrize("precision", ["bf16", "float32"])
-def test_two_runs_give_identical_weights_and_metrics(workspace, uninterrupted, precision):
+def test_two_runs_give_identical_weights_and_metrics(workspace, request, precision):
     if precision == "bf16":
         # The module's uninterrupted run has these params: it is the first of the two.
-        first, a = uninterrupted, workspace / "uninterrupted"
+        first, a = request.getfixturevalue("uninterrupted"), workspace / "uninterrupted"
     else:
         first = run_train(workspace, "first-float32", params="float32-params.yaml")
         a = workspace / "first-float32"

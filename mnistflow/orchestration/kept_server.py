@@ -152,6 +152,18 @@ def idle_seconds(root: Path, since: float) -> float:
     return time.time() - last_used
 
 
+def ended_within(process: subprocess.Popen, seconds: float) -> bool:
+    """Whether `process` ends within `seconds`, looking once a second: a keeper whose server
+    ended (`mnistflow server stop`, a crash) ends within a second rather than at its next
+    health check, without waking 20 times a second as Popen.wait(timeout) does."""
+    deadline = time.monotonic() + seconds
+    while process.poll() is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    return True
+
+
 def keep(root: Path, seconds: float) -> None:
     """The keeper: run the server until it has been idle `seconds`, or it stops, or SIGTERM."""
     started = time.time()
@@ -166,13 +178,8 @@ def keep(root: Path, seconds: float) -> None:
         print(f"kept Prefect server {server.api_url} ({stops})", flush=True)
         missed = 0
         while missed < MISSED_HEALTH_CHECKS:
-            # Waiting on the server itself, not sleeping: once it ends (`mnistflow server
-            # stop`, a crash) the keeper ends at once rather than at its next check.
-            try:
-                server.process.wait(poll)
+            if ended_within(server.process, poll):
                 return
-            except subprocess.TimeoutExpired:
-                pass
             missed = 0 if server_is_healthy(server.api_url) else missed + 1
             if idle_seconds(root, started) > seconds and not active_flow_runs(server.api_url):
                 print(f"idle for {seconds:.0f} s: stopping {server.api_url}", flush=True)
