@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -184,23 +185,28 @@ def test_prefect_cli_deploys_to_a_work_pool_and_a_worker_runs_it(
     assert np.mean(np.array(rows["predicted"]) == labels) >= 0.5
 
 
-def flow_runs(api_url: str, flow_name: str) -> list[dict]:
-    """The flow runs of `flow_name` that are not merely scheduled, from the server's API."""
-    import urllib.request
-
+def api_filter(api_url: str, what: str, body: dict, timeout: float = 30) -> list[dict]:
+    """POST /{what}/filter on the server's API: the matching objects."""
     request = urllib.request.Request(
-        f"{api_url}/flow_runs/filter",
-        data=json.dumps(
-            {
-                "flows": {"name": {"any_": [flow_name]}},
-                "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
-            }
-        ).encode(),
+        f"{api_url}/{what}/filter",
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+def flow_runs(api_url: str, flow_name: str) -> list[dict]:
+    """The flow runs of `flow_name` that are not merely scheduled, from the server's API."""
+    return api_filter(
+        api_url,
+        "flow_runs",
+        {
+            "flows": {"name": {"any_": [flow_name]}},
+            "flow_runs": {"state": {"type": {"not_any_": ["SCHEDULED"]}}},
+        },
+    )
 
 
 def test_the_guardian_stops_what_a_killed_process_started(tmp_path):
@@ -237,19 +243,9 @@ def test_the_guardian_stops_what_a_killed_process_started(tmp_path):
 
 def deployment_names(api_url: str) -> set[str]:
     """The deployments the server holds, by name; none while it does not answer."""
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{api_url}/deployments/filter",
-        data=b"{}",
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return {deployment["name"] for deployment in json.loads(response.read())}
-    except (OSError, urllib.error.URLError, ValueError):
+        return {deployment["name"] for deployment in api_filter(api_url, "deployments", {}, 10)}
+    except (OSError, ValueError):  # urllib's URLError is an OSError
         return set()
 
 
