@@ -51,8 +51,10 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     per core about a quarter of the CPU stayed idle (2 cores: 21 min with 2 workers, 17.6 min
     with 3). Measured on 2 cores only, so from 5 cores on, and wherever
     PYTEST_XDIST_AUTO_NUM_WORKERS says, xdist's own count stands."""
-    cores = len(os.sched_getaffinity(0))
-    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or cores > 4:
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses != "auto":
+        return None  # xdist's own count: what the variable says, or `-n logical`
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cores or cores > 4:
         return None
     return cores + 1
 
