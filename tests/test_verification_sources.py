@@ -1,14 +1,23 @@
 """`mnistflow verify` copies a revision's data source in only from this project, reached
-without links, and only into the replay's worktree, never through a link the revision commits."""
+without links, and only into the replay's worktree, never through a link the revision commits;
+its worktree reaches the remotes this clone reaches, local configuration included."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 from mnistflow.core.hashing import md5_of_file
 from mnistflow.errors import PipelineInputError
-from mnistflow.release.verification import _provide_data, _reached_without_links
+from mnistflow.release.verification import (
+    _configure_replay,
+    _provide_data,
+    _reached_without_links,
+    detached_worktree,
+)
 
 
 def lock_recording(source: str, md5: str) -> str:
@@ -51,3 +60,40 @@ def test_only_paths_inside_without_links_count(tmp_path):
     assert not _reached_without_links(tmp_path, "link/file")
     assert not _reached_without_links(tmp_path, "../real/file")
     assert not _reached_without_links(tmp_path, "/etc/passwd")
+
+
+def dvc_config(root, *arguments: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", "config", *arguments],
+        cwd=root, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.strip()  # fmt: skip
+
+
+def test_the_replay_gets_this_clones_local_remote_and_a_private_cache(tmp_path):
+    """`mnistflow.stack join` puts the team's bucket in .dvc/config.local, which a git
+    worktree does not have: the replay's worktree is given it, its relative credential path
+    still naming the clone's file, plus a cache of its own."""
+    root = tmp_path / "clone"
+    root.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "dvc"], cwd=root, check=True)
+    (root / "keys").write_text("[team]\n")
+    local = root / ".dvc" / "config.local"
+    local.write_text(
+        "[core]\n    remote = team\n"
+        "['remote \"team\"']\n    url = s3://bucket/dvc\n"
+        "    endpointurl = http://127.0.0.1:9\n    credentialpath = ../keys\n"
+    )
+    with detached_worktree(root, "HEAD") as worktree:
+        assert not (worktree / ".dvc" / "config.local").exists()
+        _configure_replay(root, worktree)
+        assert dvc_config(worktree, "core.remote") == "team"
+        assert dvc_config(worktree, "remote.team.url") == "s3://bucket/dvc"
+        assert dvc_config(worktree, "remote.team.endpointurl") == "http://127.0.0.1:9"
+        credentials = dvc_config(worktree, "--local", "remote.team.credentialpath")
+        assert (worktree / ".dvc" / credentials).resolve() == (root / "keys").resolve()
+        cache = dvc_config(worktree, "--local", "cache.dir")
+        assert (worktree / ".dvc" / cache).resolve() == (worktree.parent / "cache").resolve()
+    assert "credentialpath = ../keys" in local.read_text()  # the clone's own file unchanged

@@ -115,23 +115,25 @@ def _dvc(worktree: Path, *arguments: str) -> subprocess.CompletedProcess:
     return dvc(worktree, *arguments, isolated=True)
 
 
-def _checked_dvc(worktree: Path, *arguments: str) -> None:
-    done = _dvc(worktree, *arguments)
-    if done.returncode != 0:
-        raise PipelineInputError(
-            f"cannot prepare the replay: dvc {' '.join(arguments)} failed "
-            f"({(done.stderr or done.stdout).strip()[-500:]})"
-        )
-
-
 def _configure_replay(root: Path, worktree: Path) -> None:
-    """A private cache, and the project's remotes with relative URLs resolved from the project
-    (they would otherwise resolve from the temporary folder)."""
+    """The worktree's own .dvc/config.local: a private cache (so nothing is restored from a
+    cache instead of computed); this clone's local settings, which a git worktree does not
+    share (`mnistflow.stack join` keeps the team's bucket, endpoint and credential file there);
+    and remotes with relative URLs resolved from the project (they would otherwise resolve
+    from the temporary folder). Written through DVC's own Config, which resolves the clone's
+    relative paths on reading and makes them relative to the worktree on writing."""
+    from dvc.config import Config, ConfigError, merge
+
     from mnistflow.orchestration.dvc_remotes import resolved_remote_config
 
-    _checked_dvc(worktree, "config", "--local", "cache.dir", str(worktree.parent / "cache"))
-    for name, settings in resolved_remote_config(root).get("remote", {}).items():
-        _checked_dvc(worktree, "remote", "modify", "--local", name, "url", settings["url"])
+    try:
+        clone_local = Config(dvc_dir=str(root / ".dvc"), validate=False).load_one("local")
+        with Config(dvc_dir=str(worktree / ".dvc")).edit("local") as replay_local:
+            merge(replay_local, clone_local)
+            merge(replay_local, resolved_remote_config(root))
+            replay_local["cache"]["dir"] = str(worktree.parent / "cache")
+    except ConfigError as error:
+        raise PipelineInputError(f"cannot prepare the replay: {error}") from None
 
 
 def _recorded_source_md5(lock_text: str, source: str) -> str | None:
