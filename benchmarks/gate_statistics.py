@@ -4,8 +4,9 @@
    as the export stage judged it (reports/export.json), and the statistics recomputed here.
 2. A real candidate that differs on a handful of images: the released int8 model
    (models/model.int8.onnx) judged against the float32 model as its baseline, and a clearly
-   worse one: the float32 model with its first layer's kernels scaled down, through the same
-   gate.
+   worse one: the float32 model with its first layer's kernels scaled down (by WEAKENINGS:
+   x0.5 changes the default CNN, trained with shifted images, by a handful of images only, so
+   the factors go lower), through the same gate.
 3. What the statistics cost: outcomes from 10,000 probabilities, the paired comparison with
    its intervals, the whole gate (median of repeats, in this process).
 
@@ -33,6 +34,9 @@ from mnistflow.release.paired import compare
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 REPEATS = 20
+# First-layer kernel scales for worse candidates: x0.3 lands just past the margin on the
+# default CNN (0.9902 against 0.9929), x0.2 clearly below (0.9802).
+WEAKENINGS = (0.3, 0.2)
 
 
 def probabilities(model_bytes: bytes, images: np.ndarray) -> np.ndarray:
@@ -48,7 +52,7 @@ def probabilities(model_bytes: bytes, images: np.ndarray) -> np.ndarray:
 
 
 def weakened(model_bytes: bytes, factor: float) -> bytes:
-    """The model with its first convolution's kernel scaled: a clearly worse candidate."""
+    """The model with its first convolution's kernel scaled: a worse candidate."""
     import onnx
     from onnx import numpy_helper
 
@@ -90,10 +94,14 @@ def main() -> None:
         raw.x_test, raw.y_test,
     )  # fmt: skip
     int8_judged = quality_gate(int8.accuracy, int8, baseline_of(fp32, "float32"), params, "cnn")
-    worse = outcomes_of(
-        probabilities(weakened(fp32_bytes, 0.5), raw.x_test), raw.x_test, raw.y_test
-    )
-    worse_judged = quality_gate(worse.accuracy, worse, baseline_of(fp32, "float32"), params, "cnn")
+    weakened_judged = {}
+    for factor in WEAKENINGS:
+        worse = outcomes_of(
+            probabilities(weakened(fp32_bytes, factor), raw.x_test), raw.x_test, raw.y_test
+        )
+        weakened_judged[f"float32 with first-layer kernels x{factor} vs float32"] = quality_gate(
+            worse.accuracy, worse, baseline_of(fp32, "float32"), params, "cnn"
+        )
 
     reference = baseline_of(fp32, "float32")
     timings = {
@@ -111,12 +119,12 @@ def main() -> None:
         "default model vs release/baseline.json (as export recorded it)": recorded,
         "default model vs release/baseline.json (recomputed here)": default.record,
         "int8 model vs float32": int8_judged.record,
-        "float32 with first-layer kernels x0.5 vs float32": worse_judged.record,
+        **{name: judged.record for name, judged in weakened_judged.items()},
     }
     verdicts = {
         "default model vs release/baseline.json (recomputed here)": default.reasons,
         "int8 model vs float32": int8_judged.reasons,
-        "float32 with first-layer kernels x0.5 vs float32": worse_judged.reasons,
+        **{name: judged.reasons for name, judged in weakened_judged.items()},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gate_statistics.json").write_text(
