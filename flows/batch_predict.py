@@ -68,19 +68,29 @@ def _task_runner(dask: bool, dask_workers: int, dask_address: str | None):
     )
 
 
-@flow(name="predict-shards")
 def predict_shards(
     groups: list[list[str]], model: str, model_sha256: str, model_version: str | None,
-    parts: list[str], top_k: int, chunk_size: int,
+    parts: list[str], top_k: int, chunk_size: int, runner: Any | None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One task per shard on this flow's task runner; results in shard order."""
-    futures = [
-        predict_shard.submit(
-            index, group, model, model_sha256, model_version, parts[index], top_k, chunk_size
-        )
+    """One task per shard, results in shard order: on this flow's thread pool, or on `runner`
+    (a Dask cluster), started here. The shards are tasks of this flow run, not of a subflow:
+    creating a subflow's parent task run met the local server's SQLite write conflicts
+    (503, after which Prefect's client waits 2, 4, 8, ... s): at least 2 s of every inbox run,
+    once over a minute."""
+    shards = [
+        {
+            "index": index, "files": group, "model": model, "model_sha256": model_sha256,
+            "model_version": model_version, "part": parts[index], "top_k": top_k,
+            "chunk_size": chunk_size,
+        }
         for index, group in enumerate(groups)
-    ]
-    return [future.result() for future in futures]
+    ]  # fmt: skip
+    if runner is None:
+        futures = [predict_shard.submit(**shard) for shard in shards]
+        return [future.result() for future in futures]
+    with runner:
+        futures = [runner.submit(predict_shard, shard) for shard in shards]
+        return [future.result() for future in futures]
 
 
 @task(task_run_name="read-manifest")
@@ -216,10 +226,10 @@ def batch_predict(
         ]
         parts = [str(Path(scratch) / f"part-{i:04d}.parquet") for i in range(len(groups))]
         runner = _task_runner(dask, dask_workers, request.dask_address)
-        shard_flow = predict_shards.with_options(task_runner=runner) if runner else predict_shards
-        results = shard_flow(
-            groups, str(snapshot.path), snapshot.sha256, snapshot.version, parts, top_k, chunk_size
-        )
+        results = predict_shards(
+            groups, str(snapshot.path), snapshot.sha256, snapshot.version, parts, top_k,
+            chunk_size, runner,
+        )  # fmt: skip
         partition, rows = commit_partition(
             request, parts, todo, records, snapshot, results[0]["model_version"]
         )
