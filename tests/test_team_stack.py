@@ -301,3 +301,25 @@ def test_a_state_file_naming_another_process_signals_nothing(tmp_path):
     finally:
         bystander.kill()
         bystander.wait(10)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("port", 70000), ("stop_signal", "SIGSTOP"), ("grace_seconds", 1e9), ("pid", 1)],
+)
+def test_a_state_file_out_of_bounds_is_refused_by_name(tmp_path, field, value):
+    """stack.json lies in a folder others may write: a port no socket has, a signal that
+    would freeze a server instead of stopping it, an endless grace, init's pid."""
+    service = {"name": "dask-scheduler", "pid": 4242, "identity": "4242:1", "log": "x.log"}
+    state = {"directory": str(tmp_path), "ports": {"dask": 8786}, "bucket": "b",
+             "services": {"dask-scheduler": service}}  # fmt: skip
+    if field == "port":
+        state["ports"]["dask"] = value
+    else:
+        service[field] = value
+    layout = StackLayout.of(tmp_path)
+    layout.state_file.write_text(json.dumps(state))
+    with pytest.raises(StackError, match="not a stack state file") as refused:
+        read_state(layout)
+    assert str(layout.state_file) in str(refused.value)
+    assert ("ports" if field == "port" else field) in str(refused.value)

@@ -17,9 +17,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import psutil
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mnistflow.orchestration.process_guard import OWNER_VARIABLE, process_identity
 from mnistflow.stack.errors import StackError
@@ -40,12 +41,13 @@ class ServiceProcess(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    pid: int
+    pid: int = Field(gt=1)
     identity: str
     log: str
-    # The signal the server shuts down cleanly on, and how long that may take before SIGKILL.
-    stop_signal: str = "SIGTERM"
-    grace_seconds: float = 15.0
+    # The signal the server shuts down cleanly on, and how long that may take before SIGKILL
+    # (bounded: the file is read back from a folder others may write).
+    stop_signal: Literal["SIGTERM", "SIGINT"] = "SIGTERM"
+    grace_seconds: float = Field(15.0, ge=0, le=120)
 
 
 def interpreter_tool(name: str, package: str) -> Path:
@@ -74,7 +76,7 @@ def start_process(
     environment: dict[str, str],
     cwd: Path,
     user: str | None = None,
-    stop_signal: str = "SIGTERM",
+    stop_signal: Literal["SIGTERM", "SIGINT"] = "SIGTERM",
     grace_seconds: float = 15.0,
 ) -> ServiceProcess:
     """Start `command` detached, its output appended to `log`; as `user` when given."""

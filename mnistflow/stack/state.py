@@ -3,7 +3,9 @@ come up. Written after every service starts, so `down` can stop a half-started s
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mnistflow.core.atomic import write_text
 from mnistflow.stack.errors import StackError
@@ -17,7 +19,7 @@ class StackState(BaseModel):
     directory: str
     # Every port the stack's servers listen on, by what it is for (all on 127.0.0.1). Kept
     # after `down`, so a restart serves the same URLs the machines were configured with.
-    ports: dict[str, int]
+    ports: dict[str, Annotated[int, Field(ge=1, le=65535)]]
     bucket: str
     # The running processes, in the order they started; empty once the stack is down.
     services: dict[str, ServiceProcess] = {}
