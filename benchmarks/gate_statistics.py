@@ -34,9 +34,10 @@ from mnistflow.release.paired import compare
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 REPEATS = 20
-# First-layer kernel scales for worse candidates: x0.3 lands just past the margin on the
-# default CNN (0.9902 against 0.9929), x0.2 clearly below (0.9802).
-WEAKENINGS = (0.3, 0.2)
+# First-layer kernel scales for worse candidates: x0.5 no longer makes the default CNN (trained
+# on shifted images) worse, x0.3 lands just past the margin (0.9902 against 0.9929), x0.2
+# clearly below (0.9802).
+WEAKENINGS = (0.5, 0.3, 0.2)
 
 
 def probabilities(model_bytes: bytes, images: np.ndarray) -> np.ndarray:

@@ -43,6 +43,18 @@ def add_digits(inbox: Path, images: np.ndarray, first: int) -> None:
         Image.fromarray(image).save(inbox / f"digit-{first + offset:04d}.png")
 
 
+def shard_task_runs(flow_run_id) -> list[str]:
+    """The names of one flow run's completed shard task runs, sorted."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200
+        )
+    return sorted(r.name for r in runs if r.name.startswith("shard-") and r.state.is_completed())
+
+
 def partitions(output: Path) -> list[Path]:
     return sorted(output.glob("part-*.parquet"))
 
@@ -60,8 +72,11 @@ def test_the_inbox_predicts_each_file_once(prefect_harness, project, mnist, runn
     add_digits(inbox, mnist.x_test[:2000], 0)
     model_sha256 = hashlib.sha256((project / "models" / "model.onnx").read_bytes()).hexdigest()
 
-    first = batch_predict(root=str(project), shards=3, **options)
+    state = batch_predict(root=str(project), shards=3, return_state=True, **options)
+    first = state.result()
     assert first["files_predicted"] == 2000 and first["images"] == 2000 and first["errors"] == 0
+    # The shards are tasks of this very flow run (no subflow between).
+    assert shard_task_runs(state.state_details.flow_run_id) == ["shard-0", "shard-1", "shard-2"]
     second = batch_predict(root=str(project), shards=3, **options)
     assert second["files_seen"] == 2000 and second["files_predicted"] == 0
     add_digits(inbox, mnist.x_test[2000:2100], 2000)

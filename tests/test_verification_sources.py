@@ -69,31 +69,66 @@ def dvc_config(root, *arguments: str) -> str:
     ).stdout.strip()  # fmt: skip
 
 
-def test_the_replay_gets_this_clones_local_remote_and_a_private_cache(tmp_path):
-    """`mnistflow.stack join` puts the team's bucket in .dvc/config.local, which a git
-    worktree does not have: the replay's worktree is given it, its relative credential path
-    still naming the clone's file, plus a cache of its own."""
+def git_commit(root, message: str) -> None:
+    identity = ["-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", *identity, "commit", "-q", "-m", message], cwd=root, check=True)
+
+
+@pytest.fixture
+def clone(tmp_path):
+    """A DVC project whose first commit has no remote and whose second commits the team's
+    bucket URL; its .dvc/config.local (never committed) adds what `join` adds on a machine
+    that commits the URL: the default, the credential file (relative), and a cache of its own."""
     root = tmp_path / "clone"
     root.mkdir()
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "dvc"], cwd=root, check=True)
+    git_commit(root, "dvc, no remote yet")
+    with open(root / ".dvc" / "config", "a") as config:
+        config.write("['remote \"team\"']\n    url = s3://bucket/dvc\n")
+    git_commit(root, "the team's bucket")
     (root / "keys").write_text("[team]\n")
-    local = root / ".dvc" / "config.local"
-    local.write_text(
-        "[core]\n    remote = team\n"
-        "['remote \"team\"']\n    url = s3://bucket/dvc\n"
-        "    endpointurl = http://127.0.0.1:9\n    credentialpath = ../keys\n"
+    (root / ".dvc" / "config.local").write_text(
+        "[core]\n    remote = team\n[cache]\n    dir = ../shared-cache\n"
+        "['remote \"team\"']\n    endpointurl = http://127.0.0.1:9\n"
+        "    credentialpath = ../keys\n"
     )
-    with detached_worktree(root, "HEAD") as worktree:
+    return root
+
+
+@pytest.mark.parametrize("revision", ["HEAD", "HEAD~1"])
+def test_the_replay_reaches_the_remote_as_this_clone_does_with_a_private_cache(clone, revision):
+    """HEAD~1 does not know the remote at all: the replay still gets it whole, as this clone
+    sees it, not a URL-less fragment DVC would refuse."""
+    local = (clone / ".dvc" / "config.local").read_text()
+    with detached_worktree(clone, revision) as worktree:
         assert not (worktree / ".dvc" / "config.local").exists()
-        _configure_replay(root, worktree)
+        _configure_replay(clone, worktree)
         assert dvc_config(worktree, "core.remote") == "team"
         assert dvc_config(worktree, "remote.team.url") == "s3://bucket/dvc"
         assert dvc_config(worktree, "remote.team.endpointurl") == "http://127.0.0.1:9"
         credentials = dvc_config(worktree, "--local", "remote.team.credentialpath")
-        assert (worktree / ".dvc" / credentials).resolve() == (root / "keys").resolve()
+        assert (worktree / ".dvc" / credentials).resolve() == (clone / "keys").resolve()
         cache = dvc_config(worktree, "--local", "cache.dir")
         assert (worktree / ".dvc" / cache).resolve() == (worktree.parent / "cache").resolve()
-    assert "credentialpath = ../keys" in local.read_text()  # the clone's own file unchanged
+    assert (clone / ".dvc" / "config.local").read_text() == local  # the clone's own unchanged
+
+
+def test_a_revision_that_commits_a_local_config_or_a_link_there_is_not_obeyed(clone, tmp_path):
+    (clone / ".dvc" / "config.local").rename(tmp_path / "aside")
+    (clone / ".dvc" / "config.local").write_text("[cache]\n    dir = /tmp/elsewhere\n")
+    subprocess.run(["git", "add", "-f", ".dvc/config.local"], cwd=clone, check=True)
+    git_commit(clone, "a committed local config")
+    with detached_worktree(clone, "HEAD") as worktree:
+        _configure_replay(clone, worktree)
+        cache = dvc_config(worktree, "--local", "cache.dir")
+        assert (worktree / ".dvc" / cache).resolve() == (worktree.parent / "cache").resolve()
+
+    (clone / ".dvc" / "config.local").unlink()
+    (clone / ".dvc" / "config.local").symlink_to(tmp_path / "aside")
+    git_commit(clone, "a link where the local config goes")
+    refused = pytest.raises(PipelineInputError, match="commits a link at .dvc/config.local")
+    with detached_worktree(clone, "HEAD") as worktree, refused:
+        _configure_replay(clone, worktree)
+    assert (tmp_path / "aside").read_text().startswith("[core]")  # never written through

@@ -118,21 +118,36 @@ def _dvc(worktree: Path, *arguments: str) -> subprocess.CompletedProcess:
 def _configure_replay(root: Path, worktree: Path) -> None:
     """The worktree's own .dvc/config.local: a private cache (so nothing is restored from a
     cache instead of computed); this clone's local settings, which a git worktree does not
-    share (`mnistflow.stack join` keeps the team's bucket, endpoint and credential file there);
-    and remotes with relative URLs resolved from the project (they would otherwise resolve
-    from the temporary folder). Written through DVC's own Config, which resolves the clone's
-    relative paths on reading and makes them relative to the worktree on writing."""
+    share (`mnistflow.stack join` keeps the team's bucket, endpoint and credential file there),
+    with each remote they name complete as this clone sees it (a local credentialpath on a
+    committed URL); and remotes with relative URLs resolved from the project (they would
+    otherwise resolve from the temporary folder). Written through DVC's own Config, which
+    resolves the clone's relative paths on reading and makes them relative to the worktree on
+    writing. The replay runs the revision's stage commands: verify only what you would run."""
     from dvc.config import Config, ConfigError, merge
+    from dvc.repo import Repo
+    from voluptuous import Invalid
 
     from mnistflow.orchestration.dvc_remotes import resolved_remote_config
 
+    for name in (".dvc/config", ".dvc/config.local"):
+        if not _reached_without_links(worktree, name):
+            raise PipelineInputError(
+                f"cannot prepare the replay: the revision commits a link at {name} or .dvc"
+            )
+    # A committed config.local is the revision's, not this machine's.
+    (worktree / ".dvc" / "config.local").unlink(missing_ok=True)
     try:
         clone_local = Config(dvc_dir=str(root / ".dvc"), validate=False).load_one("local")
+        with Repo(str(root)) as repo:
+            seen = repo.config["remote"]
+            remotes = {name: dict(seen[name]) for name in clone_local["remote"] if name in seen}
         with Config(dvc_dir=str(worktree / ".dvc")).edit("local") as replay_local:
             merge(replay_local, clone_local)
+            merge(replay_local, {"remote": remotes})
             merge(replay_local, resolved_remote_config(root))
             replay_local["cache"]["dir"] = str(worktree.parent / "cache")
-    except ConfigError as error:
+    except (ConfigError, Invalid, OSError) as error:
         raise PipelineInputError(f"cannot prepare the replay: {error}") from None
 
 
