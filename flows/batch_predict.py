@@ -68,16 +68,11 @@ def _task_runner(dask: bool, dask_workers: int, dask_address: str | None):
     )
 
 
-def predict_shards(
+def _shard_parameters(
     groups: list[list[str]], model: str, model_sha256: str, model_version: str | None,
-    parts: list[str], top_k: int, chunk_size: int, runner: Any | None,
+    parts: list[str], top_k: int, chunk_size: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One task per shard, results in shard order: on this flow's thread pool, or on `runner`
-    (a Dask cluster), started here. The shards are tasks of this flow run, not of a subflow:
-    creating a subflow's parent task run met the local server's SQLite write conflicts
-    (503, after which Prefect's client waits 2, 4, 8, ... s): at least 2 s of every inbox run,
-    once over a minute."""
-    shards = [
+    return [
         {
             "index": index, "files": group, "model": model, "model_sha256": model_sha256,
             "model_version": model_version, "part": parts[index], "top_k": top_k,
@@ -85,12 +80,29 @@ def predict_shards(
         }
         for index, group in enumerate(groups)
     ]  # fmt: skip
+
+
+@flow(name="predict-shards")
+def predict_shards_on_dask(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One task per shard on this subflow's task runner (a Dask cluster), in shard order.
+
+    A subflow, because Dask ships the running flow's context with every task: this small
+    flow's pickles on any worker, while batch-predict's, loaded from its entrypoint file by
+    a deployment's worker, names a module (`batch_predict`) no Dask worker can import."""
+    futures = [predict_shard.submit(**shard) for shard in shards]
+    return [future.result() for future in futures]
+
+
+def predict_shards(shards: list[dict[str, Any]], runner: Any | None) -> list[dict[str, Any]]:
+    """The shards' results in shard order: as tasks of this flow run on its thread pool, or on
+    `runner` (a Dask cluster) through the predict-shards subflow. Not a subflow on threads:
+    creating a subflow's parent task run met the local server's SQLite write conflicts (503,
+    after which Prefect's client waits 2, 4, 8, ... s): at least 2 s of every inbox run, once
+    over a minute."""
     if runner is None:
         futures = [predict_shard.submit(**shard) for shard in shards]
         return [future.result() for future in futures]
-    with runner:
-        futures = [runner.submit(predict_shard, shard) for shard in shards]
-        return [future.result() for future in futures]
+    return predict_shards_on_dask.with_options(task_runner=runner)(shards)
 
 
 @task(task_run_name="read-manifest")
@@ -226,10 +238,11 @@ def batch_predict(
         ]
         parts = [str(Path(scratch) / f"part-{i:04d}.parquet") for i in range(len(groups))]
         runner = _task_runner(dask, dask_workers, request.dask_address)
-        results = predict_shards(
+        shards = _shard_parameters(
             groups, str(snapshot.path), snapshot.sha256, snapshot.version, parts, top_k,
-            chunk_size, runner,
+            chunk_size,
         )  # fmt: skip
+        results = predict_shards(shards, runner)
         partition, rows = commit_partition(
             request, parts, todo, records, snapshot, results[0]["model_version"]
         )
