@@ -4,9 +4,8 @@
    as the export stage judged it (reports/export.json), and the statistics recomputed here.
 2. A real candidate that differs on a handful of images: the released int8 model
    (models/model.int8.onnx) judged against the float32 model as its baseline, and a clearly
-   worse one: the float32 model with its first layer's kernels scaled down (by WEAKENINGS:
-   x0.5 changes the default CNN, trained with shifted images, by a handful of images only, so
-   the factors go lower), through the same gate.
+   worse one: the float32 model with its first layer's kernels scaled down (WEAKENINGS),
+   through the same gate.
 3. What the statistics cost: outcomes from 10,000 probabilities, the paired comparison with
    its intervals, the whole gate (median of repeats, in this process).
 

@@ -83,26 +83,25 @@ def _shard_parameters(
 
 
 @flow(name="predict-shards")
-def predict_shards_on_dask(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One task per shard on this subflow's task runner (a Dask cluster), in shard order.
-
-    A subflow, because Dask ships the running flow's context with every task: this small
-    flow's pickles on any worker, while batch-predict's, loaded from its entrypoint file by
-    a deployment's worker, names a module (`batch_predict`) no Dask worker can import."""
+def predict_shard_tasks(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One task per shard on the running flow's task runner; results in shard order."""
     futures = [predict_shard.submit(**shard) for shard in shards]
     return [future.result() for future in futures]
 
 
 def predict_shards(shards: list[dict[str, Any]], runner: Any | None) -> list[dict[str, Any]]:
     """The shards' results in shard order: as tasks of this flow run on its thread pool, or on
-    `runner` (a Dask cluster) through the predict-shards subflow. Not a subflow on threads:
-    creating a subflow's parent task run met the local server's SQLite write conflicts (503,
-    after which Prefect's client waits 2, 4, 8, ... s): at least 2 s of every inbox run, once
-    over a minute."""
+    `runner` (a Dask cluster) through the predict-shards subflow.
+
+    Not a subflow on threads: creating a subflow's parent task run met the local server's
+    SQLite write conflicts (503, after which Prefect's client waits 2, 4, 8, ... s): at least
+    2 s of every inbox run, once over a minute. A subflow on Dask: Dask ships the running
+    flow's context with every task, and the subflow's pickles on any worker, while
+    batch-predict's, loaded from its entrypoint file by a deployment's worker, names a module
+    (`batch_predict`) no Dask worker can import."""
     if runner is None:
-        futures = [predict_shard.submit(**shard) for shard in shards]
-        return [future.result() for future in futures]
-    return predict_shards_on_dask.with_options(task_runner=runner)(shards)
+        return predict_shard_tasks.fn(shards)
+    return predict_shard_tasks.with_options(task_runner=runner)(shards)
 
 
 @task(task_run_name="read-manifest")

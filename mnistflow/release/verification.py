@@ -124,7 +124,7 @@ def _configure_replay(root: Path, worktree: Path) -> None:
     otherwise resolve from the temporary folder). Written through DVC's own Config, which
     resolves the clone's relative paths on reading and makes them relative to the worktree on
     writing. The replay runs the revision's stage commands: verify only what you would run."""
-    from dvc.config import Config, ConfigError, merge
+    from dvc.config import ConfigError, merge
     from dvc.repo import Repo
     from voluptuous import Invalid
 
@@ -138,11 +138,11 @@ def _configure_replay(root: Path, worktree: Path) -> None:
     # A committed config.local is the revision's, not this machine's.
     (worktree / ".dvc" / "config.local").unlink(missing_ok=True)
     try:
-        clone_local = Config(dvc_dir=str(root / ".dvc"), validate=False).load_one("local")
         with Repo(str(root)) as repo:
+            clone_local = repo.config.load_one("local")
             seen = repo.config["remote"]
             remotes = {name: dict(seen[name]) for name in clone_local["remote"] if name in seen}
-        with Config(dvc_dir=str(worktree / ".dvc")).edit("local") as replay_local:
+        with Repo(str(worktree)) as replay, replay.config.edit("local") as replay_local:
             merge(replay_local, clone_local)
             merge(replay_local, {"remote": remotes})
             merge(replay_local, resolved_remote_config(root))
