@@ -303,23 +303,54 @@ def test_a_state_file_naming_another_process_signals_nothing(tmp_path):
         bystander.wait(10)
 
 
+def state_file_content(tmp_path) -> dict:
+    """A well-formed stack.json for a stack in `tmp_path`, with one service."""
+    from mnistflow.stack.state import PORT_NAMES
+
+    service = {"name": "dask-scheduler", "pid": 4242, "identity": "4242:1",
+               "log": str(tmp_path / "logs" / "dask-scheduler.log")}  # fmt: skip
+    return {"directory": str(tmp_path), "bucket": "b", "services": {"dask-scheduler": service},
+            "ports": {name: 20000 + index for index, name in enumerate(PORT_NAMES)}}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "field, value",
-    [("port", 70000), ("stop_signal", "SIGSTOP"), ("grace_seconds", 1e9), ("pid", 1)],
-)
+    [("port", 70000), ("stop_signal", "SIGSTOP"), ("grace_seconds", 1e9), ("pid", 1),
+     ("ports", {}), ("log", "/elsewhere/logs/dask-scheduler.log"), ("directory", "/srv/other")],
+)  # fmt: skip
 def test_a_state_file_out_of_bounds_is_refused_by_name(tmp_path, field, value):
     """stack.json lies in a folder others may write: a port no socket has, a signal that
-    would freeze a server instead of stopping it, an endless grace, init's pid."""
-    service = {"name": "dask-scheduler", "pid": 4242, "identity": "4242:1", "log": "x.log"}
-    state = {"directory": str(tmp_path), "ports": {"dask": 8786}, "bucket": "b",
-             "services": {"dask-scheduler": service}}  # fmt: skip
+    would freeze a server instead of stopping it, an endless grace, init's pid, ports missing
+    (refused before anything is stopped), a service of another stack (recognised by its log),
+    another stack's folder."""
+    layout = StackLayout.of(tmp_path)
+    state = state_file_content(layout.root)
+    layout.state_file.write_text(json.dumps(state))
+    assert read_state(layout).services["dask-scheduler"].pid == 4242  # well-formed: read
+    service = state["services"]["dask-scheduler"]
     if field == "port":
-        state["ports"]["dask"] = value
+        state["ports"]["dask_scheduler"] = value
+    elif field in ("ports", "directory"):
+        state[field] = value
     else:
         service[field] = value
-    layout = StackLayout.of(tmp_path)
     layout.state_file.write_text(json.dumps(state))
-    with pytest.raises(StackError, match="not a stack state file") as refused:
+    with pytest.raises(StackError, match="not a stack state file|directory: expected") as refused:
         read_state(layout)
     assert str(layout.state_file) in str(refused.value)
     assert ("ports" if field == "port" else field) in str(refused.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "not utf-8"])
+def test_a_state_file_that_is_no_small_file_is_refused_at_once(tmp_path, kind):
+    layout = StackLayout.of(tmp_path)
+    if kind == "fifo":
+        os.mkfifo(layout.state_file)
+    elif kind == "link to /dev/zero":
+        layout.state_file.symlink_to("/dev/zero")
+    else:
+        layout.state_file.write_bytes(b"\xff\xfe{")
+    started = time.monotonic()
+    with pytest.raises(StackError, match="not a stack state file"):
+        read_state(layout)
+    assert time.monotonic() - started < 5

@@ -128,7 +128,41 @@ def test_a_revision_that_commits_a_local_config_or_a_link_there_is_not_obeyed(cl
     (clone / ".dvc" / "config.local").unlink()
     (clone / ".dvc" / "config.local").symlink_to(tmp_path / "aside")
     git_commit(clone, "a link where the local config goes")
-    refused = pytest.raises(PipelineInputError, match="commits a link at .dvc/config.local")
+    refused = pytest.raises(
+        PipelineInputError, match="commits .dvc, .dvc/config or .dvc/config.local as a link"
+    )
     with detached_worktree(clone, "HEAD") as worktree, refused:
         _configure_replay(clone, worktree)
     assert (tmp_path / "aside").read_text().startswith("[core]")  # never written through
+
+
+@pytest.mark.parametrize(
+    "committed, named",
+    [
+        ("    profile = admin\n", "remote 'team'"),  # in the team section, the file's last
+        ("[cache]\n    local = other\n['remote \"other\"']\n    url = /tmp/other-cache\n",
+         "cache.local"),
+    ],
+)  # fmt: skip
+def test_a_revision_that_adds_to_this_clones_remote_or_cache_is_refused(clone, committed, named):
+    """Keys a revision commits stay beneath the replay's local config: one more on the
+    clone's remote (its credentials would go with it), or a remote named as the cache."""
+    with open(clone / ".dvc" / "config", "a") as config:  # after the team's section
+        config.write(committed)
+    git_commit(clone, "settings of the revision's own")
+    # This clone's working config is the one before: the revision is someone else's.
+    subprocess.run(["git", "checkout", "HEAD~1", "--", ".dvc/config"], cwd=clone, check=True)
+    refused = pytest.raises(PipelineInputError, match=f"sets {named}")
+    with detached_worktree(clone, "HEAD") as worktree, refused:
+        _configure_replay(clone, worktree)
+
+
+def test_a_revision_that_commits_a_folder_as_the_local_config_is_refused(clone):
+    (clone / ".dvc" / "config.local").unlink()
+    (clone / ".dvc" / "config.local").mkdir()
+    (clone / ".dvc" / "config.local" / "x").write_text("x")
+    subprocess.run(["git", "add", "-f", ".dvc/config.local/x"], cwd=clone, check=True)
+    git_commit(clone, "a folder where the local config goes")
+    refused = pytest.raises(PipelineInputError, match="other than a folder and files")
+    with detached_worktree(clone, "HEAD") as worktree, refused:
+        _configure_replay(clone, worktree)

@@ -18,12 +18,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from mnistflow.core.atomic import write_json
+from mnistflow.core.small_files import read_small_regular_file
 from mnistflow.paths import PREFECT_HOME
 
 SERVER_RECORD = "server.json"
@@ -53,14 +53,8 @@ def read_server_record(root: Path) -> dict:
     """The project's server record, read without following a link or blocking on a FIFO
     (a workspace file anyone with the workspace may have replaced); ValueError when it is
     not a small regular file holding a JSON object."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    descriptor = os.open(prefect_home(root) / SERVER_RECORD, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise ValueError("the server record is not a regular file")
-        content = json.loads(os.read(descriptor, MAX_RECORD_BYTES + 1)[: MAX_RECORD_BYTES + 1])
-    finally:
-        os.close(descriptor)
+    record = prefect_home(root) / SERVER_RECORD
+    content = json.loads(read_small_regular_file(record, MAX_RECORD_BYTES))
     if not isinstance(content, dict):
         raise ValueError("the server record is not a JSON object")
     return content

@@ -124,31 +124,78 @@ def _configure_replay(root: Path, worktree: Path) -> None:
     otherwise resolve from the temporary folder). Written through DVC's own Config, which
     resolves the clone's relative paths on reading and makes them relative to the worktree on
     writing. The replay runs the revision's stage commands: verify only what you would run."""
-    from dvc.config import ConfigError, merge
+    from dvc.config import merge
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
     from voluptuous import Invalid
 
     from mnistflow.orchestration.dvc_remotes import resolved_remote_config
 
-    for name in (".dvc/config", ".dvc/config.local"):
-        if not _reached_without_links(worktree, name):
-            raise PipelineInputError(
-                f"cannot prepare the replay: the revision commits a link at {name} or .dvc"
-            )
+    _require_plain_dvc_folder(worktree)
     # A committed config.local is the revision's, not this machine's.
     (worktree / ".dvc" / "config.local").unlink(missing_ok=True)
+    private_cache = worktree.parent / "cache"
     try:
         with Repo(str(root)) as repo:
             clone_local = repo.config.load_one("local")
             seen = repo.config["remote"]
             remotes = {name: dict(seen[name]) for name in clone_local["remote"] if name in seen}
-        with Repo(str(worktree)) as replay, replay.config.edit("local") as replay_local:
-            merge(replay_local, clone_local)
-            merge(replay_local, {"remote": remotes})
-            merge(replay_local, resolved_remote_config(root))
-            replay_local["cache"]["dir"] = str(worktree.parent / "cache")
-    except (ConfigError, Invalid, OSError) as error:
+            site_cache = repo.config["core"].get("site_cache_dir")
+        with Repo(str(worktree)) as replay:
+            with replay.config.edit("local") as replay_local:
+                merge(replay_local, clone_local)
+                merge(replay_local, {"remote": remotes})
+                merge(replay_local, resolved_remote_config(root))
+                replay_local["cache"]["dir"] = str(private_cache)
+            foreign = _foreign_settings(replay.config, remotes, site_cache, private_cache)
+    except (DvcException, Invalid, OSError, TypeError, ValueError) as error:
         raise PipelineInputError(f"cannot prepare the replay: {error}") from None
+    if foreign:
+        raise PipelineInputError(
+            f"cannot prepare the replay: the revision's committed DVC config sets "
+            f"{', '.join(foreign)} beyond what this clone uses; its stages would get this "
+            "clone's remotes pointed elsewhere, or a cache outside the replay"
+        )
+
+
+def _require_plain_dvc_folder(worktree: Path) -> None:
+    """.dvc a folder, its config a file reached without links, config.local absent or a file."""
+    local = worktree / ".dvc" / "config.local"
+    plain = (
+        _reached_without_links(worktree, ".dvc/config")
+        and _reached_without_links(worktree, ".dvc/config.local")
+        and (worktree / ".dvc").is_dir()
+        and (not local.exists() or local.is_file())
+    )
+    if not plain:
+        raise PipelineInputError(
+            "cannot prepare the replay: the revision commits .dvc, .dvc/config or "
+            ".dvc/config.local as a link or as something other than a folder and files"
+        )
+
+
+# Cache settings DVC still honours besides `dir`: a remote named as the cache.
+REMOTE_CACHE_KEYS = ("local", "s3", "gs", "ssh", "hdfs", "azure", "webhdfs")
+
+
+def _foreign_settings(
+    replay_config: Any, remotes: dict[str, dict], site_cache: str | None, private_cache: Path
+) -> list[str]:
+    """What the replay's merged config holds that this clone's does not: keys the revision
+    adds to a remote this clone configures (its credentials would go with them), another
+    cache, or another site cache folder."""
+    found = [
+        f"remote {name!r}"
+        for name, settings in remotes.items()
+        if dict(replay_config["remote"].get(name, {})) != settings
+    ]
+    cache = replay_config["cache"]
+    found += [f"cache.{key}" for key in REMOTE_CACHE_KEYS if key in cache]
+    if Path(cache.get("dir", "")).resolve() != private_cache.resolve():
+        found.append("cache.dir")
+    if replay_config["core"].get("site_cache_dir") != site_cache:
+        found.append("core.site_cache_dir")
+    return found
 
 
 def _recorded_source_md5(lock_text: str, source: str) -> str | None:

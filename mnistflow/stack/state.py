@@ -3,14 +3,26 @@ come up. Written after every service starts, so `down` can stop a half-started s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mnistflow.core.atomic import write_text
+from mnistflow.core.small_files import read_small_regular_file
+from mnistflow.stack import seaweedfs
 from mnistflow.stack.errors import StackError
 from mnistflow.stack.layout import StackLayout
 from mnistflow.stack.processes import ServiceProcess
+
+# Every port the stack has, by what it is for.
+PORT_NAMES = (
+    "postgres", "prefect", "dask_scheduler", "dask_dashboard", "dask_worker", "dask_nanny",
+    "dask_worker_http",
+    *(f"seaweedfs_{name}" for name in seaweedfs.PORT_NAMES),
+)  # fmt: skip
+# A state file is about 2 KB; a larger one is none.
+MAX_STATE_BYTES = 64 * 1024
 
 
 class StackState(BaseModel):
@@ -25,6 +37,18 @@ class StackState(BaseModel):
     services: dict[str, ServiceProcess] = {}
     startup_seconds: float | None = None
 
+    @model_validator(mode="after")
+    def _complete_and_its_own(self) -> StackState:
+        """Every port named, and every service's log in this stack's folder (a service is
+        recognised by its log path: one elsewhere would be another stack's)."""
+        if set(self.ports) != set(PORT_NAMES):
+            raise ValueError(f"ports: expected exactly {', '.join(PORT_NAMES)}")
+        logs = Path(self.directory, "logs")
+        for name, service in self.services.items():
+            if Path(service.log).parent != logs:
+                raise ValueError(f"services.{name}.log: expected a file in {logs}")
+        return self
+
     def with_service(self, service: ServiceProcess) -> StackState:
         return self.model_copy(update={"services": {**self.services, service.name: service}})
 
@@ -32,11 +56,16 @@ class StackState(BaseModel):
 def read_state(layout: StackLayout) -> StackState | None:
     """The recorded state; None where the folder holds none."""
     try:
-        return StackState.model_validate_json(layout.state_file.read_text(encoding="utf-8"))
+        state = StackState.model_validate_json(
+            read_small_regular_file(layout.state_file, MAX_STATE_BYTES)
+        )
     except FileNotFoundError:
         return None
-    except (OSError, ValidationError) as error:
+    except (OSError, ValueError) as error:  # pydantic's ValidationError is a ValueError
         raise StackError(f"{layout.state_file}: not a stack state file ({error})") from None
+    if Path(state.directory) != layout.root:
+        raise StackError(f"{layout.state_file}: directory: expected {layout.root}")
+    return state
 
 
 def write_state(layout: StackLayout, state: StackState) -> None:

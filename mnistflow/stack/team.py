@@ -36,14 +36,9 @@ from mnistflow.stack.processes import (
     stop_process,
     wait_until,
 )
-from mnistflow.stack.state import StackState, read_state, write_state
+from mnistflow.stack.state import PORT_NAMES, StackState, read_state, write_state
 
 BUCKET = "mnistflow"
-PORT_NAMES = (
-    "postgres", "prefect", "dask_scheduler", "dask_dashboard", "dask_worker", "dask_nanny",
-    "dask_worker_http",
-    *(f"seaweedfs_{name}" for name in seaweedfs.PORT_NAMES),
-)  # fmt: skip
 # Bounds on each wait, in seconds. Prefect's first start runs its migrations (about 7 s here;
 # a loaded 2-core machine can take several times that).
 POSTGRES_TIMEOUT = 30.0
