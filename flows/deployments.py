@@ -57,6 +57,7 @@ def serve_deployments(root: Path, every_seconds: int | None = None, port: int = 
     """Serve prefect.yaml's deployments against $PREFECT_API_URL, or a local server started
     here on the project's Prefect home and stopped on exit."""
     from prefect import serve
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     os.environ.setdefault("MNISTFLOW_ROOT", str(root))
     os.chdir(root)
@@ -65,7 +66,11 @@ def serve_deployments(root: Path, every_seconds: int | None = None, port: int = 
             os.environ.get("PREFECT_API_URL")
             or stack.enter_context(local_prefect_server(Path(root), port)).api_url
         )
+        # Prefect read its settings when it was imported, before the local server existed:
+        # the variable alone reaches only child processes (the flow runs). This process needs
+        # the setting too, or its client starts a temporary server of its own beside ours.
         os.environ["PREFECT_API_URL"] = api_url
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
         print(f"serving against {api_url}", flush=True)
         deployments = build_deployments(deployment_specs(root), root, every_seconds)
         # pause_on_shutdown=False: stopping this process must not pause the schedules.

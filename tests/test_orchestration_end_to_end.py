@@ -270,6 +270,9 @@ def test_serve_without_a_server_starts_one_serves_the_deployments_and_stops_it(t
         )
         assert serving.poll() is None, log.read_text()[-3000:]
         assert f"serving against {api_url}" in log.read_text()
+        # One server: Prefect's client in the serve process uses it too, and starts no
+        # temporary server of its own (it would, were the setting only in the environment).
+        assert "Starting temporary server" not in log.read_text(), log.read_text()[-3000:]
         server = [
             child
             for child in psutil.Process(serving.pid).children(recursive=True)
