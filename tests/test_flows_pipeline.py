@@ -158,7 +158,7 @@ def test_a_preset_runs_as_a_named_experiment(workspace):
         if e.get("name") == "mlp-12-8"
     ]
     assert runs[0]["params"]["params.yaml"]["data"]["model"]["mlp"]["hidden_units"] == [12, 8]
-    # One epoch of the 12-8 net on 2,700 images is near chance; the point is that it ran.
+    # One epoch of the 12-8 net on 1,350 images is near chance; the point is that it ran.
     assert 0.0 < runs[0]["metrics"]["reports/metrics.json"]["data"]["accuracy"] <= 1.0
     assert runs[0]["metrics"]["reports/training/metrics.json"]["data"]["step"] == 0
 

@@ -434,8 +434,10 @@ def test_a_prefect_server_killed_mid_run_wedges_nothing(machines, record_propert
 
 def test_a_worker_killed_during_training_leaves_no_process(machines):
     a = machines.a
-    set_params(a.clone, {"train": {"epochs": 2}})
-    a.git("commit", "--quiet", "-m", "two epochs", "params.yaml")
+    # Three epochs: after the first one's checkpoint, two more keep training running while
+    # the test finds and kills its processes.
+    set_params(a.clone, {"train": {"epochs": 3}})
+    a.git("commit", "--quiet", "-m", "three epochs", "params.yaml")
     checkpoints = a.clone / ".checkpoints" / "train"
     assert not snapshots(checkpoints)
     start = schedule_nightly_in(machines.api_url, 10)
@@ -470,7 +472,7 @@ def test_with_s3_down_the_next_run_resumes_training_and_records_locally(machines
     log = machines.worker.log.read_text()
     assert "resuming from the checkpoint" in log and "after epoch 1 of 2" in log, log[-3000:]
     summary = json.loads((a.clone / "reports" / "train.json").read_text())
-    assert summary["resumed_from_epoch"] == 1 and summary["epochs_run"] == 2
+    assert summary["resumed_from_epoch"] == 1 and summary["epochs_run"] == 3
     # Recorded here; the push failed, so the run failed after the record was made.
     record_property("s3_down_run_outcome", flow_run["state_type"])
     assert flow_run["state_type"] == "FAILED", flow_run["state"]
