@@ -8,6 +8,7 @@ the folder beside the project. Everything here that talks to the remote passes t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,11 @@ def resolved_remote_config(root: Path) -> dict[str, Any]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        remotes = dict(repo.config["remote"])
+        return resolved_remote_urls(repo.config["remote"])
+
+
+def resolved_remote_urls(remotes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """resolved_remote_config's override from the remotes of a workspace's loaded config."""
     # The workspace's Config already resolved relative URLs against the real .dvc/ folder;
     # a temporary copy or a git revision would not, so the resolved ones are passed on.
     override = {

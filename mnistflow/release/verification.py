@@ -129,7 +129,7 @@ def _configure_replay(root: Path, worktree: Path) -> None:
     from dvc.repo import Repo
     from voluptuous import Invalid
 
-    from mnistflow.orchestration.dvc_remotes import resolved_remote_config
+    from mnistflow.orchestration.dvc_remotes import resolved_remote_urls
 
     _require_plain_dvc_folder(worktree)
     # A committed config.local is the revision's, not this machine's.
@@ -140,12 +140,13 @@ def _configure_replay(root: Path, worktree: Path) -> None:
             clone_local = repo.config.load_one("local")
             seen = repo.config["remote"]
             remotes = {name: dict(seen[name]) for name in clone_local["remote"] if name in seen}
+            resolved_urls = resolved_remote_urls(seen)
             site_cache = repo.config["core"].get("site_cache_dir")
         with Repo(str(worktree)) as replay:
             with replay.config.edit("local") as replay_local:
                 merge(replay_local, clone_local)
                 merge(replay_local, {"remote": remotes})
-                merge(replay_local, resolved_remote_config(root))
+                merge(replay_local, resolved_urls)
                 replay_local["cache"]["dir"] = str(private_cache)
             foreign = _foreign_settings(replay.config, remotes, site_cache, private_cache)
     except (DvcException, Invalid, OSError, TypeError, ValueError) as error:
