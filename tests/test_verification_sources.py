@@ -4,6 +4,7 @@ its worktree reaches the remotes this clone reaches, local configuration include
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -142,6 +143,10 @@ def test_a_revision_that_commits_a_local_config_or_a_link_there_is_not_obeyed(cl
         ("    profile = admin\n", "remote 'team'"),  # in the team section, the file's last
         ("[cache]\n    local = other\n['remote \"other\"']\n    url = /tmp/other-cache\n",
          "cache.local"),
+        # A remote of the revision's own, handed this clone's credential file.
+        ("['remote \"evil\"']\n    url = s3://attacker\n    credentialpath = ../keys\n",
+         "remote 'evil'"),
+        ("[studio]\n    url = http://attacker.invalid\n", "studio"),  # the token's target
     ],
 )  # fmt: skip
 def test_a_revision_that_adds_to_this_clones_remote_or_cache_is_refused(clone, committed, named):
@@ -152,7 +157,7 @@ def test_a_revision_that_adds_to_this_clones_remote_or_cache_is_refused(clone, c
     git_commit(clone, "settings of the revision's own")
     # This clone's working config is the one before: the revision is someone else's.
     subprocess.run(["git", "checkout", "HEAD~1", "--", ".dvc/config"], cwd=clone, check=True)
-    refused = pytest.raises(PipelineInputError, match=f"sets {named}")
+    refused = pytest.raises(PipelineInputError, match=f"sets [^;]*{named}")
     with detached_worktree(clone, "HEAD") as worktree, refused:
         _configure_replay(clone, worktree)
 
@@ -166,3 +171,18 @@ def test_a_revision_that_commits_a_folder_as_the_local_config_is_refused(clone):
     refused = pytest.raises(PipelineInputError, match="other than a folder and files")
     with detached_worktree(clone, "HEAD") as worktree, refused:
         _configure_replay(clone, worktree)
+
+
+def test_a_revision_that_commits_a_link_inside_dvc_is_refused(clone, tmp_path):
+    """DVC writes its tmp/ folder (locks, experiments) inside .dvc: never through a link."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (clone / ".dvc" / "tmp").mkdir(exist_ok=True)
+    shutil.rmtree(clone / ".dvc" / "tmp")
+    (clone / ".dvc" / "tmp").symlink_to(victim)
+    subprocess.run(["git", "add", "-f", ".dvc/tmp"], cwd=clone, check=True)
+    git_commit(clone, "a link where DVC keeps its locks")
+    refused = pytest.raises(PipelineInputError, match="or a link inside .dvc")
+    with detached_worktree(clone, "HEAD") as worktree, refused:
+        _configure_replay(clone, worktree)
+    assert list(victim.iterdir()) == []  # nothing written through it

@@ -16,6 +16,7 @@ The worktree is removed afterwards (`git worktree remove`), so the repository is
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -141,37 +142,45 @@ def _configure_replay(root: Path, worktree: Path) -> None:
             seen = repo.config["remote"]
             remotes = {name: dict(seen[name]) for name in clone_local["remote"] if name in seen}
             resolved_urls = resolved_remote_urls(seen)
-            site_cache = repo.config["core"].get("site_cache_dir")
+            clone_view = _credential_settings(repo.config)
         with Repo(str(worktree)) as replay:
             with replay.config.edit("local") as replay_local:
                 merge(replay_local, clone_local)
                 merge(replay_local, {"remote": remotes})
                 merge(replay_local, resolved_urls)
                 replay_local["cache"]["dir"] = str(private_cache)
-            foreign = _foreign_settings(replay.config, remotes, site_cache, private_cache)
-    except (DvcException, Invalid, OSError, TypeError, ValueError) as error:
+            foreign = _foreign_settings(replay.config, clone_view, private_cache)
+    # RecursionError: configobj parsing sections nested a thousand deep.
+    except (DvcException, Invalid, OSError, TypeError, ValueError, RecursionError) as error:
         raise PipelineInputError(f"cannot prepare the replay: {error}") from None
     if foreign:
         raise PipelineInputError(
             f"cannot prepare the replay: the revision's committed DVC config sets "
             f"{', '.join(foreign)} beyond what this clone uses; its stages would get this "
-            "clone's remotes pointed elsewhere, or a cache outside the replay"
+            "clone's remotes or credentials pointed elsewhere, or a cache outside the replay"
         )
 
 
 def _require_plain_dvc_folder(worktree: Path) -> None:
-    """.dvc a folder, its config a file reached without links, config.local absent or a file."""
+    """.dvc a folder, its config a file reached without links, config.local absent or a file,
+    and no link anywhere in .dvc (DVC writes its tmp/ folder there: locks, experiments)."""
     local = worktree / ".dvc" / "config.local"
     plain = (
         _reached_without_links(worktree, ".dvc/config")
         and _reached_without_links(worktree, ".dvc/config.local")
         and (worktree / ".dvc").is_dir()
         and (not local.exists() or local.is_file())
+        and not any(
+            os.path.islink(os.path.join(folder, name))
+            for folder, folders, files in os.walk(worktree / ".dvc")
+            for name in folders + files
+        )
     )
     if not plain:
         raise PipelineInputError(
             "cannot prepare the replay: the revision commits .dvc, .dvc/config or "
-            ".dvc/config.local as a link or as something other than a folder and files"
+            ".dvc/config.local as a link or as something other than a folder and files, "
+            "or a link inside .dvc"
         )
 
 
@@ -179,23 +188,34 @@ def _require_plain_dvc_folder(worktree: Path) -> None:
 REMOTE_CACHE_KEYS = ("local", "s3", "gs", "ssh", "hdfs", "azure", "webhdfs")
 
 
+def _credential_settings(config: Any) -> dict[str, Any]:
+    """The settings of a loaded DVC config that say where data and credentials go: every
+    remote, the default one, Studio (its token goes to its url) and the site cache folder."""
+    return {
+        "remote": {name: dict(settings) for name, settings in config["remote"].items()},
+        "core.remote": config["core"].get("remote"),
+        "studio": dict(config.get("studio", {})),
+        "core.site_cache_dir": config["core"].get("site_cache_dir"),
+    }
+
+
 def _foreign_settings(
-    replay_config: Any, remotes: dict[str, dict], site_cache: str | None, private_cache: Path
+    replay_config: Any, clone_view: dict[str, Any], private_cache: Path
 ) -> list[str]:
-    """What the replay's merged config holds that this clone's does not: keys the revision
-    adds to a remote this clone configures (its credentials would go with them), another
-    cache, or another site cache folder."""
+    """What the replay's merged config holds that this clone's does not: a remote this clone
+    does not have or sees otherwise (keys the revision adds to it: its credentials would go
+    with them), another default remote, Studio or site cache folder, another cache."""
+    replay_view = _credential_settings(replay_config)
     found = [
         f"remote {name!r}"
-        for name, settings in remotes.items()
-        if dict(replay_config["remote"].get(name, {})) != settings
+        for name, settings in replay_view.pop("remote").items()
+        if settings != clone_view["remote"].get(name)
     ]
+    found += [key for key, value in replay_view.items() if value != clone_view[key]]
     cache = replay_config["cache"]
     found += [f"cache.{key}" for key in REMOTE_CACHE_KEYS if key in cache]
     if Path(cache.get("dir", "")).resolve() != private_cache.resolve():
         found.append("cache.dir")
-    if replay_config["core"].get("site_cache_dir") != site_cache:
-        found.append("core.site_cache_dir")
     return found
 
 
