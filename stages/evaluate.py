@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from mnistflow.compute.cpu_kernels import apply_cpu_kernels
+from mnistflow.compute.keras_loading import load_keras
 from mnistflow.constants import PIXEL_MAX
 from mnistflow.core.atomic import write_json, write_text
 from mnistflow.data.normalization import Normalization
@@ -41,7 +42,7 @@ def main() -> None:
     # (mnistflow/compute/cpu_kernels.py).
     apply_cpu_kernels(params)
     require_file(arguments.model)
-    import keras
+    keras = load_keras()
 
     model = keras.models.load_model(arguments.model)
     test = load_split(arguments.data, "test")

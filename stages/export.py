@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from mnistflow.compute.cpu_kernels import apply_cpu_kernels
+from mnistflow.compute.keras_loading import load_keras
 from mnistflow.orchestration.entrypoints import run_stage
 from mnistflow.params import load_params
 from mnistflow.release.candidates import ExportPaths, export_candidates
@@ -34,6 +35,7 @@ def main() -> None:
     # Before TensorFlow loads: which kernels run is a declared input
     # (mnistflow/compute/cpu_kernels.py).
     apply_cpu_kernels(params)
+    load_keras()  # first, so that whatever imports Keras below gets it without extras
     export_candidates(ExportPaths(**arguments), params)
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mnistflow.compute.cpu_kernels import apply_cpu_kernels
+from mnistflow.compute.keras_loading import load_keras
 from mnistflow.core.atomic import atomic_file, write_json
 from mnistflow.data.prepared import load_prepared
 from mnistflow.orchestration.entrypoints import run_stage
@@ -28,6 +29,7 @@ def main() -> None:
     # Before TensorFlow loads: which kernels run is a declared input
     # (mnistflow/compute/cpu_kernels.py).
     apply_cpu_kernels(params)
+    load_keras()  # first, so that whatever imports Keras below gets it without extras
     result = train(
         load_prepared(arguments.data),
         params.model,

@@ -110,3 +110,38 @@ def test_the_compute_stage_writes_this_hosts_fingerprint(tmp_path):
     capped = stage(ONEDNN_MAX_CPU_ISA="AVX2")
     assert capped["tensorflow_cpu_kernels"] == "oneDNN avx2"
     assert capped != here or here["tensorflow_cpu_kernels"] == "oneDNN avx2"
+
+
+def run_python(code: str) -> list:
+    """`code` in a fresh interpreter (what it imports matters here); its last line, as JSON."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        timeout=300, check=True,
+    )  # fmt: skip
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_keras_loads_without_its_extras_and_they_still_import_afterwards():
+    loaded = run_python(
+        "import json, sys\n"
+        "from mnistflow.compute.keras_loading import load_keras\n"
+        "keras = load_keras()\n"
+        "during = sorted(set(sys.modules) & {'sklearn', 'pandas'})\n"
+        "import pandas, sklearn.base\n"
+        "model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+        "print(json.dumps([during, keras.__name__, sys.modules['sklearn'] is not None,"
+        " load_keras() is keras, int(model.count_params())]))"
+    )
+    assert loaded == [[], "keras", True, True, 3]
+
+
+def test_keras_already_loaded_with_its_extras_is_left_as_it_is():
+    loaded = run_python(
+        "import json, sys, sklearn\n"
+        "from mnistflow.compute.keras_loading import load_keras\n"
+        "keras = load_keras()\n"
+        "from keras.src.wrappers import fixes\n"
+        "print(json.dumps([fixes.sklearn is sys.modules['sklearn']]))"
+    )
+    # scikit-learn was there first: Keras took it, as a plain `import keras` would.
+    assert loaded == [True]
