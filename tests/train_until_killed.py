@@ -10,13 +10,15 @@ from pathlib import Path
 
 import stages.train as train_stage
 from mnistflow.compute.cpu_kernels import apply_cpu_kernels
+from mnistflow.compute.keras_loading import load_keras
 from mnistflow.params import load_params
 
 kill_after_epoch = int(sys.argv[1])
 arguments = sys.argv[2:]
 # As the stage does, before TensorFlow loads: the hook below imports Keras first, so the stage's
-# own call (which refuses to run after TensorFlow is imported) is done here instead.
+# own calls (apply_cpu_kernels refuses to run after TensorFlow is imported) are made here.
 apply_cpu_kernels(load_params(Path(arguments[arguments.index("--params") + 1])))
+load_keras()
 train_stage.apply_cpu_kernels = lambda params: None
 
 from mnistflow.training.callbacks import TrainingProgress  # noqa: E402 - after the settings

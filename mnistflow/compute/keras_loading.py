@@ -25,8 +25,8 @@ OPTIONAL_INTEGRATIONS = ("sklearn", "pandas")
 
 
 def load_keras() -> ModuleType:
-    """`import keras`, without its scikit-learn and pandas integrations when neither is loaded
-    yet; Keras as it is when it already is."""
+    """`import keras`, without whichever of scikit-learn and pandas is not loaded yet (one
+    already loaded, Keras uses as usual); Keras as it is when it already is."""
     if "keras" in sys.modules:
         return sys.modules["keras"]
     hidden = [name for name in OPTIONAL_INTEGRATIONS if name not in sys.modules]
