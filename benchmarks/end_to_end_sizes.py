@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests package: the project copy the tests make
 
+from mnistflow.compute.cpu_features import cpu_model  # noqa: E402
 from tests.test_pipeline_end_to_end import copy_project, environment, set_params  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -91,7 +92,7 @@ def main() -> None:
         "repeats": arguments.repeats,
         "sizes": rows,
         "cpu_ratio_current_to_earlier": round(current / earlier, 3),
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "end_to_end_sizes.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -114,13 +115,6 @@ def main() -> None:
     ]
     (RESULTS / "end_to_end_sizes.md").write_text("\n".join(lines))
     print("\n".join(lines))
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

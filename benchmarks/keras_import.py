@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mnistflow.compute.cpu_features import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 REPORT_CPU = (
@@ -64,7 +66,7 @@ def main() -> None:
         "cpu_seconds_median": medians,
         "also_loaded": loaded,
         "saved_cpu_seconds_median": round(medians["import keras"] - medians["load_keras()"], 3),
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "keras_import.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -85,13 +87,6 @@ def main() -> None:
     ]
     (RESULTS / "keras_import.md").write_text("\n".join(lines))
     print("\n".join(lines))
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
