@@ -316,22 +316,30 @@ def state_file_content(tmp_path) -> dict:
 @pytest.mark.parametrize(
     "field, value",
     [("port", 70000), ("stop_signal", "SIGSTOP"), ("grace_seconds", 1e9), ("pid", 1),
-     ("ports", {}), ("log", "/elsewhere/logs/dask-scheduler.log"), ("directory", "/srv/other")],
+     ("ports", {}), ("log", "/elsewhere/logs/dask-scheduler.log"), ("directory", "/srv/other"),
+     ("pid", "4242"), ("port", True), ("grace_seconds", "10"), ("startup_seconds", "NaN"),
+     ("log", "{root}/logs/.."), ("log", "{root}/logs/./dask-scheduler.log"),
+     ("log", "{root}/logs/dask\0scheduler.log")],
 )  # fmt: skip
 def test_a_state_file_out_of_bounds_is_refused_by_name(tmp_path, field, value):
     """stack.json lies in a folder others may write: a port no socket has, a signal that
     would freeze a server instead of stopping it, an endless grace, init's pid, ports missing
     (refused before anything is stopped), a service of another stack (recognised by its log),
-    another stack's folder."""
+    another stack's folder; a pid, port or grace of the wrong JSON type, a startup time that
+    is no number, a log path that is the folder itself, or dotted, or holds a NUL."""
     layout = StackLayout.of(tmp_path)
     state = state_file_content(layout.root)
     layout.state_file.write_text(json.dumps(state))
     assert read_state(layout).services["dask-scheduler"].pid == 4242  # well-formed: read
     service = state["services"]["dask-scheduler"]
+    if isinstance(value, str):
+        value = value.replace("{root}", str(layout.root))
     if field == "port":
         state["ports"]["dask_scheduler"] = value
     elif field in ("ports", "directory"):
         state[field] = value
+    elif field == "startup_seconds":
+        state[field] = float(value)  # json.dumps writes NaN, which a JSON parser may take
     else:
         service[field] = value
     layout.state_file.write_text(json.dumps(state))

@@ -38,7 +38,8 @@ LOG_TAIL_LINES = 15
 class ServiceProcess(BaseModel):
     """One running server process of the stack, as the state file records it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict, like the state file it is read back from (mnistflow/stack/state.py).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str
     pid: int = Field(gt=1)

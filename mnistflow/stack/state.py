@@ -26,7 +26,8 @@ MAX_STATE_BYTES = 64 * 1024
 
 
 class StackState(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: the file lies in a folder others may write, and "4242" or true is no pid or port.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     directory: str
     # Every port the stack's servers listen on, by what it is for (all on 127.0.0.1). Kept
@@ -35,7 +36,7 @@ class StackState(BaseModel):
     bucket: str
     # The running processes, in the order they started; empty once the stack is down.
     services: dict[str, ServiceProcess] = {}
-    startup_seconds: float | None = None
+    startup_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _complete_and_its_own(self) -> StackState:
@@ -45,12 +46,20 @@ class StackState(BaseModel):
             raise ValueError(f"ports: expected exactly {', '.join(PORT_NAMES)}")
         logs = Path(self.directory, "logs")
         for name, service in self.services.items():
-            if Path(service.log).parent != logs:
-                raise ValueError(f"services.{name}.log: expected a file in {logs}")
+            if not _names_a_file_in(service.log, logs):
+                raise ValueError(f"services.{name}.log: expected a file named in {logs}")
         return self
 
     def with_service(self, service: ServiceProcess) -> StackState:
         return self.model_copy(update={"services": {**self.services, service.name: service}})
+
+
+def _names_a_file_in(log: str, folder: Path) -> bool:
+    """Whether `log` spells a file right in `folder`: no NUL, no "." or ".." (pathlib drops
+    a "." and keeps a "..", so `logs/./x` or `logs/..` would pass a plain parent check)."""
+    if "\0" in log or any(part in (".", "..") for part in log.split("/")):
+        return False
+    return Path(log).parent == folder
 
 
 def read_state(layout: StackLayout) -> StackState | None:
