@@ -139,10 +139,11 @@ def _configure_replay(root: Path, worktree: Path) -> None:
     try:
         with Repo(str(root)) as repo:
             clone_local = repo.config.load_one("local")
-            seen = repo.config["remote"]
-            remotes = {name: dict(seen[name]) for name in clone_local["remote"] if name in seen}
-            resolved_urls = resolved_remote_urls(seen)
             clone_view = _credential_settings(repo.config)
+            seen = clone_view["remote"]
+            # Copies: merging below writes into them, and clone_view must stay as read.
+            remotes = {name: dict(seen[name]) for name in clone_local["remote"] if name in seen}
+            resolved_urls = resolved_remote_urls(repo.config["remote"])
         with Repo(str(worktree)) as replay:
             with replay.config.edit("local") as replay_local:
                 merge(replay_local, clone_local)
